@@ -1,0 +1,212 @@
+"""The `mvkit` command line: parse options, call the Python API, print. No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mvkit.errors import MvkitError
+
+app = typer.Typer(
+    help="mvkit: from labeled photos to a verified, benchmarked on-device image classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+error_console = Console(stderr=True)
+
+ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
+PretrainedOpt = typer.Option(False, "--pretrained", help="Load pretrained weights: built-in, then the local weights folder, then timm's hub.")
+WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensors state dict, Apple ml-cvnets MobileViT or lukemelas EfficientNet checkpoint.")
+
+
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library log messages.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=error_console, show_path=False)])
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str, Optional[int]], Callable[[int], None]]]:
+    """Yields start(description, total) -> advance(n); each call adds a rich progress bar."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=error_console, transient=False) as progress:
+        def start(description: str, total: Optional[int]) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+        yield start
+
+
+def _report_skipped(skipped: list) -> None:
+    if skipped:
+        error_console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+        for path, reason in skipped:
+            error_console.print(f"  {path}: {reason}")
+
+
+@app.command("models")
+def models_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the model zoo: params, MACs at the default input size, normalization, weights source."""
+    from mvkit.models import describe_zoo
+
+    rows = describe_zoo()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="mvkit model zoo (any other timm model name works too)")
+    for column in ("name", "role", "params M", "GMACs", "input", "normalization", "pretrained weights"):
+        table.add_column(column, no_wrap=column == "name")
+    for row in rows:
+        table.add_row(row["name"], row["role"], f"{row['params_m']:.2f}", f"{row['gmacs']:.3f}",
+                      str(row["input_size"]), row["normalization"], row["weights"])
+    console.print(table)
+    console.print("normalization: imagenet = mean (0.485, 0.456, 0.406) / std (0.229, 0.224, 0.225); "
+                  "inception = 0.5 / 0.5; pixels/255 = no mean/std. Full values: --json")
+
+
+@app.command("predict")
+def predict_command(
+    model: str = ModelArg,
+    inputs: List[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    pretrained: bool = PretrainedOpt,
+    weights: Optional[Path] = WeightsOpt,
+    topk: int = typer.Option(5, "--topk", "-k", help="How many labels to show per photo."),
+    batch_size: int = typer.Option(16, help="Photos per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Top-k labels with probabilities for a photo or a folder of photos."""
+    from mvkit.models import load_model
+    from mvkit.predict import predict_files
+
+    net = load_model(model, pretrained=pretrained, weights=weights)
+    predictions, skipped = predict_files(net, inputs, topk=topk, batch_size=batch_size)
+    if as_json:
+        print(json.dumps({"predictions": [p.to_dict() for p in predictions],
+                          "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}, indent=2))
+    else:
+        for prediction in predictions:
+            console.print(f"[bold]{prediction.path}[/bold]")
+            for label, probability in prediction.top:
+                console.print(f"  {probability:7.2%}  {label}")
+        _report_skipped(skipped)
+    if not predictions:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_command(
+    model: str = ModelArg,
+    data: str = typer.Argument(..., help="Dataset: a folder of class folders, a CSV manifest (path,label), or builtin:fashion."),
+    pretrained: bool = PretrainedOpt,
+    weights: Optional[Path] = WeightsOpt,
+    split: str = typer.Option("val", help="Which part to evaluate: val, train or all."),
+    val: Optional[Path] = typer.Option(None, "--val", help="A separate val folder of class folders."),
+    val_fraction: float = typer.Option(0.2, help="Share of each class held out for val when the data has no split."),
+    seed: int = typer.Option(0, help="Seed of the train/val split."),
+    split_file: Optional[Path] = typer.Option(None, help="Split file to reuse or write (default OUT/split.json)."),
+    out: Path = typer.Option(Path("runs/eval"), help="Folder for metrics.json, confusion.png, split.json."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
+    import torch
+
+    from mvkit.data import load_data
+    from mvkit.evaluate import evaluate, plot_confusion
+    from mvkit.models import load_model
+
+    if split not in ("val", "train", "all"):
+        raise MvkitError(f"--split must be val, train or all, not {split!r}")
+    net = load_model(model, pretrained=pretrained, weights=weights)
+    with progress_bars() as start:
+        splits = load_data(data, val=val, val_fraction=val_fraction, seed=seed,
+                           split_file=split_file or out / "split.json", on_scan_progress=start("checking photos", None))
+        dataset = {"val": splits.val, "train": splits.train}.get(split)
+        if dataset is None:
+            dataset = torch.utils.data.ConcatDataset([splits.train, splits.val])
+            dataset.classes = splits.classes
+            dataset.transform = None
+        result = evaluate(net, dataset, batch_size=batch_size, on_progress=start("evaluating", len(dataset)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+    png = plot_confusion(result, out / "confusion.png", title=f"{model} on {data} ({split})")
+    _report_skipped(splits.skipped)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title=f"{model} on {data} ({split}, {result.count} images)")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for name, accuracy in result.per_class.items():
+        table.add_row(name, f"{accuracy:.1%}")
+    console.print(table)
+    console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}")
+    console.print(f"wrote {out / 'metrics.json'} and {png}")
+
+
+@app.command("scan")
+def scan_command(
+    data: Path = typer.Argument(..., help="A folder of photos (any depth)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Find corrupt, truncated, non-image and oversized files before they break a run."""
+    from mvkit.data.images import list_files, scan_images
+
+    if not data.is_dir():
+        raise MvkitError(f"{data} is not a folder")
+    files = list_files(data)
+    with progress_bars() as start:
+        report = scan_images(files, on_progress=start("checking photos", len(files)))
+    if as_json:
+        print(json.dumps({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad]}, indent=2))
+    else:
+        console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
+        _report_skipped(report.bad)
+    if report.bad:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
+    """The main job on built-in data: pretrained predictions, a head-only fit on builtin:fashion, eval."""
+    from mvkit.demo import DemoStep, run_demo
+
+    with progress_bars() as start:
+        result = run_demo(out, DemoStep(start=start, log=lambda text: console.print(f"[bold cyan]{text}[/bold cyan]")))
+    for item in result.photo_predictions:
+        best = item["top"][0]
+        console.print(f"{Path(item['path']).name}: {best['label']} ({best['probability']:.1%})")
+    for item in result.sample_predictions:
+        best = item["top"][0]
+        console.print(f"{Path(item['path']).name}: predicted {best['label']} ({best['probability']:.1%})")
+    metrics = result.metrics
+    console.print(f"builtin:fashion val: top-1 [bold]{metrics['top1']:.2%}[/bold], top-5 {metrics['top5']:.2%} "
+                  f"on {metrics['count']} images")
+    console.print(f"checkpoint {result.checkpoint}, confusion matrix {result.confusion_png}")
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit 2, without a traceback."""
+    try:
+        app()
+    except MvkitError as exc:
+        error_console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        error_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Datasets: an image-folder tree, a CSV manifest, or the built-in demo set, always as a train/val pair.
+
+Spec strings accepted everywhere (CLI and API):
+  builtin:fashion        the committed Fashion-MNIST subset (6,000 train / 1,000 val)
+  path/to/tree           one folder per class; split into train/val (stratified, seeded, saved to a file)
+  path/to/tree           holding train/ and val/ (or valid/, validation/) folders of class folders
+  path/to/manifest.csv   columns path,label[,split]; relative paths are relative to the CSV's folder
+and an optional separate val tree.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mvkit.data.images import list_files, load_image, scan_images
+from mvkit.errors import MvkitError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+VAL_FOLDER_NAMES = ("val", "valid", "validation")
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Photos on disk with integer labels; yields (transform(image), label)."""
+
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], transform: Callable | None = None):
+        self.samples = samples
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def name_of(self, index: int) -> str:
+        return str(self.samples[index][0])
+
+    def image(self, index: int) -> Image.Image:
+        return load_image(self.samples[index][0])
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.image(index)
+        return (self.transform(image) if self.transform else image), self.samples[index][1]
+
+
+class ArrayImageDataset(torch.utils.data.Dataset):
+    """Images held in memory as a uint8 array (N, H, W[, C]); used by the built-in demo set."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], name: str,
+                 transform: Callable | None = None):
+        self.images = images
+        self.labels = labels.astype(np.int64)
+        self.classes = classes
+        self.name = name
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+    def name_of(self, index: int) -> str:
+        return f"{self.name}[{index}]"
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index]).convert("RGB")
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = self.image(index)
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+@dataclass
+class DataSplits:
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset
+    classes: list[str]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # bad files found by the scan
+    split_file: Path | None = None
+
+    def set_transforms(self, train: Callable | None, val: Callable | None) -> None:
+        self.train.transform = train
+        self.val.transform = val
+
+
+def class_histogram(dataset: torch.utils.data.Dataset) -> dict[str, int]:
+    counts = np.bincount(np.asarray(dataset.targets, dtype=np.int64), minlength=len(dataset.classes))
+    return {name: int(n) for name, n in zip(dataset.classes, counts)}
+
+
+# ---- built-in demo set -------------------------------------------------------------------------------
+
+BUILTIN_SETS = {"fashion": "fashion_mnist_subset.npz"}
+
+
+def load_builtin(name: str) -> DataSplits:
+    if name not in BUILTIN_SETS:
+        raise MvkitError(f"unknown built-in dataset {name!r}; available: "
+                         + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS))
+    with resources.as_file(resources.files("mvkit.data.builtin") / BUILTIN_SETS[name]) as path:
+        arrays = np.load(path)
+        classes = [str(c) for c in arrays["classes"]]
+        train = ArrayImageDataset(arrays["train_images"], arrays["train_labels"], classes, f"{name}/train")
+        val = ArrayImageDataset(arrays["val_images"], arrays["val_labels"], classes, f"{name}/val")
+    return DataSplits(train=train, val=val, classes=classes)
+
+
+# ---- folders and manifests ---------------------------------------------------------------------------
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_tree(root: Path) -> list[tuple[Path, str]]:
+    """(file, class name) for every file below each class folder of root."""
+    folders = _class_folders(root)
+    if not folders:
+        raise MvkitError(f"{root} holds no class folders; expected one folder of photos per class "
+                         "(e.g. {root}/cat/*.jpg, {root}/dog/*.jpg) or a CSV manifest")
+    return [(path, folder.name) for folder in folders for path in list_files(folder)]
+
+
+def _read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise MvkitError(f"{csv_path}: a manifest needs a header with columns path,label[,split]; "
+                             f"found {reader.fieldnames}")
+        rows = []
+        for row in reader:
+            path = Path(row["path"])
+            rows.append((path if path.is_absolute() else csv_path.parent / path, row["label"], row.get("split") or None))
+    if not rows:
+        raise MvkitError(f"{csv_path} lists no photos")
+    return rows
+
+
+def stratified_split(labels: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of train and val: the same fraction of every class goes to val, chosen by a seeded shuffle."""
+    if not 0.0 < val_fraction < 1.0:
+        raise MvkitError(f"val fraction must be between 0 and 1, got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for name in sorted(set(labels)):
+        members = np.array([i for i, label in enumerate(labels) if label == name])
+        rng.shuffle(members)
+        # Every class with two or more photos gets at least one val and one train photo.
+        n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction))) if len(members) > 1 else 0
+        val += members[:n_val].tolist()
+        train += members[n_val:].tolist()
+    return sorted(train), sorted(val)
+
+
+def _load_split_file(split_file: Path, root: Path) -> dict[str, list[Path]]:
+    data = json.loads(split_file.read_text())
+    return {part: [root / rel for rel in data[part]] for part in ("train", "val")}
+
+
+def _write_split_file(split_file: Path, root: Path, seed: int, val_fraction: float,
+                      train: list[Path], val: list[Path]) -> None:
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    split_file.write_text(json.dumps({
+        "root": str(root.resolve()), "seed": seed, "val_fraction": val_fraction,
+        "train": [str(p.relative_to(root)) for p in train],
+        "val": [str(p.relative_to(root)) for p in val],
+    }, indent=1))
+
+
+def load_data(
+    spec: str | Path,
+    val: str | Path | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    split_file: Path | None = None,
+    on_scan_progress: Callable[[int], None] | None = None,
+) -> DataSplits:
+    """Resolve a dataset spec into train/val datasets whose items are (PIL RGB image, label) until a
+    transform is set. Bad files are skipped and listed in `skipped`."""
+    spec_text = str(spec)
+    if spec_text.startswith(BUILTIN_PREFIX):
+        return load_builtin(spec_text[len(BUILTIN_PREFIX):])
+
+    path = Path(spec_text)
+    if not path.exists():
+        raise MvkitError(f"dataset {path} does not exist (give a folder of class folders, a CSV manifest, "
+                         f"or {BUILTIN_PREFIX}fashion)")
+
+    # Gather (file, label, split or None) rows.
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise MvkitError(f"{path} is a file but not a .csv manifest")
+        rows = _read_manifest(path)
+        root = path.parent
+    else:
+        root = path
+        train_dir = path / "train"
+        val_dir = next((path / n for n in VAL_FOLDER_NAMES if (path / n).is_dir()), None)
+        if val is None and train_dir.is_dir() and val_dir is not None:
+            rows = [(p, c, "train") for p, c in _read_tree(train_dir)] + [(p, c, "val") for p, c in _read_tree(val_dir)]
+        else:
+            rows = [(p, c, None) for p, c in _read_tree(path)]
+    if val is not None:
+        val_path = Path(val)
+        if not val_path.is_dir():
+            raise MvkitError(f"val folder {val_path} does not exist")
+        rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(val_path)]
+
+    report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress)
+    good = set(report.good)
+    rows = [row for row in rows if row[0] in good]
+    classes = sorted({label for _, label, _ in rows})
+    if not rows:
+        raise MvkitError(f"no readable photos in {path}")
+    index = {name: i for i, name in enumerate(classes)}
+
+    if any(split is not None for _, _, split in rows):
+        train_rows = [(p, index[c]) for p, c, s in rows if s != "val"]
+        val_rows = [(p, index[c]) for p, c, s in rows if s == "val"]
+    else:
+        label_of = {p: c for p, c, _ in rows}
+        if split_file is not None and Path(split_file).exists():
+            parts = _load_split_file(Path(split_file), root)
+            train_files = [p for p in parts["train"] if p in label_of]
+            val_files = [p for p in parts["val"] if p in label_of]
+            unlisted = len(label_of) - len(train_files) - len(val_files)
+            if unlisted:
+                log.warning("%d photos are not in split file %s and are left out", unlisted, split_file)
+        else:
+            files = [p for p, _, _ in rows]
+            train_idx, val_idx = stratified_split([c for _, c, _ in rows], val_fraction, seed)
+            train_files, val_files = [files[i] for i in train_idx], [files[i] for i in val_idx]
+            if split_file is not None:
+                _write_split_file(Path(split_file), root, seed, val_fraction, train_files, val_files)
+        train_rows = [(p, index[label_of[p]]) for p in train_files]
+        val_rows = [(p, index[label_of[p]]) for p in val_files]
+
+    return DataSplits(
+        train=ImageFileDataset(train_rows, classes),
+        val=ImageFileDataset(val_rows, classes),
+        classes=classes,
+        skipped=report.bad,
+        split_file=Path(split_file) if split_file else None,
+    )

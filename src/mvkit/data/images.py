@@ -1,0 +1,126 @@
+"""Reading photos safely: every odd-but-valid file loads as the RGB image a person would see; broken ones
+are found before training or evaluation starts, skipped and reported.
+
+Pillow does the decoding; what is ours is the normalisation of modes (16-bit, palette, alpha, CMYK), the
+EXIF orientation, refusing decompression bombs and the scan that collects the files that fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# Pillow's own bomb threshold (about 89 megapixels): bigger files are refused, not decoded.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class BadImageError(Exception):
+    """A file that cannot be used as a photo; the message says why."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, keeping what a viewer shows."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit and 32-bit grayscale: scale the full range down to 8 bits instead of clipping.
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        if img.mode == "I" and values.max() > 65535:
+            top = float(values.max())
+        eight_bit = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(eight_bit, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels become white, as image viewers show them, not whatever colour hides underneath.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != "RGB":
+        return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return img
+
+
+def load_image(path: Path | str) -> Image.Image:
+    """Open a photo as upright 8-bit RGB. Raises BadImageError for corrupt, truncated or oversized files."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_PIXELS and twice that; we refuse the whole range.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImageError(
+                        f"refused: {img.width}x{img.height} pixels is over the {MAX_PIXELS:,} pixel limit "
+                        "(possible decompression bomb); resize the photo if it is genuine"
+                    )
+                img.load()  # full decode: finds truncated files now, not in the middle of training
+                upright = ImageOps.exif_transpose(img)
+                return _to_rgb(upright)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(f"refused as a possible decompression bomb: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise BadImageError("not an image Pillow can read (wrong extension or corrupt header)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImageError(f"corrupt or truncated: {exc}") from exc
+
+
+@dataclass
+class ScanReport:
+    good: list[Path] = field(default_factory=list)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.good)} images ok, {len(self.bad)} skipped"]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.bad]
+        return "\n".join(lines)
+
+
+def _check(path: Path) -> str | None:
+    if not is_image_file(path):
+        return f"not an image file extension ({path.suffix or 'none'})"
+    try:
+        load_image(path)
+    except BadImageError as exc:
+        return str(exc)
+    return None
+
+
+def scan_images(
+    paths: Iterable[Path],
+    workers: int = 4,
+    on_progress: Callable[[int], None] | None = None,
+) -> ScanReport:
+    """Decode every file once (threads: Pillow releases the GIL while decoding); sort good from bad."""
+    paths = list(paths)
+    report = ScanReport()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, problem in zip(paths, pool.map(_check, paths)):
+            if problem is None:
+                report.good.append(path)
+            else:
+                report.bad.append((path, problem))
+                log.warning("skipping %s: %s", path, problem)
+            if on_progress:
+                on_progress(1)
+    return report
+
+
+def list_files(folder: Path) -> list[Path]:
+    """Every non-hidden file below folder, sorted, so listings are the same on every machine."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))

@@ -1,0 +1,106 @@
+"""Accuracy of a model on a labelled dataset: top-1, top-5, per class, and a confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mvkit.errors import MvkitError
+from mvkit.inference import predict_probabilities
+from mvkit.models.zoo import labels_of, preprocess_of
+
+
+@dataclass
+class EvalResult:
+    top1: float
+    top5: float
+    count: int
+    per_class: dict[str, float]  # accuracy of each dataset class
+    classes: list[str]  # dataset classes: rows of the confusion matrix
+    confusion: np.ndarray  # [true class, predicted class]; an extra last column counts "other" predictions
+
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5, "count": self.count, "per_class": self.per_class,
+                "classes": self.classes, "confusion": self.confusion.tolist()}
+
+
+def _dataset_to_model_index(dataset_classes: list[str], model_labels: list[str]) -> list[int]:
+    position = {label: i for i, label in enumerate(model_labels)}
+    unknown = [c for c in dataset_classes if c not in position]
+    if unknown:
+        raise MvkitError(
+            f"the model does not know the dataset classes {unknown[:5]}; its labels are "
+            f"{model_labels[:5]}{'...' if len(model_labels) > 5 else ''}. Evaluate a model trained on this data."
+        )
+    return [position[c] for c in dataset_classes]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Evaluate with the model's own eval transform; dataset classes are matched to model labels by name."""
+    model_labels = labels_of(model)
+    to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))
+    dataset.transform = preprocess_of(model).eval_transform()
+    probabilities, targets = predict_probabilities(model, dataset, batch_size, num_workers, on_progress)
+    true_model_index = to_model[targets]
+    k = min(5, len(model_labels))
+    topk = probabilities.topk(k, dim=-1).indices
+    predicted = topk[:, 0]
+    top1 = float((predicted == true_model_index).float().mean())
+    top5 = float((topk == true_model_index[:, None]).any(dim=-1).float().mean())
+
+    n = len(dataset.classes)
+    from_model = {int(m): d for d, m in enumerate(to_model.tolist())}
+    has_other = len(model_labels) > n
+    confusion = np.zeros((n, n + int(has_other)), dtype=np.int64)
+    for true, pred in zip(targets.tolist(), predicted.tolist()):
+        confusion[true, from_model.get(pred, n)] += 1
+    per_class = {
+        name: float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else float("nan")
+        for i, name in enumerate(dataset.classes)
+    }
+    return EvalResult(top1=top1, top5=top5, count=len(targets), per_class=per_class,
+                      classes=list(dataset.classes), confusion=confusion)
+
+
+def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix as a PNG; counts written in the cells for up to 20 classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = result.confusion.shape
+    columns = result.classes + (["(other)"] if n_cols > n_rows else [])
+    totals = result.confusion.sum(axis=1, keepdims=True).clip(min=1)
+    side = max(4.0, 0.5 * n_cols + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(result.confusion / totals, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n_cols), columns, rotation=45, ha="right")
+    ax.set_yticks(range(n_rows), result.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}\ntop-1 {result.top1:.1%} on {result.count} images")
+    if n_cols <= 20:
+        for i in range(n_rows):
+            for j in range(n_cols):
+                if result.confusion[i, j]:
+                    dark = result.confusion[i, j] / totals[i, 0] > 0.5
+                    ax.text(j, i, str(result.confusion[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
