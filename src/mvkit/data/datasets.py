@@ -132,7 +132,7 @@ def _read_tree(root: Path) -> list[tuple[Path, str]]:
     folders = _class_folders(root)
     if not folders:
         raise MvkitError(f"{root} holds no class folders; expected one folder of photos per class "
-                         "(e.g. {root}/cat/*.jpg, {root}/dog/*.jpg) or a CSV manifest")
+                         f"(e.g. {root}/cat/*.jpg, {root}/dog/*.jpg) or a CSV manifest")
     return [(path, folder.name) for folder in folders for path in list_files(folder)]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -43,11 +44,14 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
+            found = re.search(r"unsupported GLOBAL (\S+)", str(exc), flags=re.IGNORECASE)
+            if found is None:
+                raise MvkitError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format)") from exc
             raise MvkitError(
-                f"refused to load {path}: it holds Python objects other than tensors, and unpickling them "
-                "could run arbitrary code. If you trust the file, convert it once in a separate environment: "
-                "torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pt') or save it with "
-                f"safetensors. Details: {str(exc).splitlines()[0]}"
+                f"refused to load {path}: it holds a Python object ({found.group(1)}) besides tensors, and "
+                "unpickling it could run arbitrary code. If you trust the file, convert it once in a separate "
+                "environment: torch.save(torch.load(f, weights_only=False)['state_dict'], 'clean.pt'), or save "
+                "the state dict with safetensors."
             ) from exc
         except (RuntimeError, EOFError, OSError) as exc:
             raise MvkitError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc

@@ -1,0 +1,50 @@
+"""Shared fixtures: real photos and real pretrained weights; tests that need ../shared/data skip without it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MVKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+FLOWERS = SHARED_DATA / "flowers128"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def flowers() -> Path:
+    if not FLOWERS.is_dir():
+        pytest.skip(f"real flower photos not found at {FLOWERS}")
+    return FLOWERS
+
+
+@pytest.fixture(scope="session")
+def flowers_subset(flowers: Path, tmp_path_factory) -> Path:
+    """A small copy of flowers128: the first 16 photos of each class, for fast tests."""
+    root = tmp_path_factory.mktemp("flowers_subset")
+    for class_dir in sorted(p for p in flowers.iterdir() if p.is_dir()):
+        (root / class_dir.name).mkdir()
+        for photo in sorted(class_dir.glob("*.jpg"))[:16]:
+            shutil.copy(photo, root / class_dir.name / photo.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """The sample photos shipped with mvkit (scikit-image's coffee and chelsea)."""
+    from mvkit.demo import sample_photos
+
+    return {p.stem: p for p in sample_photos()}
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The real ImageNet-pretrained EfficientNet-Lite0 (built-in weights, offline)."""
+    from mvkit.models import create_model
+
+    return create_model("tf_efficientnet_lite0", pretrained=True)

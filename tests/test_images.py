@@ -1,0 +1,102 @@
+import io
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from mvkit.data import images
+from mvkit.data.images import BadImageError, list_files, load_image, scan_images
+
+
+def _diff(a: Image.Image, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - b.astype(np.float64)).mean())
+
+
+@pytest.fixture()
+def odd_folder(tmp_path):
+    """The issue's folder: two bad files and four odd-but-valid photos made from a real photo."""
+    photo = Image.fromarray(skimage.data.astronaut())  # 512x512 RGB
+    photo = photo.resize((300, 200))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=95)
+    (tmp_path / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (tmp_path / "notes.jpg").write_text("this is a text file, not a photo\n")
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    gray = np.asarray(photo.convert("L"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(255)
+    alpha = np.asarray(rgba).copy()
+    alpha[:, :150, 3] = 0  # left half fully transparent
+    Image.fromarray(alpha, "RGBA").save(tmp_path / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    photo.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    return tmp_path, np.asarray(photo), gray
+
+
+def test_scan_reports_exactly_the_two_bad_files(odd_folder):
+    folder, original, gray = odd_folder
+    report = scan_images(list_files(folder))
+    assert sorted(p.name for p, _ in report.bad) == ["notes.jpg", "truncated.jpg"]
+    reasons = dict((p.name, r) for p, r in report.bad)
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "not an image" in reasons["notes.jpg"]
+    assert sorted(p.name for p in report.good) == ["cmyk.jpg", "gray16.png", "rgba.png", "rotated.jpg"]
+
+
+def test_odd_photos_load_with_right_size_colour_and_orientation(odd_folder):
+    folder, original, gray = odd_folder
+    for name in ("cmyk.jpg", "gray16.png", "rgba.png", "rotated.jpg"):
+        assert load_image(folder / name).mode == "RGB"
+
+    cmyk = load_image(folder / "cmyk.jpg")
+    assert cmyk.size == (300, 200)
+    assert _diff(cmyk, original) < 4.0  # same colours, up to JPEG loss
+
+    gray16 = load_image(folder / "gray16.png")
+    assert gray16.size == (300, 200)
+    assert _diff(gray16, np.stack([gray] * 3, axis=-1)) < 0.01  # 16 bits scaled down exactly
+
+    rgba = np.asarray(load_image(folder / "rgba.png"))
+    assert (rgba[:, :150] == 255).all()  # transparent part shows white
+    assert np.array_equal(rgba[:, 150:], original[:, 150:])
+
+    rotated = load_image(folder / "rotated.jpg")
+    assert rotated.size == (200, 300)  # portrait after applying EXIF orientation
+    assert _diff(rotated, np.rot90(original, k=-1)) < 4.0
+
+
+def test_palette_grayscale_and_one_bit_images_become_rgb(tmp_path):
+    photo = Image.fromarray(skimage.data.coffee())
+    photo.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")
+    photo.convert("L").save(tmp_path / "gray.png")
+    photo.convert("1").save(tmp_path / "bits.png")
+    for name in ("palette.png", "gray.png", "bits.png"):
+        image = load_image(tmp_path / name)
+        assert image.mode == "RGB" and image.size == photo.size
+    assert _diff(load_image(tmp_path / "palette.png"), np.asarray(photo)) < 6.0
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    # A 1-bit PNG of 96 megapixels is tiny on disk but would need gigabytes once decoded as RGB.
+    Image.new("1", (12000, 8000)).save(tmp_path / "bomb.png")
+    with pytest.raises(BadImageError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+    report = scan_images([tmp_path / "bomb.png"])
+    assert report.bad and "bomb" in report.bad[0][1]
+
+
+def test_pixel_limit_applies_below_pillows_hard_limit(tmp_path, monkeypatch):
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "coffee.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(BadImageError, match="pixel limit"):
+        load_image(tmp_path / "coffee.png")
+
+
+def test_real_flower_photos_all_scan_clean(flowers):
+    files = [p for p in list_files(flowers) if p.suffix == ".jpg"][:200]
+    report = scan_images(files)
+    assert len(report.good) == 200 and not report.bad
+    assert load_image(files[0]).size == (128, 128)
