@@ -177,6 +177,82 @@ def scan_command(
         raise typer.Exit(1)
 
 
+@app.command("train")
+def train_command(
+    model: Optional[str] = typer.Argument(None, help="Zoo/timm model name, or an mvkit checkpoint to continue from. Not needed with --resume."),
+    data: Optional[str] = typer.Argument(None, help="Dataset: class folders, CSV manifest or builtin:fashion. Not needed with --resume."),
+    preset: Optional[str] = typer.Option(None, help="finetune (the guide's recipe, default), head-only (backbone frozen) or scratch."),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML recipe; options given here override it."),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints, metrics, curves, resume state."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (finetune: 100, with early stopping)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size per process (finetune: 32)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the body (finetune: 3e-5)."),
+    stem_lr: Optional[float] = typer.Option(None, help="Learning rate of the stem (finetune: 1e-5)."),
+    head_lr: Optional[float] = typer.Option(None, help="Learning rate of the classifier (finetune: 5e-5)."),
+    layer_decay: Optional[float] = typer.Option(None, help="timm layer-wise lr decay (e.g. 0.75) instead of stem/head lrs."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (finetune: 0.01)."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine schedule."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default 0.1)."),
+    mixup_alpha: Optional[float] = typer.Option(None, "--mixup", help="MixUp alpha (0.2); 0 turns it off."),
+    cutmix_alpha: Optional[float] = typer.Option(None, "--cutmix", help="CutMix alpha (1.0); 0 turns it off."),
+    mix_prob: Optional[float] = typer.Option(None, help="Probability of mixing a batch (0.5)."),
+    balanced: Optional[bool] = typer.Option(None, "--balanced/--no-balanced", help="Class-balanced sampling (weights 1/class count)."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights and validate/save it."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a lower val loss (finetune: 10)."),
+    teacher: Optional[str] = typer.Option(None, help="Distil from this teacher (a checkpoint trained on the same data, or a model name)."),
+    teacher_weights: Optional[Path] = typer.Option(None, help="Weights for the teacher."),
+    distill_alpha: Optional[float] = typer.Option(None, help="Weight of the label loss in distillation (0.5)."),
+    distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (4.0)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights (finetune/head-only: yes)."),
+    weights: Optional[Path] = WeightsOpt,
+    img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="A separate val folder of class folders."),
+    val_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for val (0.2)."),
+    mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16 (bf16 uses AMX on recent Intel CPUs)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of sampling, augmentation and init."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic algorithms only."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading worker processes (0: exact resume)."),
+    save_every_steps: Optional[int] = typer.Option(None, help="Also save the resume state every N optimizer steps."),
+) -> None:
+    """Fine-tune, train from scratch or distil, on CPU, one GPU or many (launch with `accelerate launch`)."""
+    from mvkit.train import TrainUI, build_recipe, load_recipe, train
+
+    if resume:
+        recipe = load_recipe(out / "recipe.yaml") if (out / "recipe.yaml").exists() else None
+        if recipe is None:
+            raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
+    else:
+        if model is None or data is None:
+            raise MvkitError("give MODEL and DATA (or --resume with the --out of an earlier run)")
+        options = dict(
+            model=model, data=data, preset=preset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
+            stem_lr=stem_lr, head_lr=head_lr, layer_decay=layer_decay, weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, balanced=balanced, ema=ema, patience=patience,
+            teacher=teacher, teacher_weights=str(teacher_weights) if teacher_weights else None,
+            distill_alpha=distill_alpha, distill_temperature=distill_temperature, pretrained=pretrained,
+            weights=str(weights) if weights else None, img_size=img_size, val=str(val) if val else None,
+            val_fraction=val_fraction, mixed_precision=mixed_precision, seed=seed, deterministic=deterministic,
+            workers=workers, save_every_steps=save_every_steps)
+        recipe = build_recipe(recipe_file=recipe_file, **options)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[stats]}"), console=error_console) as progress:
+        def start_epoch(epoch: int, epochs_total: int, batches: int):
+            task = progress.add_task(f"epoch {epoch + 1}/{epochs_total}", total=batches, stats="")
+
+            def update(done: int, stats: dict) -> None:
+                progress.update(task, completed=done, stats=f"loss {stats['loss']:.3f}  acc {stats['acc']:.1%}  "
+                                                             f"{stats['img_s']:.1f} img/s")
+            return update
+
+        result = train(recipe, resume=resume, ui=TrainUI(log=progress.console.print, start_epoch=start_epoch))
+    console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; "
+                  f"{result.train_images_per_second:.1f} training img/s")
+    console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
+
+
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
     """The main job on built-in data: pretrained predictions, a head-only fit on builtin:fashion, eval."""

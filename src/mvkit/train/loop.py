@@ -1,0 +1,330 @@
+"""`mvkit train`: one training loop, read top to bottom, on accelerate (CPU, GPUs, many machines).
+
+Per step: MixUp/CutMix on the batch (timm), student input by its Preprocess, label loss or distillation,
+backward, AdamW step, per-update cosine schedule, EMA. Per epoch: validation, metrics, best/last
+checkpoints, the resume state, early stopping on val loss. Ctrl-C saves the resume state; a NaN/inf loss
+stops with the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from mvkit.data.datasets import DataSplits, class_histogram, load_data
+from mvkit.errors import MvkitError
+from mvkit.evaluate import evaluate, plot_confusion
+from mvkit.models import create_model, labels_of, load_model, preprocess_of, save_checkpoint, set_preprocess
+from mvkit.train.batches import model_input, to_unit_range, train_transform
+from mvkit.train.losses import distillation_loss, label_loss
+from mvkit.train.optim import build_optimizer, build_scheduler
+from mvkit.train.recipe import TrainRecipe
+from mvkit.train.sampling import EpochBatchSampler
+from mvkit.train.state import Progress, load_state, restore_rng, save_state, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(MvkitError):
+    pass
+
+
+@dataclass
+class TrainUI:
+    """Hooks the CLI fills with rich output; the defaults keep the library quiet."""
+    log: Callable[[str], None] = lambda text: log.info(text)
+    # (epoch, epochs, batches) -> update(batches_done, stats)
+    start_epoch: Callable[[int, int, int], Callable[[int, dict[str, float]], None]] = (
+        lambda epoch, epochs, batches: (lambda done, stats: None))
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    train_images_per_second: float = 0.0
+    val_top1: float = 0.0
+
+
+def _out_paths(out: Path) -> dict[str, Path]:
+    return {name: out / file for name, file in {
+        "recipe": "recipe.yaml", "split": "split.json", "state": "resume.pt", "best": "best.safetensors",
+        "last": "last.safetensors", "csv": "metrics.csv", "json": "metrics.json", "curves": "curves.png",
+        "confusion": "confusion.png"}.items()}
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` (SIGTERM) saves the resume state like Ctrl-C does; kill -9 cannot be caught."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _build_student(recipe: TrainRecipe, classes: list[str]) -> nn.Module:
+    model = create_model(recipe.model, labels=classes, pretrained=recipe.pretrained and not recipe.weights,
+                         weights=recipe.weights)
+    changes = {k: v for k, v in (("size", recipe.img_size), ("crop_pct", recipe.crop_pct)) if v is not None}
+    if changes:
+        set_preprocess(model, **changes)
+    if recipe.freeze_backbone:
+        head = {id(p) for p in model.get_classifier().parameters()}
+        for param in model.parameters():
+            param.requires_grad = id(param) in head
+    return model
+
+
+def _build_teacher(recipe: TrainRecipe, classes: list[str]) -> nn.Module | None:
+    if not recipe.teacher:
+        return None
+    teacher = load_model(recipe.teacher, pretrained=not recipe.teacher_weights, weights=recipe.teacher_weights,
+                         num_classes=len(classes))
+    if labels_of(teacher) != classes and not all(l.startswith("class_") for l in labels_of(teacher)):
+        raise MvkitError(f"the teacher's classes {labels_of(teacher)[:5]} differ from the data's {classes[:5]}: "
+                         "distil from a teacher fine-tuned on this data (e.g. a checkpoint from mvkit train)")
+    for param in teacher.parameters():
+        param.requires_grad = False
+    return teacher.eval()
+
+
+@torch.inference_mode()
+def _validate(model: nn.Module, dataset, batch_size: int, device: torch.device, rank: int, world: int,
+              reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """(val loss, val top-1) over the whole val set; each process takes every world-th photo."""
+    model.eval()
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
+    totals = torch.zeros(3, device=device)  # loss sum, correct, count
+    for images, targets in loader:
+        images, targets = images.to(device), torch.as_tensor(targets, device=device)
+        logits = model(images).float()
+        totals += torch.stack([nn.functional.cross_entropy(logits, targets, reduction="sum"),
+                               (logits.argmax(-1) == targets).sum().float(), torch.tensor(float(len(targets)), device=device)])
+    totals = reduce(totals)
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+
+def _write_metrics(paths: dict[str, Path], history: list[dict[str, float]]) -> None:
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    paths["json"].write_text(json.dumps(history, indent=1))
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
+    loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [row["train_top1"] for row in history], label="train (on mixed batches)")
+    acc_ax.plot(epochs, [row["val_top1"] for row in history], label="val")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("top-1")
+    acc_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
+    """Run (or resume) a training run into recipe.out."""
+    from accelerate import Accelerator
+    from timm.data import Mixup
+    from timm.utils import ModelEmaV3
+
+    ui = ui or TrainUI()
+    recipe.validate()
+    out = Path(recipe.out)
+    paths = _out_paths(out)
+    accelerator = Accelerator(mixed_precision=recipe.mixed_precision)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if recipe.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(recipe.seed)
+
+    data: DataSplits = load_data(recipe.data, val=recipe.val, val_fraction=recipe.val_fraction,
+                                 seed=recipe.split_seed, split_file=paths["split"])
+    if data.skipped and accelerator.is_main_process:
+        ui.log(f"skipped {len(data.skipped)} unreadable photos: " + ", ".join(str(p) for p, _ in data.skipped[:5]))
+    model = _build_student(recipe, data.classes)
+    teacher = _build_teacher(recipe, data.classes)
+    student_pre = preprocess_of(model)
+    teacher_pre = preprocess_of(teacher) if teacher is not None else None
+    canvas = max(student_pre.size, teacher_pre.size if teacher_pre else 0)
+    data.set_transforms(train_transform(canvas, student_pre.interpolation, recipe.scale_min),
+                        student_pre.eval_transform())
+    if accelerator.is_main_process:
+        recipe.save(paths["recipe"])
+        histogram = class_histogram(data.train)
+        ui.log(f"{len(data.train)} train / {len(data.val)} val photos, {len(data.classes)} classes: "
+               + ", ".join(f"{name} {count}" for name, count in histogram.items()))
+        if teacher is not None:
+            ui.log(f"teacher {recipe.teacher}: input {teacher_pre.size} px, mean {teacher_pre.mean}; "
+                   f"student {student_pre.size} px, mean {student_pre.mean}")
+
+    batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
+                                          rank, world).batches_per_epoch()
+    if batches_per_epoch == 0:
+        raise MvkitError(f"{len(data.train)} training photos are fewer than one batch of {recipe.batch_size} "
+                         f"x {world} processes; lower --batch-size")
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, batches_per_epoch)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if teacher is not None:
+        teacher = teacher.to(device)
+    plain_model = accelerator.unwrap_model(model)
+    ema = ModelEmaV3(plain_model, decay=recipe.ema_decay, use_warmup=True) if recipe.ema else None
+    mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha, prob=recipe.mix_prob,
+                  switch_prob=recipe.mix_switch_prob, label_smoothing=recipe.label_smoothing,
+                  num_classes=len(data.classes)) if recipe.uses_mixing else None
+
+    progress = Progress()
+    if resume:
+        state = load_state(paths["state"])
+        plain_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state["ema"] is not None:
+            ema.load_state_dict(state["ema"])
+        progress = state["progress"]
+        restore_rng(state["rng"])
+        ui.log(f"resumed at epoch {progress.epoch + 1}, batch {progress.batch}")
+
+    def save_resume_state() -> None:
+        if accelerator.is_main_process:
+            save_state(paths["state"], progress, plain_model, optimizer, scheduler, ema)
+
+    def eval_model() -> nn.Module:
+        return ema.module if ema is not None else plain_model
+
+    stopped_early = False
+    images_seen, train_seconds = 0, 0.0
+    with _sigterm_as_interrupt():
+        try:
+            while progress.epoch < recipe.epochs:
+                epoch = progress.epoch
+                if progress.batch == 0:  # a fresh epoch: its randomness depends on (seed, epoch) only
+                    seed_everything(recipe.seed * 1000 + epoch * 10 + rank)
+                sampler = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, epoch, rank, world,
+                                            balanced=recipe.balanced, start_batch=progress.batch)
+                loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler, num_workers=recipe.workers)
+                update = ui.start_epoch(epoch, recipe.epochs, batches_per_epoch) if accelerator.is_main_process \
+                    else (lambda done, stats: None)
+                model.train()
+                if recipe.freeze_backbone:
+                    plain_model.eval()  # frozen body: keep BatchNorm statistics as pretrained
+                loss_sum, correct, seen, started = 0.0, 0.0, 0, time.perf_counter()
+                for raw, targets in loader:
+                    raw, targets = to_unit_range(raw.to(device)), targets.to(device)
+                    hard_targets = targets
+                    if mixup is not None:
+                        raw, targets = mixup(raw, targets)
+                    with accelerator.autocast():
+                        logits = model(model_input(raw, student_pre))
+                        if teacher is not None:
+                            with torch.no_grad():
+                                teacher_logits = teacher(model_input(raw, teacher_pre))
+                            loss = distillation_loss(logits, teacher_logits, targets, recipe.distill_alpha,
+                                                     recipe.distill_temperature, recipe.label_smoothing)
+                        else:
+                            loss = label_loss(logits, targets, recipe.label_smoothing)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"loss became {loss.item()} at epoch {epoch + 1}, batch {progress.batch + 1}. The last "
+                            f"good checkpoint is intact ({paths['last'].name}, {paths['state'].name} in {out}). "
+                            "Lower --lr, use fp32 (--mixed-precision no) or check the data.")
+                    optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    progress.updates += 1
+                    progress.batch += 1
+                    scheduler.step_update(progress.updates)
+                    if ema is not None:
+                        ema.update(plain_model, step=progress.updates)
+                    loss_sum += loss.item() * len(raw)
+                    correct += float((logits.argmax(-1) == hard_targets).sum())
+                    seen += len(raw)
+                    elapsed = time.perf_counter() - started
+                    update(progress.batch, {"loss": loss_sum / seen, "acc": correct / seen,
+                                            "img_s": seen * world / max(elapsed, 1e-9)})
+                    if recipe.save_every_steps and progress.updates % recipe.save_every_steps == 0:
+                        save_resume_state()
+                epoch_seconds = time.perf_counter() - started
+                images_seen += seen * world
+                train_seconds += epoch_seconds
+
+                val_loss, val_top1 = _validate(eval_model(), data.val, recipe.batch_size, device, rank, world,
+                                               lambda t: accelerator.reduce(t, reduction="sum"))
+                progress.epoch += 1
+                progress.batch = 0
+                row = {"epoch": progress.epoch, "train_loss": loss_sum / max(seen, 1),
+                       "train_top1": correct / max(seen, 1), "val_loss": val_loss, "val_top1": val_top1,
+                       "lr": optimizer.param_groups[0]["lr"], "train_img_s": seen * world / max(epoch_seconds, 1e-9)}
+                progress.history.append(row)
+                improved = val_loss < progress.best_val_loss
+                if improved:
+                    progress.best_val_loss, progress.best_epoch = val_loss, progress.epoch
+                    progress.epochs_without_improvement = 0
+                else:
+                    progress.epochs_without_improvement += 1
+                if accelerator.is_main_process:
+                    metrics = {k: row[k] for k in ("epoch", "val_loss", "val_top1")}
+                    save_checkpoint(eval_model(), paths["last"], metrics=metrics, source=recipe.model)
+                    if improved:
+                        save_checkpoint(eval_model(), paths["best"], metrics=metrics, source=recipe.model)
+                    _write_metrics(paths, progress.history)
+                    ui.log(f"epoch {progress.epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, "
+                           f"val loss {val_loss:.4f}, val top-1 {val_top1:.2%}{' (best)' if improved else ''}")
+                save_resume_state()
+                accelerator.wait_for_everyone()
+                if recipe.patience and progress.epochs_without_improvement >= recipe.patience:
+                    stopped_early = True
+                    ui.log(f"early stop: val loss has not improved for {recipe.patience} epochs")
+                    break
+        except KeyboardInterrupt:
+            save_resume_state()
+            raise MvkitError(f"interrupted at epoch {progress.epoch + 1}, batch {progress.batch}; state saved to "
+                             f"{paths['state']}. Continue with: mvkit train --resume --out {out}")
+
+    result = TrainResult(out=out, best_checkpoint=paths["best"], last_checkpoint=paths["last"],
+                         history=progress.history, best_epoch=progress.best_epoch, stopped_early=stopped_early,
+                         train_images_per_second=images_seen / train_seconds if train_seconds else 0.0)
+    if accelerator.is_main_process and progress.history:
+        plot_curves(progress.history, paths["curves"])
+        best = load_model(paths["best"])
+        evaluation = evaluate(best, data.val, batch_size=recipe.batch_size)
+        plot_confusion(evaluation, paths["confusion"], title=f"{recipe.model}, best epoch {progress.best_epoch}")
+        result.val_top1 = evaluation.top1
+    accelerator.wait_for_everyone()
+    return result
