@@ -135,8 +135,9 @@ def to_timm_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict
     return state
 
 
-def load_weights(model: nn.Module, path: Path | str) -> nn.Module:
-    """Load a weights file of any accepted layout into model, in place; missing head tensors are allowed."""
+def load_weights(model: nn.Module, path: Path | str) -> bool:
+    """Load a weights file of any accepted layout into model, in place; missing head tensors are allowed.
+    Returns whether the classifier head was loaded too (False: the checkpoint had another number of classes)."""
     state = to_timm_state_dict(read_state_dict(path), model)
     head = _head_prefix(model)
     try:
@@ -150,4 +151,4 @@ def load_weights(model: nn.Module, path: Path | str) -> nn.Module:
             f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected keys "
             f"(e.g. {unexpected[:3]}). Is it a checkpoint of another architecture?"
         )
-    return model
+    return any(k.startswith(head) for k in state)

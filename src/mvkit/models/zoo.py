@@ -192,11 +192,20 @@ def create_model(
             model = timm.create_model(timm_name, pretrained=True, **kwargs)
         except Exception as exc:  # hub errors come in many types; all mean the same to the user
             raise _no_weights_error(timm_name, f"download failed ({type(exc).__name__}: {exc})") from exc
+        head_loaded = model.num_classes == timm.models.get_pretrained_cfg(timm_name).num_classes
     else:
         model = timm.create_model(timm_name, pretrained=False, **kwargs)
+        head_loaded = True
         if weights_file is not None:
-            load_weights(model, weights_file)
+            head_loaded = load_weights(model, weights_file)
             log.info("loaded %s weights from %s", timm_name, weights_file)
+    if (pretrained or weights_file is not None) and not head_loaded:
+        # A new head on a pretrained body starts at zero: uniform predictions at first, instead of large random
+        # logits whose gradients would disturb the pretrained features (as in BiT's fine-tuning recipe).
+        head = model.get_classifier()
+        if isinstance(head, nn.Linear):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     n_out = model.num_classes
     if labels is None:

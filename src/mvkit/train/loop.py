@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import os
 import signal
 import time
 from contextlib import contextmanager, nullcontext
@@ -59,6 +60,8 @@ class TrainResult:
     stopped_early: bool = False
     train_images_per_second: float = 0.0
     val_top1: float = 0.0
+    updates: int = 0  # optimizer steps taken
+    model: nn.Module | None = None  # the final model (EMA weights if EMA is on), on every process
 
 
 def _out_paths(out: Path) -> dict[str, Path]:
@@ -125,6 +128,13 @@ def _validate(model: nn.Module, dataset, batch_size: int, device: torch.device, 
     return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
+@torch.no_grad()
+def _average_buffers(model: nn.Module, accelerator) -> None:
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(accelerator.reduce(buffer.clone(), reduction="mean"))
+
+
 def _write_metrics(paths: dict[str, Path], history: list[dict[str, float]]) -> None:
     with paths["csv"].open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(history[0]))
@@ -167,7 +177,10 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
     recipe.validate()
     out = Path(recipe.out)
     paths = _out_paths(out)
-    accelerator = Accelerator(mixed_precision=recipe.mixed_precision)
+    # Several processes without CUDA (torchrun / accelerate launch on CPUs): accelerate only picks the gloo
+    # backend when told to run on the CPU.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=multi_cpu)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if recipe.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -238,7 +251,10 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
                     seed_everything(recipe.seed * 1000 + epoch * 10 + rank)
                 sampler = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, epoch, rank, world,
                                             balanced=recipe.balanced, start_batch=progress.batch)
-                loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler, num_workers=recipe.workers)
+                # Its own generator: creating the loader must not draw from the global RNG, or a resumed run
+                # would be one draw off the uninterrupted one.
+                loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler, num_workers=recipe.workers,
+                                                     generator=torch.Generator().manual_seed(recipe.seed + epoch))
                 update = ui.start_epoch(epoch, recipe.epochs, batches_per_epoch) if accelerator.is_main_process \
                     else (lambda done, stats: None)
                 model.train()
@@ -284,6 +300,8 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
                 images_seen += seen * world
                 train_seconds += epoch_seconds
 
+                if world > 1:  # BatchNorm statistics drift apart per process: average them once an epoch
+                    _average_buffers(plain_model, accelerator)
                 val_loss, val_top1 = _validate(eval_model(), data.val, recipe.batch_size, device, rank, world,
                                                lambda t: accelerator.reduce(t, reduction="sum"))
                 progress.epoch += 1
@@ -319,7 +337,8 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
 
     result = TrainResult(out=out, best_checkpoint=paths["best"], last_checkpoint=paths["last"],
                          history=progress.history, best_epoch=progress.best_epoch, stopped_early=stopped_early,
-                         train_images_per_second=images_seen / train_seconds if train_seconds else 0.0)
+                         train_images_per_second=images_seen / train_seconds if train_seconds else 0.0,
+                         updates=progress.updates, model=eval_model())
     if accelerator.is_main_process and progress.history:
         plot_curves(progress.history, paths["curves"])
         best = load_model(paths["best"])

@@ -39,7 +39,7 @@ def param_groups(model: nn.Module, recipe: TrainRecipe) -> list[dict]:
         part = "head" if id(param) in head_ids else "stem" if stem_pattern and re.match(stem_pattern, name) else "body"
         no_decay = param.ndim <= 1  # norms, biases, scalars
         buckets.setdefault((part, no_decay), []).append(param)
-    return [{"params": params, "lr_scale": scales[part], "lr": recipe.lr * scales[part],
+    return [{"params": params, "lr_scale": scales[part],
              "weight_decay": 0.0 if no_decay else recipe.weight_decay, "group": part}
             for (part, no_decay), params in buckets.items()]
 
@@ -49,8 +49,10 @@ def build_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimi
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps_per_epoch: int) -> CosineLRScheduler:
-    """Cosine decay over all optimizer steps, after a linear warm-up; stepped once per update."""
-    return CosineLRScheduler(
+    """Cosine decay over all optimizer steps, after a linear warm-up; stepped once per update.
+
+    Groups hold the base lr; the scheduler applies each group's lr_scale, from step 0 on."""
+    scheduler = CosineLRScheduler(
         optimizer,
         t_initial=max(1, recipe.epochs * steps_per_epoch),
         lr_min=recipe.min_lr,
@@ -58,3 +60,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, steps
         warmup_lr_init=recipe.lr * 0.01,
         t_in_epochs=False,
     )
+    scheduler.step_update(0)
+    return scheduler

@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 FIELD_NAMES = {f.name for f in fields(TrainRecipe)}
 
 
-def build_recipe(preset: str = "finetune", recipe_file: Path | None = None, **overrides: Any) -> TrainRecipe:
+def build_recipe(preset: str | None = None, recipe_file: Path | None = None, **overrides: Any) -> TrainRecipe:
     """Preset defaults, then the YAML file, then explicit overrides (None means 'not given')."""
     values: dict[str, Any] = {}
     if recipe_file is not None:
@@ -111,7 +111,7 @@ def build_recipe(preset: str = "finetune", recipe_file: Path | None = None, **ov
     unknown = set(given) - FIELD_NAMES
     if unknown:
         raise MvkitError(f"unknown recipe options {sorted(unknown)}")
-    preset = given.get("preset", values.get("preset", preset))
+    preset = preset or values.get("preset") or "finetune"
     if preset not in PRESETS:
         raise MvkitError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     recipe = replace(TrainRecipe(), **PRESETS[preset], preset=preset)

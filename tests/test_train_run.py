@@ -1,0 +1,149 @@
+"""Whole training runs on real photos: outputs, distillation inputs, NaN, Ctrl-C, kill -9 + resume, 2 processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mvkit.errors import MvkitError
+from mvkit.models import labels_of, load_model, preprocess_of
+from mvkit.train import build_recipe, train
+from mvkit.train import loop as train_loop
+from mvkit.train.state import load_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(data: Path, out: Path, **changes):
+    """MobileViT-XXS from scratch at 32 px on 80 real flower photos: seconds per epoch."""
+    options = dict(model="mobilevit_xxs", data=str(data), out=str(out), preset="scratch", img_size=32,
+                   batch_size=8, epochs=2, warmup_epochs=0.0, seed=0)
+    options.update(changes)
+    return build_recipe(**options)
+
+
+def test_run_folder_holds_checkpoints_metrics_and_charts(flowers_subset, tmp_path):
+    result = train(tiny_recipe(flowers_subset, tmp_path / "run", epochs=3, ema=True))
+    out = tmp_path / "run"
+    for name in ("recipe.yaml", "split.json", "resume.pt", "best.safetensors", "best.safetensors.mvkit.json",
+                 "last.safetensors", "metrics.csv", "metrics.json", "curves.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert result.best_epoch == 1 + min(range(3), key=lambda i: history[i]["val_loss"])
+    best = load_model(out / "best.safetensors")
+    assert labels_of(best) == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    assert preprocess_of(best).size == 32
+    assert len((out / "metrics.csv").read_text().splitlines()) == 4
+    assert result.train_images_per_second > 0
+
+
+def test_teacher_sees_photos_at_its_own_size_and_normalisation(flowers_subset, tmp_path):
+    teacher_run = train(tiny_recipe(flowers_subset, tmp_path / "teacher", model="tf_efficientnet_lite0",
+                                    preset="head-only", img_size=48, epochs=1))
+    seen = {}
+
+    def record(module, args):
+        seen.setdefault("shape", args[0].shape)
+        seen.setdefault("min", float(args[0].min()))
+
+    original = train_loop._build_teacher
+
+    def build_and_watch(recipe, classes):
+        teacher = original(recipe, classes)
+        teacher.register_forward_pre_hook(record)
+        return teacher
+
+    train_loop._build_teacher = build_and_watch
+    try:
+        train(tiny_recipe(flowers_subset, tmp_path / "student", teacher=str(teacher_run.best_checkpoint), epochs=1))
+    finally:
+        train_loop._build_teacher = original
+    assert seen["shape"][-1] == 48  # the teacher's size, not the student's 32
+    assert seen["min"] < -0.5  # mean/std 0.5 normalisation gives [-1, 1]; the student's pixels/255 never goes below 0
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(flowers_subset, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny_recipe(flowers_subset, out, epochs=1))
+    before = (out / "last.safetensors").read_bytes()
+    monkeypatch.setattr(train_loop, "label_loss", lambda *args, **kwargs: torch.tensor(float("nan")))
+    recipe = tiny_recipe(flowers_subset, out, epochs=2)
+    recipe.save(out / "recipe.yaml")
+    with pytest.raises(train_loop.TrainingDiverged, match="nan at epoch 2, batch 1"):
+        train(recipe, resume=True)
+    assert (out / "last.safetensors").read_bytes() == before
+    assert load_state(out / "resume.pt")["progress"].epoch == 1
+
+
+def test_ctrl_c_saves_the_resume_state(flowers_subset, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train_loop.label_loss
+
+    def interrupt_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_loop, "label_loss", interrupt_on_third)
+    with pytest.raises(MvkitError, match="--resume"):
+        train(tiny_recipe(flowers_subset, tmp_path / "run"))
+    progress = load_state(tmp_path / "run" / "resume.pt")["progress"]
+    assert (progress.epoch, progress.batch, progress.updates) == (0, 2, 2)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mvkit.cli", *args]
+
+
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(flowers_subset, tmp_path):
+    common = ["mobilevit_xxs", str(flowers_subset), "--preset", "scratch", "--img-size", "32", "--batch-size", "8",
+              "--epochs", "3", "--warmup-epochs", "0", "--deterministic", "--save-every-steps", "1"]
+    subprocess.run(_cli("train", *common, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_cli("train", *common, "--out", str(out)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    killed_at = None
+    while process.poll() is None:
+        try:
+            progress = load_state(out / "resume.pt")["progress"]
+        except (MvkitError, RuntimeError, EOFError):
+            time.sleep(0.01)
+            continue
+        if progress.epoch >= 1 and progress.batch >= 2:  # in the middle of epoch 2 or 3
+            process.send_signal(signal.SIGKILL)
+            killed_at = (progress.epoch, progress.batch)
+            break
+    process.wait()
+    assert killed_at is not None, "the run finished before it could be killed"
+    assert not json.loads((out / "metrics.json").read_text())[-1]["epoch"] == 3
+
+    resumed = subprocess.run(_cli("train", "--resume", "--out", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    straight, again = load_file(tmp_path / "straight" / "last.safetensors"), load_file(out / "last.safetensors")
+    assert straight.keys() == again.keys()
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+
+
+def test_two_processes_stay_in_sync(flowers_subset, tmp_path):
+    pytest.importorskip("accelerate")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # torchrun starts the two processes; accelerate inside sees WORLD_SIZE=2 without a GPU and uses gloo.
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(REPO / "tests" / "ddp_worker.py"), str(flowers_subset), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert reports[0]["world_size"] == reports[1]["world_size"] == 2
+    assert reports[0]["checksum"] == reports[1]["checksum"]  # identical weights on both ranks
+    assert reports[0]["updates"] == reports[1]["updates"] == 2 * (64 // 16)  # 2 epochs of 64 photos, 8 per rank
