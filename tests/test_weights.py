@@ -98,6 +98,7 @@ def test_apple_checkpoint_with_new_head_keeps_the_body(tmp_path):
     assert torch.equal(model.stem.conv.weight, source.stem.conv.weight)
     assert torch.equal(model.stages[2][1].transformer[0].attn.qkv.weight, source.stages[2][1].transformer[0].attn.qkv.weight)
     assert model.head.fc.weight.shape == (5, 320)
+    assert not model.head.fc.weight.any()  # a new head on a pretrained body starts at zero
 
 
 def test_apple_checkpoint_of_another_size_is_refused(tmp_path):

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from mvkit.artifact import Artifact, sidecar_path
 from mvkit.data.datasets import DataSplits, class_histogram, load_data
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate, plot_confusion
@@ -86,8 +87,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _build_student(recipe: TrainRecipe, classes: list[str]) -> nn.Module:
-    model = create_model(recipe.model, labels=classes, pretrained=recipe.pretrained and not recipe.weights,
-                         weights=recipe.weights)
+    path = Path(recipe.model)
+    if path.is_file() and sidecar_path(path).exists():  # continue from an mvkit checkpoint
+        artifact = Artifact.load(path)
+        model = create_model(artifact.model_name, labels=classes, weights=path, preprocess=artifact.preprocess)
+    else:
+        model = create_model(recipe.model, labels=classes, pretrained=recipe.pretrained and not recipe.weights,
+                             weights=recipe.weights)
     changes = {k: v for k, v in (("size", recipe.img_size), ("crop_pct", recipe.crop_pct)) if v is not None}
     if changes:
         set_preprocess(model, **changes)
