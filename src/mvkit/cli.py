@@ -27,6 +27,7 @@ console = Console()
 error_console = Console(stderr=True)
 
 ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
+ArtifactArg = typer.Argument(..., help="A zoo/timm model name, an mvkit checkpoint, or an exported artifact (.onnx, .torchscript.pt) with its sidecar.")
 PretrainedOpt = typer.Option(False, "--pretrained", help="Load pretrained weights: built-in, then the local weights folder, then timm's hub.")
 WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensors state dict, Apple ml-cvnets MobileViT or lukemelas EfficientNet checkpoint.")
 
@@ -77,7 +78,7 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
 @app.command("predict")
 def predict_command(
-    model: str = ModelArg,
+    model: str = ArtifactArg,
     inputs: List[Path] = typer.Argument(..., help="Photos or folders of photos."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
@@ -86,11 +87,10 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k labels with probabilities for a photo or a folder of photos."""
-    from mvkit.models import load_model
-    from mvkit.predict import predict_files
+    from mvkit.predict import as_predictor, predict_files
 
-    net = load_model(model, pretrained=pretrained, weights=weights)
-    predictions, skipped = predict_files(net, inputs, topk=topk, batch_size=batch_size)
+    predictor = as_predictor(model, pretrained=pretrained, weights=weights)
+    predictions, skipped = predict_files(predictor, inputs, topk=topk, batch_size=batch_size)
     if as_json:
         print(json.dumps({"predictions": [p.to_dict() for p in predictions],
                           "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}, indent=2))
@@ -251,6 +251,53 @@ def train_command(
     console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; "
                   f"{result.train_images_per_second:.1f} training img/s")
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
+
+
+@app.command("export")
+def export_command(
+    model: str = ModelArg,
+    formats: List[str] = typer.Option(["onnx"], "--format", "-f", help="onnx, torchscript or all; repeat for several."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
+    pretrained: bool = PretrainedOpt,
+    weights: Optional[Path] = WeightsOpt,
+) -> None:
+    """Export a checkpoint to on-device formats; each file gets a sidecar with its labels and preprocessing."""
+    from mvkit.export import FORMATS, export
+
+    chosen = list(FORMATS) if "all" in formats else formats
+    for fmt in chosen:
+        with console.status(f"exporting {fmt}..."):
+            artifact = export(model, fmt, out, pretrained=pretrained, weights=weights)
+        size_mb = artifact.path.stat().st_size / 1e6 if artifact.path.is_file() else 0.0
+        console.print(f"{fmt}: {artifact.path} ({size_mb:.1f} MB)")
+
+
+@app.command("verify")
+def verify_command(
+    artifact: Path = typer.Argument(..., help="An exported artifact (.onnx, .torchscript.pt) with its sidecar."),
+    data: str = typer.Option(..., "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part)."),
+    threshold: float = typer.Option(0.99, help="Least top-1 agreement with the source checkpoint to pass."),
+    limit: Optional[int] = typer.Option(None, help="Use only this many photos, spread over the classes."),
+    reference: Optional[str] = typer.Option(None, help="Compare against this model instead of the recorded source."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run an artifact in its own runtime next to its source checkpoint on real photos; exit 1 below threshold."""
+    from mvkit.verify import verify
+
+    with progress_bars() as start:
+        report = verify(artifact, data, threshold=threshold, limit=limit, reference=reference,
+                        on_progress=start("predicting", None))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
+        console.print(f"{verdict} {report.format} {report.artifact} vs {report.reference} on {report.count} photos")
+        console.print(f"  top-1 agreement {report.agreement:.2%} (threshold {report.threshold:.0%}), "
+                      f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
+        if report.artifact_top1 is not None:
+            console.print(f"  accuracy: artifact {report.artifact_top1:.2%}, reference {report.reference_top1:.2%}")
+    if not report.passed:
+        raise typer.Exit(1)
 
 
 @app.command("demo")

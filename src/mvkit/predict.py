@@ -1,4 +1,4 @@
-"""Top-k predictions for photos or folders of photos."""
+"""Top-k predictions for photos or folders of photos, through any Predictor (checkpoint, ONNX, TorchScript)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from typing import Callable
 
 from torch import nn
 
-from mvkit.data.datasets import ImageFileDataset
-from mvkit.data.images import is_image_file, list_files, scan_images
+from mvkit.data.images import is_image_file, list_files, load_image, scan_images
 from mvkit.errors import MvkitError
-from mvkit.inference import predict_probabilities
-from mvkit.models.zoo import labels_of, preprocess_of
+from mvkit.runtime import Predictor, is_artifact, load_predictor
+from mvkit.runtime.torch_runtime import model_predictor
 
 
 @dataclass
@@ -40,23 +39,38 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = False,
+                 weights: Path | None = None) -> Predictor:
+    """MODEL as the CLI takes it (artifact file, checkpoint, or zoo name + weights), or a model in memory."""
+    if isinstance(model, Predictor):
+        return model
+    if isinstance(model, nn.Module):
+        return model_predictor(model)
+    if is_artifact(model):
+        return load_predictor(model)
+    from mvkit.models import load_model
+
+    return model_predictor(load_model(model, pretrained=pretrained, weights=weights))
+
+
 def predict_files(
-    model: nn.Module,
+    model: nn.Module | Predictor,
     inputs: list[Path],
     topk: int = 5,
     batch_size: int = 16,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predictions for every readable photo, and the (path, reason) of every file skipped."""
+    predictor = as_predictor(model)
     report = scan_images(collect_inputs(inputs))
-    labels = labels_of(model)
-    if not report.good:
-        return [], report.bad
-    dataset = ImageFileDataset([(p, -1) for p in report.good], labels, preprocess_of(model).eval_transform())
-    probabilities, _ = predict_probabilities(model, dataset, batch_size=batch_size, on_progress=on_progress)
-    values, indices = probabilities.topk(min(topk, len(labels)), dim=-1)
-    predictions = [
-        Prediction(path, [(labels[i], round(float(v), 6)) for v, i in zip(row_values, row_indices)])
-        for path, row_values, row_indices in zip(report.good, values.tolist(), indices.tolist())
-    ]
+    k = min(topk, len(predictor.labels))
+    predictions = []
+    for start in range(0, len(report.good), batch_size):
+        paths = report.good[start:start + batch_size]
+        probabilities = predictor.predict_images([load_image(p) for p in paths])
+        for path, row in zip(paths, probabilities):
+            order = row.argsort()[::-1][:k]
+            predictions.append(Prediction(path, [(predictor.labels[i], round(float(row[i]), 6)) for i in order]))
+        if on_progress:
+            on_progress(len(paths))
     return predictions, report.bad

@@ -99,6 +99,17 @@ class DataSplits:
         self.val.transform = val
 
 
+def take_evenly(dataset: torch.utils.data.Dataset, count: int) -> torch.utils.data.Dataset:
+    """A copy holding `count` items spread evenly over the dataset (every class keeps its share)."""
+    if count >= len(dataset):
+        return dataset
+    picks = np.linspace(0, len(dataset) - 1, count).round().astype(int)
+    if isinstance(dataset, ImageFileDataset):
+        return ImageFileDataset([dataset.samples[i] for i in picks], dataset.classes, dataset.transform)
+    return ArrayImageDataset(dataset.images[picks], dataset.labels[picks], dataset.classes, dataset.name,
+                             dataset.transform)
+
+
 def class_histogram(dataset: torch.utils.data.Dataset) -> dict[str, int]:
     counts = np.bincount(np.asarray(dataset.targets, dtype=np.int64), minlength=len(dataset.classes))
     return {name: int(n) for name, n in zip(dataset.classes, counts)}

@@ -1,0 +1,80 @@
+"""Export: one table of formats drives export, loading and benchmarking (as in Ultralytics' exporter).
+
+Each format writes its file under a temporary name and renames it only when complete, then writes the
+Artifact sidecar (format, Preprocess, labels, source). A failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from mvkit.artifact import Artifact
+from mvkit.errors import MvkitError
+from mvkit.models import architecture_of, labels_of, load_model, preprocess_of
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str
+    extra: str | None  # the pip extra its converter needs
+    export: Callable[[nn.Module, Path], dict[str, Any]]  # writes the file, returns sidecar extras
+    runtime: str  # what runs it on this machine
+
+
+def _onnx(model: nn.Module, path: Path) -> dict[str, Any]:
+    from mvkit.export.onnx import export_onnx
+
+    return export_onnx(model, path)
+
+
+def _torchscript(model: nn.Module, path: Path) -> dict[str, Any]:
+    from mvkit.export.torchscript import export_torchscript
+
+    return export_torchscript(model, path)
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "onnx": ExportFormat("onnx", ".onnx", "onnx", _onnx, "onnxruntime"),
+    "torchscript": ExportFormat("torchscript", ".torchscript.pt", None, _torchscript, "torch.jit"),
+}
+
+
+def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretrained: bool = False,
+           weights: Path | None = None) -> Artifact:
+    """Export a checkpoint (or a zoo model with pretrained/weights) to one format; returns its Artifact."""
+    if fmt not in FORMATS:
+        raise MvkitError(f"unknown export format {fmt!r}; available here: {', '.join(FORMATS)}")
+    spec = FORMATS[fmt]
+    model = load_model(model_spec, pretrained=pretrained, weights=weights).eval()
+    source_path = Path(model_spec)
+    stem = source_path.stem if source_path.exists() else architecture_of(model)
+    out_dir = Path(out_dir) if out_dir else (source_path.parent if source_path.exists() else Path("runs/export"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{stem}{spec.suffix}"
+    partial = out_dir / f".{stem}{spec.suffix}.partial"
+    try:
+        extra = spec.export(model, partial)
+        if target.is_dir():
+            shutil.rmtree(target)
+        partial.replace(target)
+    except MvkitError:
+        raise
+    except Exception as exc:
+        raise MvkitError(f"{fmt} export of {architecture_of(model)} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+    artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
+                        preprocess=preprocess_of(model), source=str(model_spec),
+                        extra={**extra, "source_pretrained": pretrained,
+                               "source_weights": str(weights) if weights else None})
+    artifact.save()
+    return artifact

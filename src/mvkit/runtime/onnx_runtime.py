@@ -1,0 +1,38 @@
+"""ONNX Runtime predictor, configured for this machine: all graph optimisations, intra-op threads = cores."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mvkit.artifact import Artifact
+from mvkit.errors import MvkitError
+from mvkit.runtime.base import Predictor, softmax
+
+
+def session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    return options
+
+
+class OnnxPredictor(Predictor):
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        super().__init__(artifact)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MvkitError("ONNX support needs its extra: pip install 'mvkit[onnx]'") from exc
+        self.session = ort.InferenceSession(str(artifact.path), session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.outputs_probabilities = bool(artifact.extra.get("softmax_in_graph", False))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        output = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+        return output if self.outputs_probabilities else softmax(output.astype(np.float64)).astype(np.float32)

@@ -1,0 +1,99 @@
+"""Export to ONNX and TorchScript, then verify each in its own runtime against the checkpoint on real photos."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mvkit.cli import app
+from mvkit.data import load_data
+from mvkit.errors import MvkitError
+from mvkit.export import FORMATS, export
+from mvkit.models import create_model, save_checkpoint, set_preprocess
+from mvkit.runtime import load_predictor
+from mvkit.train import fit_linear_head
+from mvkit.verify import verify
+
+pytest.importorskip("onnxruntime")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(flowers_subset, tmp_path_factory) -> Path:
+    """EfficientNet-Lite0 (real ImageNet weights) with a head fitted on real flower photos, at 96 px."""
+    torch.manual_seed(0)
+    data = load_data(flowers_subset)
+    model = create_model("tf_efficientnet_lite0", pretrained=True, labels=data.classes)
+    set_preprocess(model, size=96, crop_pct=1.0)
+    fit_linear_head(model, data.train)
+    path = tmp_path_factory.mktemp("export") / "flowers.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(checkpoint):
+    return export(checkpoint, "onnx")
+
+
+def test_onnx_export_writes_file_and_sidecar_and_agrees_on_real_photos(onnx_artifact, checkpoint, flowers_subset):
+    assert onnx_artifact.path == checkpoint.with_name("flowers.onnx") and onnx_artifact.path.stat().st_size > 1e6
+    assert onnx_artifact.labels == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    assert onnx_artifact.source == str(checkpoint) and onnx_artifact.preprocess.size == 96
+    assert not list(checkpoint.parent.glob(".*partial"))
+    report = verify(onnx_artifact.path, str(flowers_subset), threshold=0.99)
+    assert report.passed and report.agreement == 1.0 and report.count == 15  # 3 val photos per class
+    assert report.max_abs_prob_diff < 1e-4
+    assert report.artifact_top1 == pytest.approx(report.reference_top1)
+
+
+def test_onnx_batch_is_dynamic(onnx_artifact, photos):
+    from PIL import Image
+
+    predictor = load_predictor(onnx_artifact.path)
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    single = predictor.predict_images(images[:1])
+    both = predictor.predict_images(images)
+    assert both.shape == (2, 5) and np.allclose(both[0], single[0], atol=1e-5)
+    assert np.allclose(both.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_torchscript_export_verifies(checkpoint, flowers_subset):
+    artifact = export(checkpoint, "torchscript")
+    report = verify(artifact.path, str(flowers_subset))
+    assert report.passed and report.max_abs_prob_diff < 1e-5
+
+
+def test_predict_cli_accepts_an_onnx_artifact(onnx_artifact, flowers_subset):
+    photo = next((flowers_subset / "sunflower").iterdir())
+    result = runner.invoke(app, ["predict", str(onnx_artifact.path), str(photo), "--json", "-k", "2"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.stdout)["predictions"][0]["top"]
+    assert len(top) == 2 and top[0]["label"] in onnx_artifact.labels
+
+
+def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowers_subset, tmp_path):
+    other = create_model("tf_efficientnet_lite0", labels=onnx_artifact.labels)  # random head and body
+    set_preprocess(other, size=96, crop_pct=1.0)
+    save_checkpoint(other, tmp_path / "other.safetensors")
+    result = runner.invoke(app, ["verify", str(onnx_artifact.path), "--data", str(flowers_subset),
+                                 "--reference", str(tmp_path / "other.safetensors"), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["agreement"] < 0.9
+
+
+def test_a_failed_export_leaves_nothing_behind(checkpoint, monkeypatch):
+    def broken(model, path):
+        path.write_bytes(b"half a file")
+        raise RuntimeError("unsupported operator aten::weird in blocks.3")
+
+    monkeypatch.setitem(FORMATS, "onnx", FORMATS["onnx"].__class__("onnx", ".onnx", "onnx", broken, "onnxruntime"))
+    out = checkpoint.parent / "failed"
+    with pytest.raises(MvkitError, match="aten::weird"):
+        export(checkpoint, "onnx", out_dir=out)
+    assert list(out.iterdir()) == []
+    with pytest.raises(MvkitError, match="unknown export format"):
+        export(checkpoint, "tflite-but-misspelled")
