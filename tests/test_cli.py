@@ -12,7 +12,7 @@ from mvkit.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-COMMANDS = ["models", "predict", "eval", "scan", "demo"]
+COMMANDS = ["models", "predict", "eval", "train", "export", "verify", "bench", "scan", "demo"]
 
 
 def test_top_level_help_lists_every_command():

@@ -97,3 +97,25 @@ def test_a_failed_export_leaves_nothing_behind(checkpoint, monkeypatch):
     assert list(out.iterdir()) == []
     with pytest.raises(MvkitError, match="unknown export format"):
         export(checkpoint, "tflite-but-misspelled")
+
+
+def test_bench_compares_artifacts_in_one_table(checkpoint, onnx_artifact, photos, flowers_subset, tmp_path):
+    from PIL import Image
+
+    from mvkit.bench import bench
+
+    images = [Image.open(p).convert("RGB") for p in photos.values()]
+    rows = bench([checkpoint, onnx_artifact.path], images, rounds=4, batch=2, measure_memory=True)
+    assert [r.format for r in rows] == ["safetensors", "onnx"]
+    for row in rows:
+        assert 0 < row.latency_p50_ms <= row.latency_p90_ms and row.throughput_img_s > 0
+        assert row.peak_rss_mb > 50  # a fresh Python process with torch loaded
+    assert rows[0].params_m == pytest.approx(3.38, abs=0.01) and rows[1].file_mb > 10
+
+    result = runner.invoke(app, ["bench", str(checkpoint), str(onnx_artifact.path), "--data", str(flowers_subset),
+                                 "--limit", "10", "--rounds", "3", "--batch", "2", "--no-memory", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved[0]["agreement"] == 1.0 and saved[1]["agreement"] == 1.0
+    assert saved[1]["top1"] == pytest.approx(saved[0]["top1"])
+    assert "| flowers.onnx | onnx |" in (tmp_path / "bench.md").read_text()

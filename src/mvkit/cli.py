@@ -300,6 +300,47 @@ def verify_command(
         raise typer.Exit(1)
 
 
+@app.command("bench")
+def bench_command(
+    artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
+    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every format, then bench all."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part)."),
+    limit: int = typer.Option(200, help="Photos used for accuracy/agreement."),
+    rounds: int = typer.Option(30, help="Interleaved latency rounds (batch 1)."),
+    batch: int = typer.Option(8, help="Batch size for throughput."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process per artifact."),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for bench.json and bench.md."),
+) -> None:
+    """Latency p50/p90, throughput, peak memory, size, accuracy and agreement of artifacts, side by side."""
+    from mvkit.bench import bench, markdown_table, write_results
+    from mvkit.data.images import load_image
+    from mvkit.demo import sample_photos
+    from mvkit.export import FORMATS, export
+    from mvkit.verify import verify
+
+    paths = list(artifacts or [])
+    if all_formats is not None:
+        paths.append(all_formats)
+        for fmt in FORMATS:
+            with console.status(f"exporting {fmt}..."):
+                paths.append(export(all_formats, fmt).path)
+    if not paths:
+        raise MvkitError("give artifacts to bench, or --all-formats CHECKPOINT")
+    photos = [load_image(p) for p in sample_photos()]
+    with progress_bars() as start:
+        rows = bench(paths, photos, rounds=rounds, batch=batch, measure_memory=memory,
+                     on_progress=start("latency rounds", rounds))
+        if data:
+            for row in rows:
+                # A checkpoint is its own reference: its agreement is 1 by definition, its accuracy is measured.
+                reference = row.artifact if row.format == "safetensors" else None
+                report = verify(row.artifact, data, limit=limit, reference=reference)
+                row.top1, row.agreement = report.artifact_top1, report.agreement
+    write_results(rows, out)
+    console.print(markdown_table(rows))
+    console.print(f"threads: {rows[0].threads}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
+
+
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
     """The main job on built-in data: pretrained predictions, a head-only fit on builtin:fashion, eval."""

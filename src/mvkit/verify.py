@@ -52,7 +52,12 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
            reference: str | Path | None = None, split: str = "val", batch_size: int = 32,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     candidate = load_predictor(artifact_path)
-    baseline = as_predictor(reference) if reference else reference_predictor(candidate.artifact)
+    same_file = reference is not None and Path(reference).exists() and \
+        Path(reference).resolve() == Path(artifact_path).resolve()
+    if same_file:  # a checkpoint measured against itself: accuracy only, agreement 1 by definition
+        baseline = candidate
+    else:
+        baseline = as_predictor(reference) if reference else reference_predictor(candidate.artifact)
     splits = load_data(data)
     dataset = splits.val if split == "val" else splits.train
     if limit:
@@ -62,7 +67,7 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
     except MvkitError:
         index = None  # e.g. an ImageNet model on flower photos: agreement still means something
     ours, labels = candidate.predict_dataset(dataset, batch_size, on_progress)
-    theirs, _ = baseline.predict_dataset(dataset, batch_size, on_progress)
+    theirs = ours if baseline is candidate else baseline.predict_dataset(dataset, batch_size, on_progress)[0]
     difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
     agreement = float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean())
     return VerifyReport(

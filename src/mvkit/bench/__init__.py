@@ -1,0 +1,124 @@
+"""Benchmark artifacts side by side: latency p50/p90 at batch 1, throughput at batch N, peak memory, file size,
+params, accuracy on real photos and agreement with the source checkpoint, as one table (like `yolo benchmark`).
+
+Latency rounds are interleaved across artifacts (one call each per round) so that machine noise hits all
+alike; peak memory is measured in a fresh process per artifact, so one runtime's memory never counts for
+another's.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from mvkit.runtime import Predictor, load_predictor
+
+
+@dataclass
+class BenchRow:
+    artifact: str
+    format: str
+    file_mb: float
+    params_m: float | None
+    threads: int
+    latency_p50_ms: float
+    latency_p90_ms: float
+    batch: int
+    throughput_img_s: float
+    peak_rss_mb: float | None
+    top1: float | None = None
+    agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_size_mb(path: Path) -> float:
+    path = Path(path)
+    if path.is_dir():  # .mlpackage
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+    return path.stat().st_size / 1e6
+
+
+def _peak_rss_worker(path: str, batch: np.ndarray, queue) -> None:
+    predictor = load_predictor(path)
+    for _ in range(5):
+        predictor.run(batch)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # kB on Linux
+
+
+def peak_rss_mb(path: Path, batch: np.ndarray) -> float | None:
+    """Peak resident memory of a fresh process that loads the artifact and runs it (spawned: clean start)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_rss_worker, args=(str(path), batch, queue))
+    process.start()
+    process.join(timeout=600)
+    return queue.get() if process.exitcode == 0 and not queue.empty() else None
+
+
+def _params_m(predictor: Predictor) -> float | None:
+    model = getattr(predictor, "model", None)
+    if model is not None and hasattr(model, "parameters"):
+        return sum(p.numel() for p in model.parameters()) / 1e6
+    return None
+
+
+def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup: int = 3, batch: int = 8,
+          measure_memory: bool = True, on_progress: Callable[[int], None] | None = None) -> list[BenchRow]:
+    """Time every artifact on the same real photos; returns one row per artifact."""
+    predictors = [load_predictor(p) for p in paths]
+    singles = [p.prepare(photos[:1]) for p in predictors]
+    batches = [p.prepare((photos * batch)[:batch]) for p in predictors]
+    for predictor, single in zip(predictors, singles):
+        for _ in range(warmup):
+            predictor.run(single)
+    latencies: list[list[float]] = [[] for _ in predictors]
+    for _ in range(rounds):  # interleaved: each round runs every artifact once
+        for index, (predictor, single) in enumerate(zip(predictors, singles)):
+            started = time.perf_counter()
+            predictor.run(single)
+            latencies[index].append((time.perf_counter() - started) * 1000)
+        if on_progress:
+            on_progress(1)
+    throughputs: list[list[float]] = [[] for _ in predictors]
+    for _ in range(max(3, rounds // 10)):
+        for index, (predictor, full) in enumerate(zip(predictors, batches)):
+            started = time.perf_counter()
+            predictor.run(full)
+            throughputs[index].append(batch / (time.perf_counter() - started))
+    rows = []
+    for path, predictor, single, times, speeds in zip(paths, predictors, singles, latencies, throughputs):
+        rows.append(BenchRow(
+            artifact=str(path), format=predictor.artifact.format, file_mb=round(file_size_mb(Path(path)), 2),
+            params_m=_params_m(predictor), threads=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
+            latency_p50_ms=float(np.percentile(times, 50)), latency_p90_ms=float(np.percentile(times, 90)),
+            batch=batch, throughput_img_s=float(np.median(speeds)),
+            peak_rss_mb=peak_rss_mb(Path(path), single) if measure_memory else None))
+    return rows
+
+
+def markdown_table(rows: list[BenchRow]) -> str:
+    lines = ["| artifact | format | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        lines.append(f"| {Path(r.artifact).name} | {r.format} | {r.file_mb:.1f} | {cell(r.params_m, '.2f')} | {r.threads} | "
+                     f"{r.latency_p50_ms:.1f} | {r.latency_p90_ms:.1f} | {r.throughput_img_s:.1f} ({r.batch}) | "
+                     f"{cell(r.peak_rss_mb, '.0f')} | {cell(r.top1, '.1%')} | {cell(r.agreement, '.1%')} |")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[BenchRow], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps([r.to_dict() for r in rows], indent=1))
+    (out / "bench.md").write_text(markdown_table(rows) + "\n")
