@@ -119,3 +119,36 @@ def test_bench_compares_artifacts_in_one_table(checkpoint, onnx_artifact, photos
     assert saved[0]["agreement"] == 1.0 and saved[1]["agreement"] == 1.0
     assert saved[1]["top1"] == pytest.approx(saved[0]["top1"])
     assert "| flowers.onnx | onnx |" in (tmp_path / "bench.md").read_text()
+
+
+def test_static_int8_onnx_is_calibrated_on_real_photos_and_verified(onnx_artifact, flowers_subset):
+    import onnx
+
+    from mvkit.compress.onnx_int8 import quantize_onnx_static
+
+    int8 = quantize_onnx_static(onnx_artifact.path, str(flowers_subset), count=40)
+    assert int8.path.name == "flowers.int8.onnx" and int8.extra["calibration_images"] == 40
+    assert int8.path.stat().st_size < onnx_artifact.path.stat().st_size / 2.5
+    ops = {node.op_type for node in onnx.load(str(int8.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "ConvInteger" not in ops
+    report = verify(int8.path, str(flowers_subset), threshold=0.0)
+    assert report.agreement >= 0.8 and report.max_abs_prob_diff > 1e-4  # int8 really changed the numbers
+
+
+def test_quantize_without_calibration_data_fails_cleanly(onnx_artifact, tmp_path):
+    from mvkit.compress.onnx_int8 import quantize_onnx_static
+
+    before = sorted(p.name for p in onnx_artifact.path.parent.iterdir())
+    with pytest.raises(MvkitError, match="calibration data"):
+        quantize_onnx_static(onnx_artifact.path, str(tmp_path / "missing"), count=8)
+    assert sorted(p.name for p in onnx_artifact.path.parent.iterdir()) == before
+
+
+def test_dynamic_quantization_reports_its_small_reach(checkpoint, flowers_subset):
+    from mvkit.compress.dynamic import quantize_dynamic_linear
+
+    artifact, summary = quantize_dynamic_linear(checkpoint)
+    assert "1 Linear layers" in summary and "use --method ptq" in summary  # only the head of a conv net
+    assert artifact.extra["linear_weight_share"] < 0.01
+    report = verify(artifact.path, str(flowers_subset), threshold=0.0)
+    assert report.agreement >= 0.9

@@ -272,6 +272,40 @@ def export_command(
         console.print(f"{fmt}: {artifact.path} ({size_mb:.1f} MB)")
 
 
+@app.command("quantize")
+def quantize_command(
+    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors) or a float ONNX artifact."),
+    method: str = typer.Option("ptq", help="ptq: static int8 (ONNX Runtime QDQ, calibrated); dynamic: PyTorch, Linear layers only."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration photos for ptq (class folders, CSV or builtin:fashion)."),
+    count: int = typer.Option(256, help="Calibration photos, spread over the classes."),
+) -> None:
+    """Compress a model: static int8 calibrated on real photos, or dynamic int8 of Linear layers."""
+    from mvkit.artifact import Artifact, sidecar_path
+    from mvkit.export import export
+
+    if method == "dynamic":
+        from mvkit.compress.dynamic import quantize_dynamic_linear
+
+        artifact, summary = quantize_dynamic_linear(model)
+        console.print(summary)
+    elif method == "ptq":
+        from mvkit.compress.onnx_int8 import quantize_onnx_static
+
+        if calib is None:
+            raise MvkitError("--method ptq needs calibration photos: --calib DATA")
+        if not sidecar_path(model).exists():
+            raise MvkitError(f"{model} is not an mvkit artifact (no sidecar)")
+        source = model if Artifact.load(model).format == "onnx" else export(model, "onnx").path
+        with progress_bars() as start:
+            artifact = quantize_onnx_static(source, calib, count, on_progress=start("calibrating", count))
+    elif method == "qat":
+        raise MvkitError("--method qat is not built yet; use ptq")
+    else:
+        raise MvkitError(f"--method must be ptq, dynamic or qat, not {method!r}")
+    console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"check it: mvkit verify {artifact.path} --data DATA")
+
+
 @app.command("verify")
 def verify_command(
     artifact: Path = typer.Argument(..., help="An exported artifact (.onnx, .torchscript.pt) with its sidecar."),

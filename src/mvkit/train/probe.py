@@ -40,7 +40,10 @@ def fit_linear_head(model: nn.Module, dataset: torch.utils.data.Dataset, epochs:
         raise TypeError(f"linear probe needs an nn.Linear classifier, found {type(head).__name__}")
     generator = torch.Generator().manual_seed(seed)
     # Standardise features for a well-conditioned problem, then fold the scaling back into the head.
-    mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+    # The floor on std keeps rarely-active features from getting huge folded weights, which would make the
+    # head fragile (and useless after int8 quantization).
+    mean, std = features.mean(0), features.std(0)
+    std = std.clamp(min=0.1 * float(std.mean()) + 1e-6)
     scaled = (features - mean) / std
     probe = nn.Linear(features.shape[1], head.out_features)
     nn.init.zeros_(probe.weight)
