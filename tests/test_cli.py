@@ -54,6 +54,7 @@ def test_ci_runs_the_readme_test_command():
     assert tests in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # about 4 minutes on 2 cores; its stages are tested one by one in the default suite
 def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     from mvkit.demo import run_demo
 
@@ -65,3 +66,9 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     assert result.confusion_png.exists() and result.checkpoint.exists()
     correct = sum(Path(p["path"]).stem.split("_", 1)[1] == p["top"][0]["label"] for p in result.sample_predictions)
     assert len(result.sample_predictions) == 5 and correct >= 3
+    reports = {Path(r["artifact"]).name: r for r in result.verify_reports}
+    assert reports["fashion_lite0.onnx"]["agreement"] == 1.0
+    assert reports["fashion_lite0.torchscript.pt"]["agreement"] == 1.0
+    int8 = reports["fashion_lite0.int8.onnx"]
+    assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 83.0%
+    assert "| fashion_lite0.int8.onnx | onnx |" in result.bench_table

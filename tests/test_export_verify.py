@@ -110,7 +110,8 @@ def test_bench_compares_artifacts_in_one_table(checkpoint, onnx_artifact, photos
     for row in rows:
         assert 0 < row.latency_p50_ms <= row.latency_p90_ms and row.throughput_img_s > 0
         assert row.peak_rss_mb > 50  # a fresh Python process with torch loaded
-    assert rows[0].params_m == pytest.approx(3.38, abs=0.01) and rows[1].file_mb > 10
+    assert rows[0].params_m == pytest.approx(3.38, abs=0.01) and rows[1].params_m == pytest.approx(rows[0].params_m)
+    assert rows[1].file_mb > 10
 
     result = runner.invoke(app, ["bench", str(checkpoint), str(onnx_artifact.path), "--data", str(flowers_subset),
                                  "--limit", "10", "--rounds", "3", "--batch", "2", "--no-memory", "--out", str(tmp_path)])

@@ -377,7 +377,7 @@ def bench_command(
 
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
-    """The main job on built-in data: pretrained predictions, a head-only fit on builtin:fashion, eval."""
+    """The main job on built-in data: predict, head-only fit, eval, export, int8, verify, bench."""
     from mvkit.demo import DemoStep, run_demo
 
     with progress_bars() as start:
@@ -392,6 +392,11 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
     console.print(f"builtin:fashion val: top-1 [bold]{metrics['top1']:.2%}[/bold], top-5 {metrics['top5']:.2%} "
                   f"on {metrics['count']} images")
     console.print(f"checkpoint {result.checkpoint}, confusion matrix {result.confusion_png}")
+    for report in result.verify_reports:
+        verdict = "PASS" if report["passed"] else "below 99% (expected for int8: compare accuracy)"
+        console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
+                      f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
+    console.print(result.bench_table)
 
 
 def main() -> None:

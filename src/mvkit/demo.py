@@ -4,7 +4,8 @@
 2. Head-only fit (linear probe) of that backbone on builtin:fashion; saved as an mvkit checkpoint.
 3. The checkpoint reloaded from disk predicts a few val images saved as PNG files.
 4. Evaluation on builtin:fashion val: top-1, top-5, per class, confusion matrix PNG.
-Later stages (train, quantize, export, verify, bench) join here as they land.
+5. Export (ONNX, TorchScript), static int8 ONNX calibrated on 256 training photos.
+6. Verify every artifact against the checkpoint on val photos; bench them all in one table.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from typing import Any, Callable
 
 import torch
 
+from mvkit.bench import bench, markdown_table, write_results
+from mvkit.compress.onnx_int8 import quantize_onnx_static
 from mvkit.data.datasets import load_data
 from mvkit.evaluate import evaluate, plot_confusion
+from mvkit.export import FORMATS, export
 from mvkit.models import create_model, load_model, save_checkpoint, set_preprocess
 from mvkit.predict import predict_files
 from mvkit.train import fit_linear_head
+from mvkit.verify import verify
 
 BACKBONE = "tf_efficientnet_lite0"
+VERIFY_PHOTOS = 500  # of the 1,000 val photos, spread over the classes
 FASHION_SIZE = 96  # Fashion-MNIST photos are 28x28: 96 px keeps enough detail for the backbone and is fast
 
 
@@ -46,6 +52,8 @@ class DemoResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
     confusion_png: Path | None = None
+    verify_reports: list[dict[str, Any]] = field(default_factory=list)
+    bench_table: str = ""
 
 
 def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoResult:
@@ -55,12 +63,12 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     torch.manual_seed(seed)
     result = DemoResult()
 
-    ui.log(f"[1/4] ImageNet predictions of pretrained {BACKBONE} on sample photos")
+    ui.log(f"[1/6] ImageNet predictions of pretrained {BACKBONE} on sample photos")
     imagenet_model = create_model(BACKBONE, pretrained=True)
     predictions, _ = predict_files(imagenet_model, sample_photos(), topk=3)
     result.photo_predictions = [p.to_dict() for p in predictions]
 
-    ui.log(f"[2/4] Head-only fit of {BACKBONE} on builtin:fashion")
+    ui.log(f"[2/6] Head-only fit of {BACKBONE} on builtin:fashion")
     data = load_data("builtin:fashion")
     model = create_model(BACKBONE, pretrained=True, labels=data.classes)
     set_preprocess(model, size=FASHION_SIZE, crop_pct=1.0)
@@ -69,7 +77,7 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     result.checkpoint = out_dir / "fashion_lite0.safetensors"
     save_checkpoint(model, result.checkpoint, source=f"{BACKBONE} ImageNet weights, linear probe on builtin:fashion")
 
-    ui.log("[3/4] Reloaded checkpoint predicts val images saved as PNG files")
+    ui.log("[3/6] Reloaded checkpoint predicts val images saved as PNG files")
     samples_dir = out_dir / "fashion_samples"
     samples_dir.mkdir(exist_ok=True)
     sample_files = []
@@ -81,9 +89,24 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     predictions, _ = predict_files(reloaded, sample_files, topk=1)
     result.sample_predictions = [p.to_dict() for p in predictions]
 
-    ui.log("[4/4] Evaluation on builtin:fashion val")
+    ui.log("[4/6] Evaluation on builtin:fashion val")
     evaluation = evaluate(reloaded, data.val, on_progress=ui.start("evaluating", len(data.val)))
     result.metrics = evaluation.to_dict()
     result.confusion_png = plot_confusion(evaluation, out_dir / "confusion.png", title="builtin:fashion val, EfficientNet-Lite0 linear probe")
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+
+    ui.log("[5/6] Export to ONNX and TorchScript; static int8 ONNX calibrated on real training photos")
+    artifacts = [result.checkpoint] + [export(result.checkpoint, fmt).path for fmt in FORMATS]
+    artifacts.append(quantize_onnx_static(result.checkpoint.with_suffix(".onnx"), "builtin:fashion", count=256).path)
+
+    ui.log("[6/6] Verify every artifact against the checkpoint on val photos, then bench them side by side")
+    rows = bench(artifacts, [data.val.image(i) for i in range(4)], rounds=20, batch=8,
+                 on_progress=ui.start("latency rounds", 20))
+    for row in rows:
+        reference = row.artifact if row.format == "safetensors" else None
+        report = verify(row.artifact, "builtin:fashion", limit=VERIFY_PHOTOS, reference=reference)
+        row.top1, row.agreement = report.artifact_top1, report.agreement
+        result.verify_reports.append(report.to_dict())
+    write_results(rows, out_dir)
+    result.bench_table = markdown_table(rows)
     return result

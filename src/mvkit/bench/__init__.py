@@ -53,7 +53,18 @@ def _peak_rss_worker(path: str, batch: np.ndarray, queue) -> None:
     predictor = load_predictor(path)
     for _ in range(5):
         predictor.run(batch)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # kB on Linux
+    queue.put(_high_water_rss_mb())
+
+
+def _high_water_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
+    from the forked parent image across exec, so every child would report at least its parent's size."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if os.uname().sysname == "Linux" else 1024 * 1024)
 
 
 def peak_rss_mb(path: Path, batch: np.ndarray) -> float | None:
@@ -67,10 +78,12 @@ def peak_rss_mb(path: Path, batch: np.ndarray) -> float | None:
 
 
 def _params_m(predictor: Predictor) -> float | None:
+    """From the sidecar (recorded at export); for checkpoints, counted on the model."""
+    if predictor.artifact.extra.get("params"):
+        return predictor.artifact.extra["params"] / 1e6
     model = getattr(predictor, "model", None)
-    if model is not None and hasattr(model, "parameters"):
-        return sum(p.numel() for p in model.parameters()) / 1e6
-    return None
+    count = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+    return count / 1e6 if count else None
 
 
 def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup: int = 3, batch: int = 8,

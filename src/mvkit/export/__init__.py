@@ -74,7 +74,8 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
             partial.unlink(missing_ok=True)
     artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
                         preprocess=preprocess_of(model), source=str(model_spec),
-                        extra={**extra, "source_pretrained": pretrained,
+                        extra={**extra, "params": sum(p.numel() for p in model.parameters()),
+                               "source_pretrained": pretrained,
                                "source_weights": str(weights) if weights else None})
     artifact.save()
     return artifact

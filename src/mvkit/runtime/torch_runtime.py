@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,4 +38,6 @@ def model_predictor(model: nn.Module) -> TorchPredictor:
 
 
 def torchscript_predictor(artifact: Artifact) -> TorchPredictor:
-    return TorchPredictor(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the format is for old apps
+        return TorchPredictor(artifact, torch.jit.load(str(artifact.path), map_location="cpu"))
