@@ -27,7 +27,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mvkit.models import create_model  # noqa: E402
 from mvkit.train import build_recipe, train  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -129,11 +128,10 @@ def throughput(args) -> list[dict]:
 
 def write_markdown(results: dict, command: str) -> None:
     lines = ["## Fine-tuning on flowers128 (the guide's section 5 table)", "",
-             f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
              f"torch {torch.__version__}. Split: seeded 80/20 stratified (2,784 train / 698 val).", ""]
     if results.get("table"):
-        lines += ["| run | val top-1 | params (M) | input px | lr | precision | epochs (best) | train minutes | training img/s |",
+        lines += [f"Command: `{results.get('table_command', command)}`", "","| run | val top-1 | params (M) | input px | lr | precision | epochs (best) | train minutes | training img/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in results["table"]:
             lines.append(f"| {row['run']} | {row['val_top1']:.1%} | {row['params_m']:.2f} | {row['img_size']} | {row['lr']:g} | "
@@ -141,7 +139,7 @@ def write_markdown(results: dict, command: str) -> None:
                          f"{row['train_img_s']:.1f} |")
         lines.append("")
     if results.get("throughput"):
-        lines += ["Training throughput, same model, batch 32 and 640 photos; medians of interleaved rounds:", "",
+        lines += [f"Command: `{results.get('throughput_command', command)}`", "","Training throughput, same model, batch 32 and 640 photos; medians of interleaved rounds:", "",
                   "| model | px | timm step img/s | mvkit fp32 img/s | mvkit bf16 img/s | fp32 / timm | bf16 / timm |",
                   "|---|---|---|---|---|---|---|"]
         for row in results["throughput"]:
@@ -180,13 +178,16 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     results_file = RESULTS / "finetune_flowers.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    command = "python benchmarks/finetune_flowers.py " + " ".join(sys.argv[1:])
     if args.only in (None, "table"):
         results["table"] = table_rows(args)
+        results["table_command"] = command
     if args.only in (None, "throughput"):
         results["throughput"] = throughput(args)
+        results["throughput_command"] = command
     RESULTS.mkdir(parents=True, exist_ok=True)
     results_file.write_text(json.dumps(results, indent=1))
-    write_markdown(results, "python benchmarks/finetune_flowers.py " + " ".join(sys.argv[1:]))
+    write_markdown(results, command)
 
 
 if __name__ == "__main__":

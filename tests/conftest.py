@@ -48,3 +48,18 @@ def lite0():
     from mvkit.models import create_model
 
     return create_model("tf_efficientnet_lite0", pretrained=True)
+
+
+def probe_checkpoint(data: Path, size: int, path: Path) -> Path:
+    """The real ImageNet-pretrained EfficientNet-Lite0 with its head fitted on `data`'s training photos."""
+    from mvkit.data import load_data
+    from mvkit.models import create_model, save_checkpoint, set_preprocess
+    from mvkit.train import fit_linear_head
+
+    torch.manual_seed(0)
+    splits = load_data(data)
+    model = create_model("tf_efficientnet_lite0", pretrained=True, labels=splits.classes)
+    set_preprocess(model, size=size, crop_pct=1.0)
+    fit_linear_head(model, splits.train)
+    save_checkpoint(model, path)
+    return path

@@ -54,7 +54,6 @@ def test_ci_runs_the_readme_test_command():
     assert tests in (REPO / ".ci" / "run").read_text()
 
 
-@pytest.mark.slow  # about 4 minutes on 2 cores; its stages are tested one by one in the default suite
 def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     from mvkit.demo import run_demo
 

@@ -5,17 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mvkit.cli import app
-from mvkit.data import load_data
 from mvkit.errors import MvkitError
 from mvkit.export import FORMATS, export
 from mvkit.models import create_model, save_checkpoint, set_preprocess
 from mvkit.runtime import load_predictor
-from mvkit.train import fit_linear_head
 from mvkit.verify import verify
+from conftest import probe_checkpoint
 
 pytest.importorskip("onnxruntime")
 runner = CliRunner()
@@ -24,14 +22,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def checkpoint(flowers_subset, tmp_path_factory) -> Path:
     """EfficientNet-Lite0 (real ImageNet weights) with a head fitted on real flower photos, at 96 px."""
-    torch.manual_seed(0)
-    data = load_data(flowers_subset)
-    model = create_model("tf_efficientnet_lite0", pretrained=True, labels=data.classes)
-    set_preprocess(model, size=96, crop_pct=1.0)
-    fit_linear_head(model, data.train)
-    path = tmp_path_factory.mktemp("export") / "flowers.safetensors"
-    save_checkpoint(model, path)
-    return path
+    return probe_checkpoint(flowers_subset, 96, tmp_path_factory.mktemp("export") / "flowers.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mvkit.cli import app
 from mvkit.data import load_data
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate
-from mvkit.models import create_model, save_checkpoint, set_preprocess
-from mvkit.train import fit_linear_head
+from conftest import probe_checkpoint
 
 runner = CliRunner()
 
@@ -56,14 +54,7 @@ def flowers_manifest(flowers, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def flowers_checkpoint(flowers_manifest, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    data = load_data(flowers_manifest)
-    model = create_model("tf_efficientnet_lite0", pretrained=True, labels=data.classes)
-    set_preprocess(model, size=128, crop_pct=1.0)
-    fit_linear_head(model, data.train)
-    path = tmp_path_factory.mktemp("ckpt") / "flowers_probe.safetensors"
-    save_checkpoint(model, path)
-    return path
+    return probe_checkpoint(flowers_manifest, 128, tmp_path_factory.mktemp("ckpt") / "flowers_probe.safetensors")
 
 
 def test_eval_cli_on_real_flowers(flowers_manifest, flowers_checkpoint, tmp_path):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import signal
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -176,6 +175,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
 def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
     """Run (or resume) a training run into recipe.out."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from timm.data import Mixup
     from timm.utils import ModelEmaV3
 
@@ -186,6 +186,9 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
     # Several processes without CUDA (torchrun / accelerate launch on CPUs): accelerate only picks the gloo
     # backend when told to run on the CPU.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # accelerate keeps one global precision per process; a second run (API, benchmarks) may want another.
+    # Only the precision state is reset: the distributed state (process group) stays.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=multi_cpu)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     if recipe.deterministic:
