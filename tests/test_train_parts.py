@@ -115,3 +115,19 @@ def test_each_model_gets_the_batch_at_its_own_size_and_normalisation():
     assert 0.0 <= x_student.min() and x_student.max() <= 1.0
     assert torch.allclose(x_teacher.mean(dim=(0, 2, 3)) * torch.tensor(teacher.std) + torch.tensor(teacher.mean),
                           raw.mean(dim=(0, 2, 3)), atol=0.01)
+
+
+def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mvkit import cli
+
+    seen = {}
+    monkeypatch.setattr("mvkit.train.train", lambda recipe, resume, ui: seen.setdefault("recipe", recipe) and None)
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text("model: mobilenetv3_small_100\ndata: builtin:fashion\npreset: head-only\n")
+    CliRunner().invoke(cli.app, ["train", "--recipe", str(recipe_file), "--lr", "0.01", "--out", str(tmp_path)])
+    recipe = seen["recipe"]
+    assert (recipe.model, recipe.data, recipe.preset, recipe.lr) == ("mobilenetv3_small_100", "builtin:fashion", "head-only", 0.01)
+    result = CliRunner().invoke(cli.app, ["train", "--out", str(tmp_path)])
+    assert isinstance(result.exception, MvkitError) and "MODEL and DATA" in str(result.exception)

@@ -219,12 +219,12 @@ def train_command(
     from mvkit.train import TrainUI, build_recipe, load_recipe, train
 
     if resume:
-        recipe = load_recipe(out / "recipe.yaml") if (out / "recipe.yaml").exists() else None
-        if recipe is None:
+        if not (out / "recipe.yaml").exists():
             raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
+        recipe = load_recipe(out / "recipe.yaml")
     else:
-        if model is None or data is None:
-            raise MvkitError("give MODEL and DATA (or --resume with the --out of an earlier run)")
+        if recipe_file is None and (model is None or data is None):
+            raise MvkitError("give MODEL and DATA, a --recipe file that names them, or --resume with the --out of an earlier run")
         options = dict(
             model=model, data=data, preset=preset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
             stem_lr=stem_lr, head_lr=head_lr, layer_decay=layer_decay, weight_decay=weight_decay,
