@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mvkit.artifact import write_atomically
 from mvkit.data.images import list_files, load_image, scan_images
 from mvkit.errors import MvkitError
 
@@ -185,12 +186,12 @@ def _load_split_file(split_file: Path, root: Path) -> dict[str, list[Path]]:
 
 def _write_split_file(split_file: Path, root: Path, seed: int, val_fraction: float,
                       train: list[Path], val: list[Path]) -> None:
-    split_file.parent.mkdir(parents=True, exist_ok=True)
-    split_file.write_text(json.dumps({
+    # Atomic: processes of a distributed run may write and read it at the same moment.
+    write_atomically(split_file, json.dumps({
         "root": str(root.resolve()), "seed": seed, "val_fraction": val_fraction,
         "train": [str(p.relative_to(root)) for p in train],
         "val": [str(p.relative_to(root)) for p in val],
-    }, indent=1))
+    }, indent=1).encode())
 
 
 def load_data(
