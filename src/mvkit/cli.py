@@ -346,11 +346,10 @@ def bench_command(
     out: Path = typer.Option(Path("runs/bench"), help="Folder for bench.json and bench.md."),
 ) -> None:
     """Latency p50/p90, throughput, peak memory, size, accuracy and agreement of artifacts, side by side."""
-    from mvkit.bench import bench, markdown_table, write_results
+    from mvkit.bench import add_accuracy, bench, markdown_table, write_results
     from mvkit.data.images import load_image
     from mvkit.demo import sample_photos
     from mvkit.export import FORMATS, export
-    from mvkit.verify import verify
 
     paths = list(artifacts or [])
     if all_formats is not None:
@@ -365,11 +364,7 @@ def bench_command(
         rows = bench(paths, photos, rounds=rounds, batch=batch, measure_memory=memory,
                      on_progress=start("latency rounds", rounds))
         if data:
-            for row in rows:
-                # A checkpoint is its own reference: its agreement is 1 by definition, its accuracy is measured.
-                reference = row.artifact if row.format == "safetensors" else None
-                report = verify(row.artifact, data, limit=limit, reference=reference)
-                row.top1, row.agreement = report.artifact_top1, report.agreement
+            add_accuracy(rows, data, limit)
     write_results(rows, out)
     console.print(markdown_table(rows))
     console.print(f"threads: {rows[0].threads}; wrote {out / 'bench.json'} and {out / 'bench.md'}")

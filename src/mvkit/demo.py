@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from mvkit.bench import bench, markdown_table, write_results
+from mvkit.bench import add_accuracy, bench, markdown_table, write_results
 from mvkit.compress.onnx_int8 import quantize_onnx_static
 from mvkit.data.datasets import load_data
 from mvkit.evaluate import evaluate, plot_confusion
@@ -26,7 +26,6 @@ from mvkit.export import FORMATS, export
 from mvkit.models import create_model, load_model, save_checkpoint, set_preprocess
 from mvkit.predict import predict_files
 from mvkit.train import fit_linear_head
-from mvkit.verify import verify
 
 BACKBONE = "tf_efficientnet_lite0"
 VERIFY_PHOTOS = 500  # of the 1,000 val photos, spread over the classes
@@ -102,11 +101,7 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     ui.log("[6/6] Verify every artifact against the checkpoint on val photos, then bench them side by side")
     rows = bench(artifacts, [data.val.image(i) for i in range(4)], rounds=20, batch=8,
                  on_progress=ui.start("latency rounds", 20))
-    for row in rows:
-        reference = row.artifact if row.format == "safetensors" else None
-        report = verify(row.artifact, "builtin:fashion", limit=VERIFY_PHOTOS, reference=reference)
-        row.top1, row.agreement = report.artifact_top1, report.agreement
-        result.verify_reports.append(report.to_dict())
+    result.verify_reports = [r.to_dict() for r in add_accuracy(rows, "builtin:fashion", VERIFY_PHOTOS)]
     write_results(rows, out_dir)
     result.bench_table = markdown_table(rows)
     return result

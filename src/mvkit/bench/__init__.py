@@ -120,6 +120,20 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
     return rows
 
 
+def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> list:
+    """Fill top-1 and agreement of each row by verifying it on real photos; returns the VerifyReports.
+    A checkpoint is its own reference: agreement 1 by definition, accuracy measured."""
+    from mvkit.verify import verify
+
+    reports = []
+    for row in rows:
+        reference = row.artifact if row.format == "safetensors" else None
+        report = verify(row.artifact, data, limit=limit, reference=reference)
+        row.top1, row.agreement = report.artifact_top1, report.agreement
+        reports.append(report)
+    return reports
+
+
 def markdown_table(rows: list[BenchRow]) -> str:
     lines = ["| artifact | format | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
