@@ -15,22 +15,21 @@ import numpy as np
 from mvkit.artifact import Artifact
 from mvkit.data.datasets import load_data, take_evenly
 from mvkit.errors import MvkitError
-from mvkit.runtime import load_predictor
+from mvkit.runtime import Predictor, load_predictor
 
 
-def calibration_batches(artifact: Artifact, data: str, count: int, batch_size: int = 16) -> list[np.ndarray]:
-    """`count` training photos spread over all classes, prepared by the artifact's own Preprocess."""
+def calibration_batches(predictor: Predictor, data: str, count: int, batch_size: int = 16) -> list[np.ndarray]:
+    """`count` training photos spread over all classes, prepared exactly as the predictor prepares its inputs."""
     try:
         splits = load_data(data)
     except MvkitError as exc:
         raise MvkitError(f"calibration data: {exc}") from exc
     dataset = take_evenly(splits.train, count)
-    transform = artifact.preprocess.eval_transform()
     dataset.transform = None
     batches = []
     for start in range(0, len(dataset), batch_size):
         images = [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
-        batches.append(np.stack([transform(image).numpy() for image in images]).astype(np.float32))
+        batches.append(predictor.prepare(images).astype(np.float32))
     return batches
 
 
@@ -55,8 +54,9 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     source = Artifact.load(fp32_path)
     if source.format != "onnx" or source.extra.get("quantization"):
         raise MvkitError(f"{fp32_path} is not a float ONNX artifact; export one with `mvkit export -f onnx`")
-    batches = calibration_batches(source, data, count)
-    input_name = load_predictor(fp32_path).input_name
+    float_predictor = load_predictor(fp32_path)
+    batches = calibration_batches(float_predictor, data, count)
+    input_name = float_predictor.input_name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
