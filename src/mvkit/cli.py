@@ -256,54 +256,89 @@ def train_command(
 @app.command("export")
 def export_command(
     model: str = ModelArg,
-    formats: List[str] = typer.Option(["onnx"], "--format", "-f", help="onnx, torchscript or all; repeat for several."),
+    formats: List[str] = typer.Option(["onnx"], "--format", "-f",
+                                      help="coreml, executorch, onnx, torchscript or all (every format installed); repeat for several."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
+    sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share)."),
+    precision: str = typer.Option("fp16", help="Core ML compute precision: fp16 or fp32."),
+    target: str = typer.Option("iOS16", help="Core ML minimum deployment target: iOS15..iOS18."),
+    compress: str = typer.Option("none", help="Core ML weight compression: none, int8, palettize4, palettize6, palettize8, prune50."),
 ) -> None:
     """Export a checkpoint to on-device formats; each file gets a sidecar with its labels and preprocessing."""
-    from mvkit.export import FORMATS, export
+    from mvkit.bench import file_size_mb
+    from mvkit.export import FORMATS, available_formats, export
 
-    chosen = list(FORMATS) if "all" in formats else formats
+    chosen = available_formats() if "all" in formats else formats
     for fmt in chosen:
+        if fmt not in FORMATS:
+            raise MvkitError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
+        options = {}
+        if fmt == "coreml":
+            options = {"sizes": [int(s) for s in sizes.split(",")] if sizes else None, "precision": precision,
+                       "target": target, "compression": compress}
         with console.status(f"exporting {fmt}..."):
-            artifact = export(model, fmt, out, pretrained=pretrained, weights=weights)
-        size_mb = artifact.path.stat().st_size / 1e6 if artifact.path.is_file() else 0.0
-        console.print(f"{fmt}: {artifact.path} ({size_mb:.1f} MB)")
+            artifact = export(model, fmt, out, pretrained=pretrained, weights=weights, **options)
+        console.print(f"{fmt}: {artifact.path} ({file_size_mb(artifact.path):.1f} MB)")
+        if artifact.extra.get("note"):
+            console.print(f"  note: {artifact.extra['note']}")
+        if artifact.extra.get("ops_outside_delegate"):
+            console.print(f"  ops left outside the XNNPACK delegate: {', '.join(artifact.extra['ops_outside_delegate'])}")
 
 
 @app.command("quantize")
 def quantize_command(
-    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors) or a float ONNX artifact."),
-    method: str = typer.Option("ptq", help="ptq: static int8 (ONNX Runtime QDQ, calibrated); dynamic: PyTorch, Linear layers only."),
-    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration photos for ptq (class folders, CSV or builtin:fashion)."),
+    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors), or a float ONNX artifact for --format onnx."),
+    method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration (and QAT training) photos: class folders, CSV or builtin:fashion."),
     count: int = typer.Option(256, help="Calibration photos, spread over the classes."),
+    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK) or all."),
+    epochs: int = typer.Option(1, help="qat: fine-tuning epochs."),
+    lr: float = typer.Option(1e-5, help="qat: learning rate."),
 ) -> None:
-    """Compress a model: static int8 calibrated on real photos, or dynamic int8 of Linear layers."""
+    """Compress a model: static int8 calibrated on real photos, QAT, or dynamic int8 of Linear layers."""
     from mvkit.artifact import Artifact, sidecar_path
-    from mvkit.export import export
+    from mvkit.export import available_formats, export
 
+    if method not in ("ptq", "qat", "dynamic"):
+        raise MvkitError(f"--method must be ptq, qat or dynamic, not {method!r}")
     if method == "dynamic":
         from mvkit.compress.dynamic import quantize_dynamic_linear
 
         artifact, summary = quantize_dynamic_linear(model)
         console.print(summary)
-    elif method == "ptq":
-        from mvkit.compress.onnx_int8 import quantize_onnx_static
+        console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
+        return
+    if calib is None:
+        raise MvkitError(f"--method {method} needs calibration photos: --calib DATA")
+    if not sidecar_path(model).exists():
+        raise MvkitError(f"{model} is not an mvkit artifact (no sidecar)")
+    source_format = Artifact.load(model).format
+    wanted = ["onnx", "executorch"] if "all" in formats else formats
+    if method == "qat" or source_format == "onnx":
+        wanted = ["executorch"] if method == "qat" else ["onnx"]
+    wanted = [f for f in wanted if f in available_formats()] or wanted
+    artifacts = []
+    for fmt in wanted:
+        if fmt == "onnx":
+            from mvkit.compress.onnx_int8 import quantize_onnx_static
 
-        if calib is None:
-            raise MvkitError("--method ptq needs calibration photos: --calib DATA")
-        if not sidecar_path(model).exists():
-            raise MvkitError(f"{model} is not an mvkit artifact (no sidecar)")
-        source = model if Artifact.load(model).format == "onnx" else export(model, "onnx").path
-        with progress_bars() as start:
-            artifact = quantize_onnx_static(source, calib, count, on_progress=start("calibrating", count))
-    elif method == "qat":
-        raise MvkitError("--method qat is not built yet; use ptq")
-    else:
-        raise MvkitError(f"--method must be ptq, dynamic or qat, not {method!r}")
-    console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
-    console.print(f"check it: mvkit verify {artifact.path} --data DATA")
+            source = model if source_format == "onnx" else export(model, "onnx").path
+            with progress_bars() as start:
+                artifacts.append(quantize_onnx_static(source, calib, count, on_progress=start("calibrating onnx", count)))
+        elif fmt == "executorch":
+            from mvkit.compress.pt2e import quantize_executorch
+
+            total = None if method == "qat" else count
+            with progress_bars() as start:
+                artifacts.append(quantize_executorch(model, calib, count, method=method, qat_epochs=epochs, qat_lr=lr,
+                                                     on_progress=start(f"{method} executorch", total)))
+        else:
+            raise MvkitError(f"int8 --format must be onnx, executorch or all, not {fmt!r}")
+    for artifact in artifacts:
+        console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
+        console.print(f"check it: mvkit verify {artifact.path} --data {calib}")
 
 
 @app.command("verify")
@@ -323,6 +358,16 @@ def verify_command(
                         on_progress=start("predicting", None))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
+    elif not report.numerics_checked:
+        verdict = "[green]STRUCTURE OK[/green]" if report.passed else "[red]STRUCTURE FAIL[/red]"
+        structure = report.structure or {}
+        console.print(f"{verdict} {report.format} {report.artifact}: input {structure.get('input_kind')} "
+                      f"{structure.get('color_space')} sizes {structure.get('sizes')}, {structure.get('num_labels')} labels, "
+                      f"outputs {structure.get('outputs')}, weights {structure.get('weight_dtypes')}, "
+                      f"compression ops {structure.get('compression_ops') or 'none'}")
+        for problem in report.problems or []:
+            console.print(f"  [red]problem:[/red] {problem}")
+        console.print("  [yellow]numerics NOT checked: Core ML runs only on macOS[/yellow]")
     else:
         verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
         console.print(f"{verdict} {report.format} {report.artifact} vs {report.reference} on {report.count} photos")
@@ -349,12 +394,17 @@ def bench_command(
     from mvkit.bench import add_accuracy, bench, markdown_table, write_results
     from mvkit.data.images import load_image
     from mvkit.demo import sample_photos
-    from mvkit.export import FORMATS, export
+    from mvkit.export import available_formats, export
 
     paths = list(artifacts or [])
     if all_formats is not None:
         paths.append(all_formats)
-        for fmt in FORMATS:
+        from mvkit.export.coreml import can_run_coreml
+
+        for fmt in available_formats():
+            if fmt == "coreml" and not can_run_coreml():
+                console.print("coreml: skipped, Core ML runs only on macOS")
+                continue
             with console.status(f"exporting {fmt}..."):
                 paths.append(export(all_formats, fmt).path)
     if not paths:

@@ -29,9 +29,60 @@ class VerifyReport:
     reference_top1: float | None
     threshold: float
     passed: bool
+    numerics_checked: bool = True
+    structure: dict | None = None  # Core ML off macOS: what the package holds, and what is wrong with it
+    problems: list[str] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+EXPECTED_COMPRESSION_OPS = {"int8": "constexpr_affine_dequantize", "palettize4": "constexpr_lut_to_dense",
+                            "palettize6": "constexpr_lut_to_dense", "palettize8": "constexpr_lut_to_dense",
+                            "prune50": "constexpr_sparse_to_dense"}
+
+
+def coreml_structure_problems(artifact: Artifact, summary) -> list[str]:
+    """What a Vision-ready classifier package must show, compared with what its sidecar says was asked."""
+    problems = []
+    if summary.input_kind != "imageType":
+        problems.append(f"input {summary.input_name} is a {summary.input_kind}, not an image (Vision needs ImageType)")
+    if summary.color_space != "RGB":
+        problems.append(f"input colour space is {summary.color_space}, expected RGB")
+    if sorted(summary.sizes) != sorted(artifact.extra.get("sizes", summary.sizes)):
+        problems.append(f"input sizes {summary.sizes}, sidecar says {artifact.extra.get('sizes')}")
+    if list(summary.labels) != list(artifact.labels):
+        problems.append(f"class labels differ from the sidecar's ({len(summary.labels)} vs {len(artifact.labels)})")
+    if "classLabel" not in summary.outputs or "classLabel_probs" not in summary.outputs:
+        problems.append(f"outputs {summary.outputs}: not a classifier (no classLabel / classLabel_probs)")
+    if not summary.op_counts.get("softmax"):
+        problems.append("no softmax in the program: Vision's confidences would not be probabilities")
+    compression = artifact.extra.get("compression", "none")
+    expected = EXPECTED_COMPRESSION_OPS.get(compression)
+    if expected and not summary.compression_ops.get(expected):
+        problems.append(f"compression {compression} asked, but the program has no {expected} op")
+    precision = artifact.extra.get("precision")
+    dtypes = summary.weight_dtypes
+    if precision == "fp16" and compression == "none" and dtypes.get("FLOAT16", 0) < dtypes.get("FLOAT32", 0):
+        problems.append(f"fp16 asked, but most weights are stored as {dtypes}")
+    if precision == "fp32" and dtypes.get("FLOAT16", 0) > dtypes.get("FLOAT32", 0):
+        problems.append(f"fp32 asked, but most weights are stored as {dtypes}")
+    return problems
+
+
+def verify_coreml_structure(path: Path | str, threshold: float) -> VerifyReport:
+    """Off macOS Core ML cannot run: check the package's structure and say plainly that numbers were not checked."""
+    from mvkit.coreml.package import read_package
+
+    artifact = Artifact.load(Path(path))
+    summary = read_package(path)
+    problems = coreml_structure_problems(artifact, summary)
+    return VerifyReport(
+        artifact=str(path), format="coreml", reference=str(artifact.source), count=0, agreement=float("nan"),
+        max_abs_prob_diff=float("nan"), mean_abs_prob_diff=float("nan"), artifact_top1=None, reference_top1=None,
+        threshold=threshold, passed=not problems, numerics_checked=False,
+        structure={k: v for k, v in summary.to_dict().items() if k != "labels"} | {"num_labels": len(summary.labels)},
+        problems=problems)
 
 
 def reference_predictor(artifact: Artifact) -> Predictor:
@@ -51,6 +102,10 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray, index: list[int] | 
 def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit: int | None = None,
            reference: str | Path | None = None, split: str = "val", batch_size: int = 32,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+    from mvkit.export.coreml import can_run_coreml
+
+    if Artifact.load(Path(artifact_path)).format == "coreml" and not can_run_coreml():
+        return verify_coreml_structure(artifact_path, threshold)
     candidate = load_predictor(artifact_path)
     same_file = reference is not None and Path(reference).exists() and \
         Path(reference).resolve() == Path(artifact_path).resolve()

@@ -10,27 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.data.datasets import load_data, take_evenly
+from mvkit.compress.calibration import calibration_batches
 from mvkit.errors import MvkitError
-from mvkit.runtime import Predictor, load_predictor
-
-
-def calibration_batches(predictor: Predictor, data: str, count: int, batch_size: int = 16) -> list[np.ndarray]:
-    """`count` training photos spread over all classes, prepared exactly as the predictor prepares its inputs."""
-    try:
-        splits = load_data(data)
-    except MvkitError as exc:
-        raise MvkitError(f"calibration data: {exc}") from exc
-    dataset = take_evenly(splits.train, count)
-    dataset.transform = None
-    batches = []
-    for start in range(0, len(dataset), batch_size):
-        images = [dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]
-        batches.append(predictor.prepare(images).astype(np.float32))
-    return batches
+from mvkit.runtime import load_predictor
 
 
 def _classifier_nodes(path: Path) -> list[str]:
@@ -55,7 +39,7 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     if source.format != "onnx" or source.extra.get("quantization"):
         raise MvkitError(f"{fp32_path} is not a float ONNX artifact; export one with `mvkit export -f onnx`")
     float_predictor = load_predictor(fp32_path)
-    batches = calibration_batches(float_predictor, data, count)
+    batches = calibration_batches(float_predictor.prepare, data, count)
     input_name = float_predictor.input_name
 
     class Reader(CalibrationDataReader):

@@ -6,6 +6,7 @@ Artifact sidecar (format, Preprocess, labels, source). A failed conversion leave
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,31 +24,52 @@ class ExportFormat:
     name: str
     suffix: str
     extra: str | None  # the pip extra its converter needs
-    export: Callable[[nn.Module, Path], dict[str, Any]]  # writes the file, returns sidecar extras
-    runtime: str  # what runs it on this machine
+    export: Callable[..., dict[str, Any]]  # (model, path, **options) writes the file, returns sidecar extras
+    runtime: str  # what runs it
+    module: str  # the import that tells whether its converter is installed
 
 
-def _onnx(model: nn.Module, path: Path) -> dict[str, Any]:
+def _coreml(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
+    from mvkit.export.coreml import export_coreml
+
+    return export_coreml(model, path, **options)
+
+
+def _executorch(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
+    from mvkit.export.executorch import export_executorch
+
+    return export_executorch(model, path, **options)
+
+
+def _onnx(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
     from mvkit.export.onnx import export_onnx
 
     return export_onnx(model, path)
 
 
-def _torchscript(model: nn.Module, path: Path) -> dict[str, Any]:
+def _torchscript(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
     from mvkit.export.torchscript import export_torchscript
 
     return export_torchscript(model, path)
 
 
 FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", ".onnx", "onnx", _onnx, "onnxruntime"),
-    "torchscript": ExportFormat("torchscript", ".torchscript.pt", None, _torchscript, "torch.jit"),
+    "coreml": ExportFormat("coreml", ".mlpackage", "coreml", _coreml, "Core ML (macOS/iOS)", "coremltools"),
+    "executorch": ExportFormat("executorch", ".pte", "executorch", _executorch, "ExecuTorch XNNPACK", "executorch"),
+    "onnx": ExportFormat("onnx", ".onnx", "onnx", _onnx, "onnxruntime", "onnxscript"),
+    "torchscript": ExportFormat("torchscript", ".torchscript.pt", None, _torchscript, "torch.jit", "torch"),
 }
 
 
+def available_formats() -> list[str]:
+    """Formats whose converter is installed here (`all` means these)."""
+    return [name for name, spec in FORMATS.items() if importlib.util.find_spec(spec.module) is not None]
+
+
 def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretrained: bool = False,
-           weights: Path | None = None) -> Artifact:
-    """Export a checkpoint (or a zoo model with pretrained/weights) to one format; returns its Artifact."""
+           weights: Path | None = None, **options: Any) -> Artifact:
+    """Export a checkpoint (or a zoo model with pretrained/weights) to one format; returns its Artifact.
+    `options` go to the format's converter (Core ML: sizes, precision, target, compression)."""
     if fmt not in FORMATS:
         raise MvkitError(f"unknown export format {fmt!r}; available here: {', '.join(FORMATS)}")
     spec = FORMATS[fmt]
@@ -56,10 +78,12 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
     stem = source_path.stem if source_path.exists() else architecture_of(model)
     out_dir = Path(out_dir) if out_dir else (source_path.parent if source_path.exists() else Path("runs/export"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{stem}{spec.suffix}"
+    # variants of one format get their own names: model.int8.mlpackage, model.fp32.mlpackage
+    tags = [str(options[k]) for k in ("precision", "compression") if options.get(k) not in (None, "fp16", "none")]
+    target = out_dir / f"{stem}{''.join('.' + t for t in tags)}{spec.suffix}"
     partial = out_dir / f".{stem}{spec.suffix}.partial"
     try:
-        extra = spec.export(model, partial)
+        extra = spec.export(model, partial, **options)
         if target.is_dir():
             shutil.rmtree(target)
         partial.replace(target)

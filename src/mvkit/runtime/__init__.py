@@ -1,4 +1,4 @@
-"""Runtimes: load any artifact (checkpoint, .onnx, TorchScript) as a Predictor with one call."""
+"""Runtimes: load any artifact (checkpoint, .onnx, .pte, .mlpackage, TorchScript) as a Predictor with one call."""
 
 from __future__ import annotations
 
@@ -10,10 +10,25 @@ from mvkit.runtime.base import Predictor
 
 # artifact format -> function(artifact) -> Predictor; imported lazily so heavy runtimes load only when used.
 def _loaders():
-    from mvkit.runtime.onnx_runtime import OnnxPredictor
+    def onnx(artifact):
+        from mvkit.runtime.onnx_runtime import OnnxPredictor
+
+        return OnnxPredictor(artifact)
+
+    def executorch(artifact):
+        from mvkit.runtime.executorch_runtime import ExecutorchPredictor
+
+        return ExecutorchPredictor(artifact)
+
+    def coreml(artifact):
+        from mvkit.runtime.coreml_runtime import CoreMLPredictor
+
+        return CoreMLPredictor(artifact)
+
     from mvkit.runtime.torch_runtime import checkpoint_predictor, torchscript_predictor
 
-    return {"safetensors": checkpoint_predictor, "onnx": OnnxPredictor, "torchscript": torchscript_predictor}
+    return {"safetensors": checkpoint_predictor, "onnx": onnx, "torchscript": torchscript_predictor,
+            "executorch": executorch, "coreml": coreml}
 
 
 def load_predictor(path: Path | str) -> Predictor:

@@ -1,0 +1,132 @@
+"""Static int8 for ExecuTorch with PT2E: XNNPACK quantizer (int8 per-channel symmetric weights, int8
+activations), calibrated on real photos (ptq) or fine-tuned with fake quantization (qat), then lowered to a
+.pte with the XNNPACK delegate.
+
+The classifier layer stays float, as in the ONNX path: it is tiny, and a head whose weights span a wide range
+loses its answers in int8.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mvkit.artifact import Artifact
+from mvkit.compress.calibration import calibration_batches
+from mvkit.errors import MvkitError
+from mvkit.export.graph import capture, ready_for_export
+from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
+from mvkit.runtime import load_predictor
+
+Progress = Callable[[int], None] | None
+
+
+def _quantizer(model: nn.Module, is_qat: bool):
+    try:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                             get_symmetric_quantization_config)
+    except ImportError as exc:
+        raise MvkitError("PT2E int8 for ExecuTorch needs its extra: pip install 'mvkit[executorch]'") from exc
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    head = str(getattr(model, "pretrained_cfg", {}).get("classifier", ""))
+    if head:  # leave the classifier float: nodes whose module path is the head are not annotated
+        def outside_head(node) -> bool:
+            paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+            return not any(path == head or path.startswith(head + ".") for path in paths)
+
+        quantizer.set_filter_function(outside_head)
+    return quantizer
+
+
+def _calibrate(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress) -> None:
+    with torch.no_grad():
+        for batch in batches:
+            for image in batch:  # the program is captured for batch 1
+                prepared(torch.from_numpy(image[None]))
+            if on_progress:
+                on_progress(len(batch))
+
+
+def _qat_finetune(prepared: torch.fx.GraphModule, model: nn.Module, data: str, epochs: int, lr: float,
+                  on_progress: Progress) -> None:
+    """A short fine-tune of the fake-quantized graph on the training photos (batch 1: the graph is captured
+    for batch 1; gradients accumulate over 16 photos per step). Augmentation and loss are the train loop's."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+
+    from mvkit.data.datasets import load_data
+    from mvkit.train.batches import model_input, to_unit_range, train_transform
+    from mvkit.train.losses import label_loss
+
+    preprocess = preprocess_of(model)
+    splits = load_data(data)
+    dataset = splits.train
+    dataset.transform = train_transform(preprocess.size, preprocess.interpolation, 0.5)
+    optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    move_exported_model_to_train(prepared)
+    generator = torch.Generator().manual_seed(0)
+    accumulate = 16
+    for _ in range(epochs):
+        order = torch.randperm(len(dataset), generator=generator).tolist()
+        for step, index in enumerate(order, start=1):
+            image, label = dataset[index]
+            logits = prepared(model_input(to_unit_range(image)[None], preprocess))
+            (label_loss(logits, torch.tensor([label])) / accumulate).backward()
+            if step % accumulate == 0 or step == len(order):
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if on_progress:
+                on_progress(1)
+    move_exported_model_to_eval(prepared)
+
+
+def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: str = "ptq", qat_epochs: int = 1,
+                        qat_lr: float = 1e-5, out: Path | None = None, on_progress: Progress = None) -> Artifact:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+    from mvkit.export.executorch import lower_to_pte
+
+    checkpoint = Path(checkpoint)
+    source = Artifact.load(checkpoint)
+    if source.format != "safetensors":
+        raise MvkitError(f"{checkpoint} is a {source.format} artifact; PT2E quantization starts from an mvkit "
+                         "checkpoint (.safetensors)")
+    model = load_checkpoint(checkpoint)
+    quantizer = _quantizer(model, is_qat=method == "qat")
+    size = preprocess_of(model).size
+    example = torch.zeros(1, 3, size, size)
+    graph = capture(ready_for_export(model, size), example, fmt="executorch int8").module()
+    batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "qat":
+            prepared = prepare_qat_pt2e(graph, quantizer)
+            _calibrate(prepared, batches[:2], None)  # observers start from real ranges
+            _qat_finetune(prepared, model, data, qat_epochs, qat_lr, on_progress)
+        elif method == "ptq":
+            prepared = prepare_pt2e(graph, quantizer)
+            _calibrate(prepared, batches, on_progress)
+        else:
+            raise MvkitError(f"PT2E method must be ptq or qat, not {method!r}")
+        converted = convert_pt2e(prepared)
+        program = capture(converted, example, fmt="executorch int8")
+    target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.{method}-int8.pte")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        extra = lower_to_pte(program, partial, architecture_of(model))
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations"
+                   + (f", quantization-aware fine-tuned {qat_epochs} epoch(s)" if method == "qat" else ""))
+    artifact = Artifact(path=target, format="executorch", model_name=source.model_name, labels=labels_of(model),
+                        preprocess=source.preprocess, source=str(checkpoint),
+                        extra={**extra, "quantization": description, "method": method,
+                               "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
+                               "params": sum(p.numel() for p in model.parameters())})
+    artifact.save()
+    return artifact

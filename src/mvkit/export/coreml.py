@@ -1,0 +1,170 @@
+"""Core ML export: an ML program (.mlpackage) that Vision can run as a classifier.
+
+- Converted from torch.export (coremltools' traced-TorchScript path fails on timm MobileViT under numpy >= 2.4).
+- Input `image` is an ImageType; the model's Preprocess is folded in: ImageType scale/bias when the three stds
+  are equal, else scale 1/255 and an exact per-channel (x - mean) / std inside the program.
+- A softmax and ClassifierConfig labels, so VNCoreMLRequest returns VNClassificationObservations with
+  probabilities.
+- EnumeratedShapes for several input sides in one program (the guide's 192/224/256 by default).
+- fp16 (default) or fp32 compute; weight compression with ct.optimize.coreml.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mvkit.errors import MvkitError
+from mvkit.export.graph import TOTAL_STRIDE, capture, conversion_error, ready_for_export
+from mvkit.models import architecture_of, labels_of, preprocess_of
+
+GUIDE_SIZES = (192, 224, 256)
+TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
+COMPRESSIONS = ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50")
+
+
+class CoreMLClassifier(nn.Module):
+    """Pixels in [0, 1] (ImageType scale) -> exact per-channel normalisation -> model -> softmax."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None):
+        super().__init__()
+        self.model = model
+        self.normalise = mean is not None
+        if self.normalise:
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            x = (x - self.mean) * self.inv_std
+        return self.model(x).softmax(dim=-1)
+
+
+def size_multiple(model: nn.Module) -> int:
+    """Input sides that can share one program: multiples of the total stride times MobileViT's patch size
+    (at 224 MobileViT's last 7x7 map is resized to 8x8 for its 2x2 patches, a resize Core ML cannot make
+    depend on the input size)."""
+    patch = max((max(m.patch_size) for m in model.modules()
+                 if isinstance(getattr(m, "patch_size", None), tuple) and hasattr(m, "patch_area")), default=1)
+    return TOTAL_STRIDE * patch
+
+
+def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[int], str | None]:
+    """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model."""
+    multiple = size_multiple(model)
+    own = preprocess_of(model).size
+    if sizes:
+        sizes = sorted(set(int(s) for s in sizes))
+        bad = [s for s in sizes if s % multiple]
+        if len(sizes) > 1 and bad:
+            raise MvkitError(
+                f"--sizes {','.join(map(str, sizes))}: {architecture_of(model)} can share one Core ML program only "
+                f"across sides that are multiples of {multiple}; {','.join(map(str, bad))} is not. "
+                f"Use e.g. --sizes {','.join(str(s) for s in sizes if s % multiple == 0) or own}, "
+                "or export that size on its own (--sizes N).")
+        return sizes, None
+    chosen = sorted({s for s in GUIDE_SIZES if s % multiple == 0} | ({own} if own % multiple == 0 else set()))
+    if not chosen:
+        return [own], None
+    dropped = [s for s in GUIDE_SIZES if s not in chosen]
+    note = (f"sizes {','.join(map(str, chosen))}: {','.join(map(str, dropped))} left out, not a multiple of "
+            f"{multiple} for {architecture_of(model)}; export it alone with --sizes N") if dropped else None
+    return chosen, note
+
+
+def image_input(preprocess, sizes: list[int], default: int):
+    """ImageType with the normalisation folded in; returns (input, mean, std) where mean/std are what the
+    program still has to apply (None when the ImageType does it all)."""
+    import coremltools as ct
+
+    shape = (1, 3, sizes[0], sizes[0]) if len(sizes) == 1 else \
+        ct.EnumeratedShapes(shapes=[(1, 3, s, s) for s in sizes], default=(1, 3, default, default))
+    mean, std = preprocess.mean, preprocess.std
+    if max(std) - min(std) < 1e-9:  # one std: Core ML's scalar scale and per-channel bias are exact
+        scale = 1.0 / (255.0 * std[0])
+        bias = [-m / std[0] for m in mean]
+        return ct.ImageType(name="image", shape=shape, scale=scale, bias=bias, color_layout=ct.colorlayout.RGB), None, None
+    return ct.ImageType(name="image", shape=shape, scale=1.0 / 255.0, color_layout=ct.colorlayout.RGB), mean, std
+
+
+def compress(mlmodel, method: str):
+    from coremltools.optimize import coreml as cto
+
+    if method == "none":
+        return mlmodel
+    if method == "int8":
+        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
+        return cto.linear_quantize_weights(mlmodel, config)
+    if method.startswith("palettize"):
+        nbits = int(method.removeprefix("palettize"))
+        config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=nbits, mode="kmeans"))
+        return cto.palettize_weights(mlmodel, config)
+    if method == "prune50":
+        config = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
+        return cto.prune_weights(mlmodel, config)
+    raise MvkitError(f"unknown Core ML compression {method!r}; choose from {', '.join(COMPRESSIONS)}")
+
+
+def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = None, precision: str = "fp16",
+                  target: str = "iOS16", compression: str = "none", **_: Any) -> dict[str, Any]:
+    try:
+        import coremltools as ct
+    except ImportError as exc:
+        raise MvkitError("Core ML export needs its extra: pip install 'mvkit[coreml]'") from exc
+    if target not in TARGETS:
+        raise MvkitError(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
+    if precision not in ("fp16", "fp32"):
+        raise MvkitError(f"--precision must be fp16 or fp32, not {precision!r}")
+    if compression not in COMPRESSIONS:
+        raise MvkitError(f"--compress must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    name, labels, preprocess = architecture_of(model), labels_of(model), preprocess_of(model)
+    chosen, note = choose_sizes(model, sizes)
+    default = preprocess.size if preprocess.size in chosen else chosen[-1]
+    image, mean, std = image_input(preprocess, chosen, default)
+    wrapped = CoreMLClassifier(ready_for_export(model, default), mean, std).eval()
+    multiple = size_multiple(model)
+    dynamic = None
+    if len(chosen) > 1:
+        side = multiple * torch.export.Dim("side", min=chosen[0] // multiple, max=chosen[-1] // multiple)
+        dynamic = {"x": {2: side, 3: side}}
+    program = capture(wrapped, torch.zeros(1, 3, default, default), dynamic, fmt="coreml")
+    program = program.run_decompositions({})
+    try:
+        mlmodel = ct.convert(
+            program, inputs=[image], classifier_config=ct.ClassifierConfig(list(labels)),
+            convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
+            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+            compute_units=ct.ComputeUnit.ALL)
+        mlmodel = compress(mlmodel, compression)
+    except MvkitError:
+        raise
+    except Exception as exc:
+        raise conversion_error("coreml", name, exc, program,
+                               "Try a single input size (--sizes N), --precision fp32, or a newer --target; "
+                               "if the operator is unsupported, export ONNX or ExecuTorch instead.") from exc
+    mlmodel.short_description = f"{name} image classifier ({len(labels)} classes), exported by mvkit"
+    mlmodel.author = "mvkit"
+    mlmodel.license = "see the source checkpoint's license"
+    mlmodel.version = "1"
+    mlmodel.input_description["image"] = (
+        f"RGB photo, {'/'.join(map(str, chosen))} px square; resize the shorter side to size / {preprocess.crop_pct:g} "
+        "and center-crop (Vision: imageCropAndScaleOption = .centerCrop)")
+    mlmodel.user_defined_metadata.update({
+        "mvkit.preprocess": str(preprocess.to_dict()),
+        "mvkit.labels": ",".join(labels),
+        "mvkit.sizes": ",".join(map(str, chosen)),
+        "mvkit.compression": compression,
+    })
+    mlmodel.save(str(path))
+    return {"sizes": chosen, "default_size": default, "precision": precision, "target": target,
+            "compression": compression, "normalisation": "in ImageType" if mean is None else "in program",
+            "input": "image", "outputs": ["classLabel", "classLabel_probs"], "softmax_in_graph": True,
+            **({"note": note} if note else {})}
+
+
+def can_run_coreml() -> bool:
+    return platform.system() == "Darwin"

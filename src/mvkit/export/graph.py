@@ -1,0 +1,130 @@
+"""What every graph-based exporter (Core ML, ExecuTorch, PT2E quantization) shares: a model made ready for
+capture, the torch.export call, and conversion errors turned into a message naming operator and layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvkit.errors import MvkitError
+
+# The network's total stride: feature maps stay integer-sized (and TF "same" padding stays constant) only
+# for input sides that are multiples of it.
+TOTAL_STRIDE = 32
+
+
+class StaticSamePadConv2d(nn.Module):
+    """A TF-"same" convolution with its padding fixed. timm's Conv2dSame computes the padding from the input
+    size at run time (a `max` over symbolic sizes that Core ML cannot convert); for inputs that are multiples
+    of the total stride the padding is the same at every size, so it is computed once. Written here because
+    timm has no such switch for an already-built model."""
+
+    def __init__(self, conv: nn.Conv2d, pads: tuple[int, int, int, int]):
+        super().__init__()
+        self.conv = conv
+        self.pads = pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.pads)
+        return F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride, 0, self.conv.dilation, self.conv.groups)
+
+
+def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def fix_same_padding(model: nn.Module, size: int) -> int:
+    """Replace timm's dynamic-padding Conv2dSame layers by fixed padding measured at `size`; returns how many."""
+    from timm.layers.conv2d_same import Conv2dSame
+
+    inputs: dict[str, tuple[int, int]] = {}
+    hooks = [module.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, tuple(args[0].shape[-2:])))
+             for name, module in model.named_modules() if isinstance(module, Conv2dSame)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, (height, width) in inputs.items():
+        conv = model.get_submodule(name)
+        top, bottom = _same_pads(height, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        left, right = _same_pads(width, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                StaticSamePadConv2d(conv, (left, right, top, bottom)))
+    return len(inputs)
+
+
+def ready_for_export(model: nn.Module, size: int) -> nn.Module:
+    """A copy in eval mode with attention written as plain matmul + softmax (timm's fused_attn=False: the same
+    math, but mobile delegates such as XNNPACK take it while fused SDPA stays outside them) and fixed
+    "same" padding."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    fix_same_padding(model, size)
+    return model
+
+
+def capture(model: nn.Module, example: torch.Tensor, dynamic_shapes: Any = None,
+            fmt: str = "export") -> torch.export.ExportedProgram:
+    """torch.export with a clear error when the model cannot be captured."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MvkitError(f"{fmt}: torch.export could not capture {type(model).__name__}: {first_line}") from exc
+
+
+_OP_PATTERNS = [
+    r"Unsupported fx node (\w+)",
+    r"Unable to map (\w+)",
+    r"convert function for op '(\w+)'",
+    r"op '(\w+)' not implemented",
+    r"operator (?:aten::)?([\w.]+)",
+]
+
+
+def operator_in(message: str) -> str | None:
+    for pattern in _OP_PATTERNS:
+        match = re.search(pattern, message)
+        if match:
+            return match.group(1)
+    return None
+
+
+def layer_of(program: torch.export.ExportedProgram | None, operator: str | None) -> str | None:
+    """The module path and class that produced the first graph node matching `operator`."""
+    if program is None or not operator:
+        return None
+    key = operator.removeprefix("torch_").removeprefix("aten.").split(".")[0]
+    for node in program.graph.nodes:
+        if node.op == "call_function" and (key in str(node.target) or key in node.name):
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path, kind = list(stack.values())[-1]
+                kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+                return f"{path or '(top level)'} ({kind_name.rsplit('.', 1)[-1]})"
+    return None
+
+
+def conversion_error(fmt: str, model_name: str, exc: Exception, program: torch.export.ExportedProgram | None,
+                     fix: str) -> MvkitError:
+    """One message with the operator, the layer it came from, the converter's own words and a fix."""
+    message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    operator = operator_in(str(exc))
+    layer = layer_of(program, operator)
+    where = (f" at operator {operator}" if operator else "") + (f" in layer {layer}" if layer else "")
+    return MvkitError(f"{fmt} conversion of {model_name} failed{where}: {type(exc).__name__}: {message}. {fix}")
