@@ -26,13 +26,46 @@ from mvkit.runtime import load_predictor
 Progress = Callable[[int], None] | None
 
 
+def _fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
+    """Quantize a conv followed by ReLU6 (hardtanh) after the clamp, not before it.
+
+    XNNPACK's quantizer fuses conv+ReLU but treats hardtanh as sharing the conv's output observer, so the
+    conv output is quantized over its full pre-clamp range (here up to +-150 on EfficientNet-Lite0 for a
+    0..6 result: 25x coarser steps, most answers lost). XNNPACK runs conv+clamp as one fused op, so observing
+    the clamp's output is both exact and what the phone computes. Written here because the quantizer has no
+    pattern for it."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    key = "quantization_annotation"
+    clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+    producers = (torch.ops.aten.conv2d.default, torch.ops.aten.batch_norm.default)
+    for node in graph.graph.nodes:
+        if node.target not in clamps or not node.args:
+            continue
+        producer = node.args[0]
+        annotation = producer.meta.get(key)
+        # conv, or conv + batch_norm as QAT keeps them until convert
+        if (producer.target not in producers or len(producer.users) != 1 or annotation is None
+                or annotation.output_qspec is None):
+            continue
+        output_spec, annotation.output_qspec = annotation.output_qspec, None
+        node.meta[key] = QuantizationAnnotation(input_qspec_map={}, output_qspec=output_spec, _annotated=True)
+
+
 def _quantizer(model: nn.Module, is_qat: bool):
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
     except ImportError as exc:
         raise MvkitError("PT2E int8 for ExecuTorch needs its extra: pip install 'mvkit[executorch]'") from exc
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+
+    class ClampFusingXNNPACKQuantizer(XNNPACKQuantizer):
+        def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            graph = super().annotate(graph)
+            _fuse_conv_clamp(graph)
+            return graph
+
+    quantizer = ClampFusingXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
     head = str(getattr(model, "pretrained_cfg", {}).get("classifier", ""))
     if head:  # leave the classifier float: nodes whose module path is the head are not annotated
         def outside_head(node) -> bool:
@@ -55,9 +88,9 @@ def _calibrate(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_pro
 def _qat_finetune(prepared: torch.fx.GraphModule, model: nn.Module, data: str, epochs: int, lr: float,
                   on_progress: Progress) -> None:
     """A short fine-tune of the fake-quantized graph on the training photos (batch 1: the graph is captured
-    for batch 1; gradients accumulate over 16 photos per step). Augmentation and loss are the train loop's."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
-
+    for batch 1; gradients accumulate over 16 photos per step). Augmentation and loss are the train loop's.
+    BatchNorm keeps its running statistics (the graph stays in eval mode): batch statistics of one photo
+    would wreck it, and frozen BN is the usual way to end a QAT fine-tune."""
     from mvkit.data.datasets import load_data
     from mvkit.train.batches import model_input, to_unit_range, train_transform
     from mvkit.train.losses import label_loss
@@ -67,8 +100,8 @@ def _qat_finetune(prepared: torch.fx.GraphModule, model: nn.Module, data: str, e
     dataset = splits.train
     dataset.transform = train_transform(preprocess.size, preprocess.interpolation, 0.5)
     optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
-    move_exported_model_to_train(prepared)
     generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # augmentation draws from the global generator
     accumulate = 16
     for _ in range(epochs):
         order = torch.randperm(len(dataset), generator=generator).tolist()
@@ -81,7 +114,6 @@ def _qat_finetune(prepared: torch.fx.GraphModule, model: nn.Module, data: str, e
                 optimizer.zero_grad(set_to_none=True)
             if on_progress:
                 on_progress(1)
-    move_exported_model_to_eval(prepared)
 
 
 def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: str = "ptq", qat_epochs: int = 1,
@@ -99,12 +131,18 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
     quantizer = _quantizer(model, is_qat=method == "qat")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
-    graph = capture(ready_for_export(model, size), example, fmt="executorch int8").module()
+    ready = ready_for_export(model, size)
+    if method == "qat":  # QAT's conv+BN pattern is matched on a graph captured in training mode
+        ready.train()
+    graph = capture(ready, example, fmt="executorch int8").module()
     batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "qat":
+            from torchao.quantization.pt2e import move_exported_model_to_eval
+
             prepared = prepare_qat_pt2e(graph, quantizer)
+            move_exported_model_to_eval(prepared)  # BN on running statistics, fake quantization stays on
             _calibrate(prepared, batches[:2], None)  # observers start from real ranges
             _qat_finetune(prepared, model, data, qat_epochs, qat_lr, on_progress)
         elif method == "ptq":

@@ -70,6 +70,9 @@ def _image_preprocessing(block, input_name: str) -> tuple[float | None, list[flo
 
 
 def read_package(path: Path | str) -> PackageSummary:
+    from mvkit.export.coreml import quiet_coremltools
+
+    quiet_coremltools()
     try:
         import coremltools as ct
         from coremltools.proto import MIL_pb2

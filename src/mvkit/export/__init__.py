@@ -81,7 +81,7 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
     # variants of one format get their own names: model.int8.mlpackage, model.fp32.mlpackage
     tags = [str(options[k]) for k in ("precision", "compression") if options.get(k) not in (None, "fp16", "none")]
     target = out_dir / f"{stem}{''.join('.' + t for t in tags)}{spec.suffix}"
-    partial = out_dir / f".{stem}{spec.suffix}.partial"
+    partial = target.with_name(f".{target.stem}.partial{spec.suffix}")  # converters check the suffix
     try:
         extra = spec.export(model, partial, **options)
         if target.is_dir():

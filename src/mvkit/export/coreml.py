@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import platform
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,8 +110,16 @@ def compress(mlmodel, method: str):
     raise MvkitError(f"unknown Core ML compression {method!r}; choose from {', '.join(COMPRESSIONS)}")
 
 
+def quiet_coremltools() -> None:
+    """coremltools logs at import that this torch is untested and that its macOS-only library is missing."""
+    import logging
+
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+
+
 def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = None, precision: str = "fp16",
                   target: str = "iOS16", compression: str = "none", **_: Any) -> dict[str, Any]:
+    quiet_coremltools()
     try:
         import coremltools as ct
     except ImportError as exc:
@@ -134,18 +143,21 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
     program = capture(wrapped, torch.zeros(1, 3, default, default), dynamic, fmt="coreml")
     program = program.run_decompositions({})
     try:
-        mlmodel = ct.convert(
-            program, inputs=[image], classifier_config=ct.ClassifierConfig(list(labels)),
-            convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
-            compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-            compute_units=ct.ComputeUnit.ALL)
-        mlmodel = compress(mlmodel, compression)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # coremltools' version and numpy cast warnings
+            mlmodel = ct.convert(
+                program, inputs=[image], classifier_config=ct.ClassifierConfig(list(labels)),
+                convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
+                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                compute_units=ct.ComputeUnit.ALL)
+            mlmodel = compress(mlmodel, compression)
     except MvkitError:
         raise
     except Exception as exc:
         raise conversion_error("coreml", name, exc, program,
                                "Try a single input size (--sizes N), --precision fp32, or a newer --target; "
-                               "if the operator is unsupported, export ONNX or ExecuTorch instead.") from exc
+                               "if the operator is unsupported, export ONNX or ExecuTorch instead.",
+                               prefix="model.") from exc
     mlmodel.short_description = f"{name} image classifier ({len(labels)} classes), exported by mvkit"
     mlmodel.author = "mvkit"
     mlmodel.license = "see the source checkpoint's license"

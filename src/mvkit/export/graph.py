@@ -105,7 +105,7 @@ def operator_in(message: str) -> str | None:
     return None
 
 
-def layer_of(program: torch.export.ExportedProgram | None, operator: str | None) -> str | None:
+def layer_of(program: torch.export.ExportedProgram | None, operator: str | None, prefix: str = "") -> str | None:
     """The module path and class that produced the first graph node matching `operator`."""
     if program is None or not operator:
         return None
@@ -115,16 +115,17 @@ def layer_of(program: torch.export.ExportedProgram | None, operator: str | None)
             stack = node.meta.get("nn_module_stack") or {}
             if stack:
                 path, kind = list(stack.values())[-1]
+                path = path.removeprefix(prefix)
                 kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
                 return f"{path or '(top level)'} ({kind_name.rsplit('.', 1)[-1]})"
     return None
 
 
 def conversion_error(fmt: str, model_name: str, exc: Exception, program: torch.export.ExportedProgram | None,
-                     fix: str) -> MvkitError:
+                     fix: str, prefix: str = "") -> MvkitError:
     """One message with the operator, the layer it came from, the converter's own words and a fix."""
     message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     operator = operator_in(str(exc))
-    layer = layer_of(program, operator)
+    layer = layer_of(program, operator, prefix)
     where = (f" at operator {operator}" if operator else "") + (f" in layer {layer}" if layer else "")
     return MvkitError(f"{fmt} conversion of {model_name} failed{where}: {type(exc).__name__}: {message}. {fix}")
