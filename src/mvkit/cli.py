@@ -27,7 +27,7 @@ console = Console()
 error_console = Console(stderr=True)
 
 ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
-ArtifactArg = typer.Argument(..., help="A zoo/timm model name, an mvkit checkpoint, or an exported artifact (.onnx, .torchscript.pt) with its sidecar.")
+ArtifactArg = typer.Argument(..., help="A zoo/timm model name, an mvkit checkpoint, or an exported artifact (.onnx, .pte, .mlpackage on macOS, .torchscript.pt) with its sidecar.")
 PretrainedOpt = typer.Option(False, "--pretrained", help="Load pretrained weights: built-in, then the local weights folder, then timm's hub.")
 WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensors state dict, Apple ml-cvnets MobileViT or lukemelas EfficientNet checkpoint.")
 
@@ -343,7 +343,7 @@ def quantize_command(
 
 @app.command("verify")
 def verify_command(
-    artifact: Path = typer.Argument(..., help="An exported artifact (.onnx, .torchscript.pt) with its sidecar."),
+    artifact: Path = typer.Argument(..., help="An exported artifact (.onnx, .pte, .mlpackage, .torchscript.pt) with its sidecar."),
     data: str = typer.Option(..., "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part)."),
     threshold: float = typer.Option(0.99, help="Least top-1 agreement with the source checkpoint to pass."),
     limit: Optional[int] = typer.Option(None, help="Use only this many photos, spread over the classes."),
@@ -422,7 +422,7 @@ def bench_command(
 
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
-    """The main job on built-in data: predict, head-only fit, eval, export, int8, verify, bench."""
+    """The main job on built-in data: predict, head-only fit, eval, export to every format, int8, verify, bench."""
     from mvkit.demo import DemoStep, run_demo
 
     with progress_bars() as start:
@@ -441,6 +441,13 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
         verdict = "PASS" if report["passed"] else "below 99% (expected for int8: compare accuracy)"
         console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
                       f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
+    if result.coreml_structure:
+        report = result.coreml_structure
+        structure = report["structure"]
+        verdict = "structure OK" if report["passed"] else f"structure problems: {report['problems']}"
+        console.print(f"verify {Path(report['artifact']).name}: {verdict} (image input {structure['color_space']} "
+                      f"sizes {structure['sizes']}, {structure['num_labels']} labels); numerics NOT checked: "
+                      "Core ML runs only on macOS")
     console.print(result.bench_table)
 
 

@@ -4,8 +4,10 @@
 2. Head-only fit (linear probe) of that backbone on builtin:fashion; saved as an mvkit checkpoint.
 3. The checkpoint reloaded from disk predicts a few val images saved as PNG files.
 4. Evaluation on builtin:fashion val: top-1, top-5, per class, confusion matrix PNG.
-5. Export (ONNX, TorchScript), static int8 ONNX calibrated on 256 training photos.
-6. Verify every artifact against the checkpoint on val photos; bench them all in one table.
+5. Export to every format installed (Core ML, ExecuTorch, ONNX, TorchScript); static int8 ONNX (ONNX Runtime
+   QDQ) and ExecuTorch (PT2E, XNNPACK), calibrated on 256 training photos.
+6. Verify every artifact against the checkpoint on val photos (Core ML off macOS: its structure), then bench
+   the runnable ones side by side in one table.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from mvkit.bench import add_accuracy, bench, markdown_table, write_results
 from mvkit.compress.onnx_int8 import quantize_onnx_static
 from mvkit.data.datasets import load_data
 from mvkit.evaluate import evaluate, plot_confusion
-from mvkit.export import FORMATS, export
+from mvkit.export import available_formats, export
+from mvkit.export.coreml import can_run_coreml
 from mvkit.models import create_model, load_model, save_checkpoint, set_preprocess
 from mvkit.predict import predict_files
 from mvkit.train import fit_linear_head
@@ -53,6 +56,7 @@ class DemoResult:
     confusion_png: Path | None = None
     verify_reports: list[dict[str, Any]] = field(default_factory=list)
     bench_table: str = ""
+    coreml_structure: dict[str, Any] | None = None  # off macOS: the package's structure check
 
 
 def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoResult:
@@ -94,9 +98,22 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     result.confusion_png = plot_confusion(evaluation, out_dir / "confusion.png", title="builtin:fashion val, EfficientNet-Lite0 linear probe")
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
 
-    ui.log("[5/6] Export to ONNX and TorchScript; static int8 ONNX calibrated on real training photos")
-    artifacts = [result.checkpoint] + [export(result.checkpoint, fmt).path for fmt in FORMATS]
-    artifacts.append(quantize_onnx_static(result.checkpoint.with_suffix(".onnx"), "builtin:fashion", count=256).path)
+    formats = available_formats()
+    ui.log(f"[5/6] Export to {', '.join(formats)}; static int8 calibrated on real training photos")
+    exported = {fmt: export(result.checkpoint, fmt).path for fmt in formats}
+    artifacts = [result.checkpoint] + [path for fmt, path in exported.items() if fmt != "coreml" or can_run_coreml()]
+    if "onnx" in exported:
+        artifacts.append(quantize_onnx_static(exported["onnx"], "builtin:fashion", count=256,
+                                              on_progress=ui.start("calibrating onnx int8", 256)).path)
+    if "executorch" in exported:
+        from mvkit.compress.pt2e import quantize_executorch
+
+        artifacts.append(quantize_executorch(result.checkpoint, "builtin:fashion", count=256,
+                                             on_progress=ui.start("calibrating executorch int8", 256)).path)
+    if "coreml" in exported and not can_run_coreml():
+        from mvkit.verify import verify
+
+        result.coreml_structure = verify(exported["coreml"], "builtin:fashion").to_dict()
 
     ui.log("[6/6] Verify every artifact against the checkpoint on val photos, then bench them side by side")
     rows = bench(artifacts, [data.val.image(i) for i in range(4)], rounds=20, batch=8,
