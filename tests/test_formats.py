@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from typer.testing import CliRunner
 
@@ -11,9 +13,13 @@ from mvkit.export import export
 from mvkit.models import create_model, set_preprocess
 from mvkit.verify import verify
 
-executorch = pytest.importorskip("executorch", reason="ExecuTorch extra not installed")
+needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                                      reason="ExecuTorch extra not installed")
+needs_coreml = pytest.mark.skipif(importlib.util.find_spec("coremltools") is None,
+                                  reason="Core ML extra not installed")
 
 
+@needs_executorch
 def test_executorch_fp32_agrees_with_the_checkpoint_on_real_photos(flowers_checkpoint, flowers_subset):
     artifact = export(flowers_checkpoint, "executorch")
     assert artifact.path.suffix == ".pte" and artifact.path.stat().st_size > 1e6
@@ -22,6 +28,7 @@ def test_executorch_fp32_agrees_with_the_checkpoint_on_real_photos(flowers_check
     assert report.passed and report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4
 
 
+@needs_executorch
 def test_pt2e_int8_executorch_is_smaller_and_close_to_the_checkpoint(flowers_checkpoint, flowers_subset):
     from mvkit.compress.pt2e import quantize_executorch
 
@@ -34,6 +41,7 @@ def test_pt2e_int8_executorch_is_smaller_and_close_to_the_checkpoint(flowers_che
     assert report.passed, report  # measured: 13 of 15 keep their top-1 (before the conv+ReLU6 fix: 7)
 
 
+@needs_executorch
 def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset):
     runner = CliRunner()
     result = runner.invoke(app, ["quantize", str(flowers_checkpoint), "--method", "qat", "--calib", str(flowers_subset),
@@ -48,9 +56,7 @@ def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset):
     assert report.artifact_top1 > 0.3, report
 
 
-coremltools = pytest.importorskip("coremltools", reason="Core ML extra not installed")
-
-
+@needs_coreml
 def test_coreml_package_is_a_vision_classifier_with_enumerated_sizes(flowers_checkpoint):
     from mvkit.coreml.package import read_package
 
@@ -67,6 +73,7 @@ def test_coreml_package_is_a_vision_classifier_with_enumerated_sizes(flowers_che
     assert report.passed and not report.numerics_checked and report.problems == []
 
 
+@needs_coreml
 def test_coreml_compression_shows_in_the_weights(flowers_checkpoint):
     from mvkit.coreml.package import read_package
 
@@ -81,6 +88,7 @@ def test_coreml_compression_shows_in_the_weights(flowers_checkpoint):
     assert result.exit_code == 0 and "numerics NOT checked" in result.output
 
 
+@needs_coreml
 def test_per_channel_std_is_applied_inside_the_program(tmp_path):
     from mvkit.coreml.package import read_package
     from mvkit.models import save_checkpoint
@@ -104,6 +112,7 @@ def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
     assert choose_sizes(model, [224]) == ([224], None)
 
 
+@needs_coreml
 def test_an_unsupported_operator_is_named_with_its_layer(tmp_path):
     model = create_model("ghostnet_100", labels=["a", "b"])  # torch.export emits `alias`, which coremltools lacks
     set_preprocess(model, size=64)
@@ -113,3 +122,11 @@ def test_an_unsupported_operator_is_named_with_its_layer(tmp_path):
     with pytest.raises(MvkitError, match=r"operator alias in layer blocks\.0\.0\.ghost1 \(GhostModule\)"):
         export(checkpoint, "coreml", sizes=[64])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ghost.safetensors", "ghost.safetensors.mvkit.json"]
+
+
+def test_litert_export_agrees_with_the_checkpoint(flowers_checkpoint, flowers_subset):
+    pytest.importorskip("litert_torch", reason="LiteRT extra not installed (optional, conflicts with coremltools)")
+    artifact = export(flowers_checkpoint, "litert")
+    assert artifact.path.suffix == ".tflite"
+    report = verify(artifact.path, str(flowers_subset))
+    assert report.passed and report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4

@@ -41,6 +41,12 @@ def _executorch(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
     return export_executorch(model, path, **options)
 
 
+def _litert(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
+    from mvkit.export.litert import export_litert
+
+    return export_litert(model, path, **options)
+
+
 def _onnx(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
     from mvkit.export.onnx import export_onnx
 
@@ -57,6 +63,7 @@ FORMATS: dict[str, ExportFormat] = {
     "coreml": ExportFormat("coreml", ".mlpackage", "coreml", _coreml, "Core ML (macOS/iOS)", "coremltools"),
     "executorch": ExportFormat("executorch", ".pte", "executorch", _executorch, "ExecuTorch XNNPACK", "executorch"),
     "onnx": ExportFormat("onnx", ".onnx", "onnx", _onnx, "onnxruntime", "onnxscript"),
+    "litert": ExportFormat("litert", ".tflite", "litert", _litert, "LiteRT interpreter", "litert_torch"),
     "torchscript": ExportFormat("torchscript", ".torchscript.pt", None, _torchscript, "torch.jit", "torch"),
 }
 

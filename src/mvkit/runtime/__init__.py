@@ -25,10 +25,15 @@ def _loaders():
 
         return CoreMLPredictor(artifact)
 
+    def litert(artifact):
+        from mvkit.runtime.litert_runtime import LiteRTPredictor
+
+        return LiteRTPredictor(artifact)
+
     from mvkit.runtime.torch_runtime import checkpoint_predictor, torchscript_predictor
 
     return {"safetensors": checkpoint_predictor, "onnx": onnx, "torchscript": torchscript_predictor,
-            "executorch": executorch, "coreml": coreml}
+            "executorch": executorch, "coreml": coreml, "litert": litert}
 
 
 def load_predictor(path: Path | str) -> Predictor:

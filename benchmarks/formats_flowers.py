@@ -1,0 +1,168 @@
+"""Every phone format checked against its checkpoint on flowers128 val, and speed side by side in one run.
+
+    .venv/bin/python benchmarks/formats_flowers.py                 # parity + speed, writes BENCHMARKS.md
+    .venv/bin/python benchmarks/formats_flowers.py --only parity   # or --only speed
+
+Parity: the fine-tuned EfficientNet-Lite0 and the distilled MobileViT-XXS that benchmarks/finetune_flowers.py
+writes (runs/bench_flowers/{finetune,distilled}/best.safetensors) are exported to ONNX, ExecuTorch, TorchScript
+and Core ML, quantized to int8 (ONNX Runtime QDQ and PT2E/XNNPACK, 256 calibration photos from the training
+split), and each artifact is verified on the whole val split in its own runtime. Core ML is checked for
+structure only here (no Core ML on Linux).
+
+Speed: MobileViT-S at 256 px (weights do not change speed; a checkpoint with its ImageNet architecture and 5
+flower classes) in eager PyTorch, ONNX Runtime fp32/int8 and ExecuTorch fp32/int8, interleaved in one bench
+run at batch 1 with every core, plus the two flower models' own fp32/int8 pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "src"))
+
+from mvkit.bench import bench  # noqa: E402
+from mvkit.compress.onnx_int8 import quantize_onnx_static  # noqa: E402
+from mvkit.compress.pt2e import quantize_executorch  # noqa: E402
+from mvkit.data import load_data  # noqa: E402
+from mvkit.data.datasets import take_evenly  # noqa: E402
+from mvkit.export import export  # noqa: E402
+from mvkit.models import create_model, save_checkpoint, set_preprocess  # noqa: E402
+from mvkit.verify import verify  # noqa: E402
+
+
+def artifacts_for(checkpoint: Path, data: str, calib: int) -> dict[str, Path]:
+    paths = {"pytorch eager": checkpoint}
+    for fmt in ("onnx", "executorch", "torchscript", "coreml"):
+        paths[fmt] = export(checkpoint, fmt).path
+    paths["onnx int8"] = quantize_onnx_static(paths["onnx"], data, count=calib).path
+    paths["executorch int8"] = quantize_executorch(checkpoint, data, count=calib).path
+    return paths
+
+
+def parity(args) -> list[dict]:
+    rows = []
+    for label, source in (("EfficientNet-Lite0 fine-tuned", args.lite0), ("MobileViT-XXS distilled", args.xxs)):
+        if not source.exists():
+            sys.exit(f"{source} not found: run benchmarks/finetune_flowers.py --only table first")
+        work = args.out / source.parent.name
+        work.mkdir(parents=True, exist_ok=True)
+        checkpoint = work / "model.safetensors"
+        shutil.copy(source, checkpoint)
+        shutil.copy(source.with_name(source.name + ".mvkit.json"), checkpoint.with_name(checkpoint.name + ".mvkit.json"))
+        for fmt, path in artifacts_for(checkpoint, str(args.data), args.calib).items():
+            if fmt == "pytorch eager":
+                continue
+            report = verify(path, str(args.data))
+            row = {"model": label, "format": fmt, "photos": report.count, "agreement": report.agreement,
+                   "max_abs_prob_diff": report.max_abs_prob_diff, "artifact_top1": report.artifact_top1,
+                   "checkpoint_top1": report.reference_top1, "numerics_checked": report.numerics_checked,
+                   "problems": report.problems}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def speed(args) -> list[dict]:
+    splits = load_data(str(args.data))
+    photos = [image for image, _ in (take_evenly(splits.val, 5)[i] for i in range(5))]
+    work = args.out / "speed"
+    work.mkdir(parents=True, exist_ok=True)
+    model = create_model("mobilevit_s", labels=splits.classes)
+    set_preprocess(model, size=256)
+    checkpoint = work / "mobilevit_s.safetensors"
+    save_checkpoint(model, checkpoint, source="mobilevit_s architecture, random init (speed only)")
+    paths = {"pytorch eager": checkpoint}
+    for fmt in ("onnx", "executorch"):
+        paths[fmt] = export(checkpoint, fmt).path
+    paths["onnx int8"] = quantize_onnx_static(paths["onnx"], str(args.data), count=args.calib).path
+    paths["executorch int8"] = quantize_executorch(checkpoint, str(args.data), count=args.calib).path
+    rows = []
+    results = bench(list(paths.values()), photos, rounds=args.rounds, batch=8, measure_memory=False)
+    for name, row in zip(paths, results):
+        rows.append({"model": "mobilevit_s", "px": 256, "runtime": name, "p50_ms": row.latency_p50_ms,
+                     "p90_ms": row.latency_p90_ms, "img_s": row.throughput_img_s, "file_mb": row.file_mb, "threads": row.threads})
+    eager = rows[0]["p50_ms"]
+    for row in rows:
+        row["speedup_vs_eager"] = eager / row["p50_ms"]
+    by_name = {row["runtime"]: row for row in rows}
+    for fmt in ("onnx", "executorch"):
+        by_name[f"{fmt} int8"]["int8_speedup_vs_fp32"] = by_name[fmt]["p50_ms"] / by_name[f"{fmt} int8"]["p50_ms"]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def write_markdown(results: dict) -> None:
+    lines = ["## Phone formats: parity on flowers128 val and speed (the guide's sections 2, 6, 7)", "",
+             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.", ""]
+    if results.get("parity"):
+        lines += [f"Command: `{results['parity_command']}`", "",
+                  "Each artifact in its own runtime vs its checkpoint in PyTorch, whole val split (698 photos); int8 "
+                  "calibrated on 256 training photos spread over the classes.", "",
+                  "| model | format | agreement | max abs dp | artifact top-1 | checkpoint top-1 | top-1 change |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in results["parity"]:
+            if not row["numerics_checked"]:
+                lines.append(f"| {row['model']} | {row['format']} | structure {'OK' if not row['problems'] else row['problems']}; "
+                             "numerics not checked (Linux) | | | | |")
+                continue
+            change = (row["artifact_top1"] - row["checkpoint_top1"]) * 100
+            lines.append(f"| {row['model']} | {row['format']} | {row['agreement']:.1%} | {row['max_abs_prob_diff']:.1e} | "
+                         f"{row['artifact_top1']:.1%} | {row['checkpoint_top1']:.1%} | {change:+.1f} pt |")
+        lines.append("")
+    if results.get("speed"):
+        lines += [f"Command: `{results['speed_command']}`", "",
+                  "MobileViT-S, 256 px, batch 1, all cores, medians of interleaved rounds in one run:", "",
+                  "| runtime | p50 ms | p90 ms | img/s (batch 8) | MB | vs eager | int8 vs its fp32 |", "|---|---|---|---|---|---|---|"]
+        for row in results["speed"]:
+            ratio = f"{row['int8_speedup_vs_fp32']:.2f}x" if "int8_speedup_vs_fp32" in row else ""
+            lines.append(f"| {row['runtime']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {row['img_s']:.1f} | "
+                         f"{row['file_mb']:.1f} | {row['speedup_vs_eager']:.2f}x | {ratio} |")
+        lines.append("")
+    section = "\n".join(lines)
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text()
+    start, end = "<!-- formats_flowers:start -->", "<!-- formats_flowers:end -->"
+    block = f"{start}\n{section}\n{end}"
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "flowers128")
+    parser.add_argument("--lite0", type=Path, default=REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors")
+    parser.add_argument("--xxs", type=Path, default=REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_formats")
+    parser.add_argument("--only", choices=["parity", "speed"], default=None)
+    parser.add_argument("--calib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"flowers128 not found at {args.data}")
+    results_file = RESULTS / "formats_flowers.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    command = "python benchmarks/formats_flowers.py " + " ".join(sys.argv[1:])
+    if args.only in (None, "parity"):
+        results["parity"], results["parity_command"] = parity(args), command
+    if args.only in (None, "speed"):
+        results["speed"], results["speed_command"] = speed(args), command
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=1))
+    write_markdown(results)
+
+
+if __name__ == "__main__":
+    main()

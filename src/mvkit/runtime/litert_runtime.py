@@ -1,0 +1,32 @@
+"""LiteRT predictor: the .tflite file in LiteRT's interpreter (XNNPACK on CPU), one photo at a time (batch 1)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mvkit.artifact import Artifact
+from mvkit.errors import MvkitError
+from mvkit.runtime.base import Predictor, softmax
+
+
+class LiteRTPredictor(Predictor):
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        super().__init__(artifact)
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:
+            raise MvkitError("LiteRT support needs its extra: pip install 'mvkit[litert]'") from exc
+        self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=threads or os.cpu_count() or 1)
+        self.interpreter.allocate_tensors()
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        logits = []
+        for image in batch:
+            self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(image[None], dtype=np.float32))
+            self.interpreter.invoke()
+            logits.append(self.interpreter.get_tensor(self.output_index).copy())
+        return softmax(np.concatenate(logits).astype(np.float64)).astype(np.float32)
