@@ -75,11 +75,11 @@ def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowe
 
 
 def test_a_failed_export_leaves_nothing_behind(checkpoint, monkeypatch):
-    def broken(model, path):
+    def broken(model, path, **options):
         path.write_bytes(b"half a file")
         raise RuntimeError("unsupported operator aten::weird in blocks.3")
 
-    monkeypatch.setitem(FORMATS, "onnx", FORMATS["onnx"].__class__("onnx", ".onnx", "onnx", broken, "onnxruntime"))
+    monkeypatch.setitem(FORMATS, "onnx", FORMATS["onnx"].__class__("onnx", ".onnx", "onnx", broken, "onnxruntime", "onnxscript"))
     out = checkpoint.parent / "failed"
     with pytest.raises(MvkitError, match="aten::weird"):
         export(checkpoint, "onnx", out_dir=out)

@@ -95,7 +95,7 @@ def test_per_channel_std_is_applied_inside_the_program(tmp_path):
 
     model = create_model("mobilenetv3_small_050", labels=["a", "b"])  # ImageNet mean/std: three different stds
     set_preprocess(model, size=64)
-    checkpoint = save_checkpoint(model, tmp_path / "small.safetensors")
+    checkpoint = save_checkpoint(model, tmp_path / "small.safetensors").path
     artifact = export(checkpoint, "coreml", sizes=[64])
     summary = read_package(artifact.path)
     assert artifact.extra["normalisation"] == "in program"
@@ -118,7 +118,7 @@ def test_an_unsupported_operator_is_named_with_its_layer(tmp_path):
     set_preprocess(model, size=64)
     from mvkit.models import save_checkpoint
 
-    checkpoint = save_checkpoint(model, tmp_path / "ghost.safetensors")
+    checkpoint = save_checkpoint(model, tmp_path / "ghost.safetensors").path
     with pytest.raises(MvkitError, match=r"operator alias in layer blocks\.0\.0\.ghost1 \(GhostModule\)"):
         export(checkpoint, "coreml", sizes=[64])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ghost.safetensors", "ghost.safetensors.mvkit.json"]
