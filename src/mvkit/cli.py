@@ -358,19 +358,17 @@ def verify_command(
                         on_progress=start("predicting", None))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif not report.numerics_checked:
-        verdict = "[green]STRUCTURE OK[/green]" if report.passed else "[red]STRUCTURE FAIL[/red]"
-        structure = report.structure or {}
-        console.print(f"{verdict} {report.format} {report.artifact}: input {structure.get('input_kind')} "
-                      f"{structure.get('color_space')} sizes {structure.get('sizes')}, {structure.get('num_labels')} labels, "
-                      f"outputs {structure.get('outputs')}, weights {structure.get('weight_dtypes')}, "
-                      f"compression ops {structure.get('compression_ops') or 'none'}")
-        for problem in report.problems or []:
-            console.print(f"  [red]problem:[/red] {problem}")
-        console.print("  [yellow]numerics NOT checked: Core ML runs only on macOS[/yellow]")
     else:
         verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
-        console.print(f"{verdict} {report.format} {report.artifact} vs {report.reference} on {report.count} photos")
+        runtime = f" (run by {report.runtime})" if report.runtime else ""
+        console.print(f"{verdict} {report.format} {report.artifact}{runtime} vs {report.reference} on {report.count} photos")
+        if report.structure:
+            structure = report.structure
+            console.print(f"  structure: input {structure.get('input_kind')} {structure.get('color_space')} sizes "
+                          f"{structure.get('sizes')}, {structure.get('num_labels')} labels, outputs {structure.get('outputs')}, "
+                          f"weights {structure.get('weight_dtypes')}, compression ops {structure.get('compression_ops') or 'none'}")
+            for problem in report.problems or []:
+                console.print(f"  [red]problem:[/red] {problem}")
         console.print(f"  top-1 agreement {report.agreement:.2%} (threshold {report.threshold:.0%}), "
                       f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
         if report.artifact_top1 is not None:
@@ -399,12 +397,7 @@ def bench_command(
     paths = list(artifacts or [])
     if all_formats is not None:
         paths.append(all_formats)
-        from mvkit.export.coreml import can_run_coreml
-
         for fmt in available_formats():
-            if fmt == "coreml" and not can_run_coreml():
-                console.print("coreml: skipped, Core ML runs only on macOS")
-                continue
             with console.status(f"exporting {fmt}..."):
                 paths.append(export(all_formats, fmt).path)
     if not paths:
@@ -441,13 +434,6 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
         verdict = "PASS" if report["passed"] else "below 99% (expected for int8: compare accuracy)"
         console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
                       f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
-    if result.coreml_structure:
-        report = result.coreml_structure
-        structure = report["structure"]
-        verdict = "structure OK" if report["passed"] else f"structure problems: {report['problems']}"
-        console.print(f"verify {Path(report['artifact']).name}: {verdict} (image input {structure['color_space']} "
-                      f"sizes {structure['sizes']}, {structure['num_labels']} labels); numerics NOT checked: "
-                      "Core ML runs only on macOS")
     console.print(result.bench_table)
 
 

@@ -29,9 +29,9 @@ class VerifyReport:
     reference_top1: float | None
     threshold: float
     passed: bool
-    numerics_checked: bool = True
-    structure: dict | None = None  # Core ML off macOS: what the package holds, and what is wrong with it
+    structure: dict | None = None  # Core ML: what the package holds, and what is wrong with it
     problems: list[str] | None = None
+    runtime: str | None = None  # e.g. Core ML packages on Linux run in mvkit's numpy MIL interpreter
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,19 +70,13 @@ def coreml_structure_problems(artifact: Artifact, summary) -> list[str]:
     return problems
 
 
-def verify_coreml_structure(path: Path | str, threshold: float) -> VerifyReport:
-    """Off macOS Core ML cannot run: check the package's structure and say plainly that numbers were not checked."""
+def coreml_structure(path: Path | str) -> tuple[dict, list[str]]:
+    """What a Core ML package holds (labels counted, not listed), and what keeps it from serving Vision."""
     from mvkit.coreml.package import read_package
 
-    artifact = Artifact.load(Path(path))
     summary = read_package(path)
-    problems = coreml_structure_problems(artifact, summary)
-    return VerifyReport(
-        artifact=str(path), format="coreml", reference=str(artifact.source), count=0, agreement=float("nan"),
-        max_abs_prob_diff=float("nan"), mean_abs_prob_diff=float("nan"), artifact_top1=None, reference_top1=None,
-        threshold=threshold, passed=not problems, numerics_checked=False,
-        structure={k: v for k, v in summary.to_dict().items() if k != "labels"} | {"num_labels": len(summary.labels)},
-        problems=problems)
+    problems = coreml_structure_problems(Artifact.load(Path(path)), summary)
+    return {k: v for k, v in summary.to_dict().items() if k != "labels"} | {"num_labels": len(summary.labels)}, problems
 
 
 def reference_predictor(artifact: Artifact) -> Predictor:
@@ -102,10 +96,9 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray, index: list[int] | 
 def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit: int | None = None,
            reference: str | Path | None = None, split: str = "val", batch_size: int = 32,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
-    from mvkit.export.coreml import can_run_coreml
-
-    if Artifact.load(Path(artifact_path)).format == "coreml" and not can_run_coreml():
-        return verify_coreml_structure(artifact_path, threshold)
+    structure, problems = None, None
+    if Artifact.load(Path(artifact_path)).format == "coreml":  # structure first, then numbers
+        structure, problems = coreml_structure(artifact_path)
     candidate = load_predictor(artifact_path)
     same_file = reference is not None and Path(reference).exists() and \
         Path(reference).resolve() == Path(artifact_path).resolve()
@@ -129,4 +122,6 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
         artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.source),
         count=len(labels), agreement=agreement, max_abs_prob_diff=float(difference.max()),
         mean_abs_prob_diff=float(difference.mean()), artifact_top1=_accuracy(ours, labels, index),
-        reference_top1=_accuracy(theirs, labels, index), threshold=threshold, passed=agreement >= threshold)
+        reference_top1=_accuracy(theirs, labels, index), threshold=threshold,
+        passed=agreement >= threshold and not problems, runtime=getattr(candidate, "runtime", None),
+        structure=structure, problems=problems)

@@ -1,5 +1,6 @@
-"""Core ML predictor: real Core ML through coremltools, which only runs on macOS. Photos are fed as the
-Vision framework feeds them: resized and center-cropped RGB images; the package applies its own scale/bias."""
+"""Core ML predictor. On macOS: real Core ML through coremltools, fed the way Vision feeds it (resized,
+center-cropped RGB pixels; the package applies its own scale/bias). Elsewhere: mvkit's numpy interpreter of
+the ML program (mvkit.coreml.interpreter), fed the same pixels as float values."""
 
 from __future__ import annotations
 
@@ -9,28 +10,37 @@ import numpy as np
 from PIL import Image
 
 from mvkit.artifact import Artifact
-from mvkit.errors import MvkitError
 from mvkit.runtime.base import Predictor
 
 
 class CoreMLPredictor(Predictor):
     def __init__(self, artifact: Artifact):
+        default = int(artifact.extra.get("default_size", artifact.preprocess.size))
+        if default != artifact.preprocess.size:  # the package only takes its enumerated sizes
+            artifact.preprocess = artifact.preprocess.with_changes(size=default)
         super().__init__(artifact)
-        if platform.system() != "Darwin":
-            raise MvkitError(
-                f"{artifact.path}: Core ML runs only on macOS. On this machine `mvkit verify` checks the package's "
-                "structure (image input, sizes, labels, weight dtypes); its numbers need a Mac.")
-        import coremltools as ct
+        self.mean = np.asarray(artifact.preprocess.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(artifact.preprocess.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.on_macos = platform.system() == "Darwin"
+        if self.on_macos:
+            import coremltools as ct
 
-        self.model = ct.models.MLModel(str(artifact.path))
-        mean = np.asarray(artifact.preprocess.mean, dtype=np.float32).reshape(3, 1, 1)
-        std = np.asarray(artifact.preprocess.std, dtype=np.float32).reshape(3, 1, 1)
-        self._unnormalise = lambda chw: np.clip(np.rint((chw * std + mean) * 255.0), 0, 255).astype(np.uint8)
+            self.model = ct.models.MLModel(str(artifact.path))
+        else:
+            from mvkit.coreml.interpreter import Program
+
+            self.program = Program(artifact.path)
+
+    @property
+    def runtime(self) -> str:
+        return "Core ML" if self.on_macos else "mvkit numpy MIL interpreter"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        pixels = (batch * self.std + self.mean) * 255.0  # undo the normalisation: the package does it itself
+        if not self.on_macos:
+            return self.program.probabilities(pixels)
         rows = []
-        for chw in batch:
-            image = Image.fromarray(self._unnormalise(chw).transpose(1, 2, 0), mode="RGB")
-            scores = self.model.predict({"image": image})["classLabel_probs"]
+        for chw in np.clip(np.rint(pixels), 0, 255).astype(np.uint8):
+            scores = self.model.predict({"image": Image.fromarray(chw.transpose(1, 2, 0), mode="RGB")})["classLabel_probs"]
             rows.append([scores[label] for label in self.labels])
         return np.asarray(rows, dtype=np.float32)
