@@ -351,7 +351,19 @@ OPS: dict[str, Callable[..., Any]] = {
     "round": lambda x: np.round(x), "sign": lambda x: np.sign(x),
     "inverse": lambda x, epsilon=1e-4: 1 / (_f32(x) + float(epsilon)),
     "sigmoid_hard": lambda x, alpha=0.2, beta=0.5: np.clip(float(alpha) * _f32(x) + float(beta), 0, 1),
-    "thresholded_relu": lambda x, alpha=1.0: np.where(_f32(x) > float(alpha), _f32(x), 0).astype(np.float32),
+    "thresholded_relu": lambda x, alpha=1.0: np.where(_f32(x) >= float(alpha), _f32(x), 0).astype(np.float32),
+    "elu": lambda x, alpha=1.0: np.where(_f32(x) > 0, _f32(x), float(alpha) * (np.exp(_f32(x)) - 1)),
+    "leaky_relu": lambda x, alpha=0.01: np.where(_f32(x) >= 0, _f32(x), float(alpha) * _f32(x)),
+    "clamped_relu": lambda x, alpha=0.0, beta=6.0: np.minimum(
+        np.where(_f32(x) >= 0, _f32(x), float(alpha) * _f32(x)), float(beta)),
+    "linear_activation": lambda x, alpha=1.0, beta=0.0: float(alpha) * _f32(x) + float(beta),
+    "prelu": lambda x, alpha: np.where(_f32(x) >= 0, _f32(x),
+                                       _f32(alpha).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * _f32(x)),
+    "scaled_tanh": lambda x, alpha=1.0, beta=1.0: float(alpha) * np.tanh(float(beta) * _f32(x)),
+    "softplus": _unary(lambda x: np.logaddexp(0, x)),
+    "softplus_parametric": lambda x, alpha, beta: _f32(alpha).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * np.logaddexp(
+        0, _f32(beta).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * _f32(x)),
+    "softsign": _unary(lambda x: x / (1 + np.abs(x))),
     "gelu": op_gelu, "softmax": op_softmax, "layer_norm": op_layer_norm, "batch_norm": op_batch_norm,
     "reduce_mean": _reduce(np.mean), "reduce_sum": _reduce(np.sum), "reduce_max": _reduce(np.max),
     "reduce_min": _reduce(np.min),
@@ -397,6 +409,8 @@ class Program:
         self.opset = function.opset
         self.block = function.block_specializations[self.opset]
         self.input_names = [value.name for value in function.inputs]
+        self.input_dtypes = {value.name: _DTYPES.get(value.type.tensorType.dataType, np.float32)
+                             for value in function.inputs}
         self.output_names = list(self.block.outputs)
         self.weights = WeightFile(data_dir / "weights" / "weight.bin")
         self.description = spec.description
@@ -447,7 +461,7 @@ class Program:
         if missing:
             raise MvkitError(f"Core ML program needs inputs {missing}")
         env = dict(self.constants)
-        env.update({name: np.asarray(feeds[name], dtype=np.float32) for name in self.input_names})
+        env.update({name: np.asarray(feeds[name], dtype=self.input_dtypes[name]) for name in self.input_names})
         for op in self.block.operations:
             if op.type == "const" or op.type.startswith("constexpr_"):
                 continue

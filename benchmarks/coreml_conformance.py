@@ -1,0 +1,91 @@
+"""Op conformance of mvkit's Core ML interpreter against coremltools' own MIL op tests.
+
+    .venv/bin/python benchmarks/coreml_conformance.py                    # iOS14..iOS18 op tests, ML program cases
+    .venv/bin/python benchmarks/coreml_conformance.py --files iOS15/test_conv.py
+
+coremltools ships parametrized op tests with numpy expected outputs; they call Core ML only on macOS. This
+script runs them with a pytest plugin that says "macOS" and routes each prediction to mvkit's interpreter
+(mvkit.coreml.interpreter.Program on the test's temporary .mlpackage). Neural-network (non ML program) cases
+are skipped: the interpreter runs ML programs only. Results per test class (roughly one op each) go to
+benchmarks/results/coreml_conformance.json and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # batched matmul with threaded OpenBLAS was pathological here
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "src"))
+
+
+class InterpreterPlugin:
+    """Pretend to be macOS and answer MLModel predictions with the interpreter."""
+
+    def __init__(self):
+        self.outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.failures: dict[str, str] = {}
+
+    def pytest_configure(self, config):
+        import coremltools.converters.mil.testing_utils as testing_utils
+        import coremltools.models.utils as model_utils
+
+        from mvkit.coreml.interpreter import Program
+
+        def predict(mlmodel, input_key_values, state=None):
+            if mlmodel.get_spec().WhichOneof("Type") != "mlProgram":
+                pytest.skip("neural-network model: the interpreter runs ML programs only")
+            if state is not None:
+                pytest.skip("stateful model")
+            feeds = {k: (v if not __import__("numpy").isscalar(v) else __import__("numpy").array([v]))
+                     for k, v in input_key_values.items()}
+            return Program(mlmodel.package_path).run(feeds)
+
+        testing_utils._IS_MACOS = True
+        testing_utils.run_core_ml_predict = predict
+        model_utils._macos_version = lambda: (15, 0)
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            parts = report.nodeid.split("::")
+            group = "::".join(parts[:2]) if len(parts) > 2 else parts[0]
+            self.outcomes[group][report.outcome] += 1
+            if report.outcome == "failed" and group not in self.failures:
+                self.failures[group] = str(report.longrepr).strip().splitlines()[-1][:300]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", nargs="*", default=None, help="test files under coremltools/converters/mil/mil/ops/tests")
+    parser.add_argument("--timeout", type=int, default=0)
+    args = parser.parse_args()
+    import coremltools
+
+    tests = Path(coremltools.__file__).parent / "converters" / "mil" / "mil" / "ops" / "tests"
+    files = [str(tests / f) for f in args.files] if args.files else [str(tests / v) for v in ("iOS14", "iOS15", "iOS16", "iOS17", "iOS18")]
+    plugin = InterpreterPlugin()
+    pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-x" if False else "-q",
+                 "-k", "not neuralnetwork", "--rootdir", str(tests), "-o", "addopts="], plugins=[plugin])
+    summary = {group: dict(counts) for group, counts in sorted(plugin.outcomes.items())}
+    totals = defaultdict(int)
+    for counts in summary.values():
+        for outcome, count in counts.items():
+            totals[outcome] += count
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/coreml_conformance.py " + " ".join(sys.argv[1:])
+    (RESULTS / "coreml_conformance.json").write_text(json.dumps(
+        {"command": command, "totals": dict(totals), "groups": summary, "first_failure": plugin.failures}, indent=1))
+    print(json.dumps(dict(totals)))
+
+
+if __name__ == "__main__":
+    main()
