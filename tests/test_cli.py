@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import re
@@ -71,3 +72,10 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     int8 = reports["fashion_lite0.int8.onnx"]
     assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 83.0%
     assert "| fashion_lite0.int8.onnx | onnx |" in result.bench_table
+    if importlib.util.find_spec("executorch"):
+        assert reports["fashion_lite0.pte"]["agreement"] == 1.0
+        pte_int8 = reports["fashion_lite0.ptq-int8.pte"]
+        assert pte_int8["artifact_top1"] >= pte_int8["reference_top1"] - 0.02  # measured: 84.0% vs 83.0%
+    if importlib.util.find_spec("coremltools"):
+        coreml = reports["fashion_lite0.mlpackage"]  # fp16, numbers from the interpreter off macOS
+        assert coreml["problems"] == [] and coreml["agreement"] >= 0.99
