@@ -26,7 +26,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_markdown import replace_section  # noqa: E402
 from mvkit.train import build_recipe, train  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -146,16 +148,7 @@ def write_markdown(results: dict, command: str) -> None:
             lines.append(f"| {row['model']} | {row['img_size']} | {row['timm img/s']:.1f} | {row['mvkit fp32 img/s']:.1f} | "
                          f"{row['mvkit bf16 img/s']:.1f} | {row['fp32 / timm']:.2f} | {row['bf16 / timm']:.2f} |")
         lines.append("")
-    section = "\n".join(lines)
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery number here comes from the command written next to it.\n\n"
-    start, end = "<!-- finetune_flowers:start -->", "<!-- finetune_flowers:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section("finetune_flowers", "\n".join(lines))
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_markdown import replace_section  # noqa: E402
 from mvkit.bench import bench  # noqa: E402
 from mvkit.compress.onnx_int8 import quantize_onnx_static  # noqa: E402
 from mvkit.compress.pt2e import quantize_executorch  # noqa: E402
@@ -130,16 +132,7 @@ def write_markdown(results: dict) -> None:
             lines.append(f"| {row['runtime']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {row['img_s']:.1f} | "
                          f"{row['file_mb']:.1f} | {row['speedup_vs_eager']:.2f}x | {ratio} |")
         lines.append("")
-    section = "\n".join(lines)
-    path = REPO / "BENCHMARKS.md"
-    text = path.read_text()
-    start, end = "<!-- formats_flowers:start -->", "<!-- formats_flowers:end -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_section("formats_flowers", "\n".join(lines))
 
 
 def main() -> None:

@@ -17,14 +17,17 @@ from mvkit.errors import MvkitError
 from mvkit.runtime import load_predictor
 
 
-def _classifier_nodes(path: Path) -> list[str]:
-    """The last Gemm/MatMul (the classifier) stays float: it is tiny, and a head whose weights span a wide
-    range (e.g. after a linear probe) loses its answer in int8."""
+def float_nodes(path: Path) -> list[str]:
+    """Nodes kept float: the first convolution and the classifier (the last Gemm/MatMul). Both are tiny. The
+    first conv sees the raw image: on a fine-tuned EfficientNet-Lite0 quantizing it alone cost 2 points of
+    top-1 on flowers (agreement 89% -> 96% when kept float). A head whose weights span a wide range (e.g.
+    after a linear probe) loses its answers in int8."""
     import onnx
 
     graph = onnx.load(str(path)).graph
-    last = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")][-1:]
-    return last
+    first_conv = [node.name for node in graph.node if node.op_type == "Conv"][:1]
+    classifier = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")][-1:]
+    return first_conv + classifier
 
 
 def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path | None = None,
@@ -59,11 +62,12 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
         partial = Path(work) / "int8.onnx"
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_classifier_nodes(prepared))
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=float_nodes(prepared))
         partial.replace(target)
     artifact = Artifact(path=target, format="onnx", model_name=source.model_name, labels=source.labels,
                         preprocess=source.preprocess, source=source.source,
-                        extra={**source.extra, "quantization": "static int8 QDQ, uint8 activations, int8 per-channel weights",
+                        extra={**source.extra, "quantization": "static int8 QDQ, uint8 activations, int8 per-channel weights "
+                                                               "(first conv and classifier float)",
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
                                "float_artifact": str(fp32_path)})
     artifact.save()

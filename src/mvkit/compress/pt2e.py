@@ -2,8 +2,7 @@
 activations), calibrated on real photos (ptq) or fine-tuned with fake quantization (qat), then lowered to a
 .pte with the XNNPACK delegate.
 
-The classifier layer stays float, as in the ONNX path: it is tiny, and a head whose weights span a wide range
-loses its answers in int8.
+The first convolution and the classifier stay float, as in the ONNX path (see onnx_int8.float_nodes).
 """
 
 from __future__ import annotations
@@ -66,13 +65,15 @@ def _quantizer(model: nn.Module, is_qat: bool):
             return graph
 
     quantizer = ClampFusingXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
-    head = str(getattr(model, "pretrained_cfg", {}).get("classifier", ""))
-    if head:  # leave the classifier float: nodes whose module path is the head are not annotated
-        def outside_head(node) -> bool:
-            paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
-            return not any(path == head or path.startswith(head + ".") for path in paths)
+    # the first conv and the classifier stay float (see mvkit.compress.onnx_int8.float_nodes for why)
+    cfg = getattr(model, "pretrained_cfg", {})
+    kept = [str(cfg[key]) for key in ("first_conv", "classifier") if cfg.get(key)]
 
-        quantizer.set_filter_function(outside_head)
+    def quantized(node) -> bool:
+        paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+        return not any(path == name or path.startswith(name + ".") for path in paths for name in kept)
+
+    quantizer.set_filter_function(quantized)
     return quantizer
 
 
@@ -159,7 +160,8 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations"
+    description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations, "
+                   "first conv and classifier float"
                    + (f", quantization-aware fine-tuned {qat_epochs} epoch(s)" if method == "qat" else ""))
     artifact = Artifact(path=target, format="executorch", model_name=source.model_name, labels=labels_of(model),
                         preprocess=source.preprocess, source=str(checkpoint),
