@@ -60,21 +60,22 @@ class InterpreterPlugin:
             group = "::".join(parts[:2]) if len(parts) > 2 else parts[0]
             self.outcomes[group][report.outcome] += 1
             if report.outcome == "failed" and group not in self.failures:
-                self.failures[group] = str(report.longrepr).strip().splitlines()[-1][:300]
+                self.failures[group] = "\n".join(str(report.longrepr).strip().splitlines()[-12:])[-1500:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", nargs="*", default=None, help="test files under coremltools/converters/mil/mil/ops/tests")
-    parser.add_argument("--timeout", type=int, default=0)
+    parser.add_argument("-k", dest="keyword", default=None, help="only tests matching this pytest -k expression")
     args = parser.parse_args()
     import coremltools
 
     tests = Path(coremltools.__file__).parent / "converters" / "mil" / "mil" / "ops" / "tests"
     files = [str(tests / f) for f in args.files] if args.files else [str(tests / v) for v in ("iOS14", "iOS15", "iOS16", "iOS17", "iOS18")]
     plugin = InterpreterPlugin()
-    pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-x" if False else "-q",
-                 "-k", "not neuralnetwork", "--rootdir", str(tests), "-o", "addopts="], plugins=[plugin])
+    keyword = "not neuralnetwork" + (f" and ({args.keyword})" if args.keyword else "")
+    pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-k", keyword, "--rootdir", str(tests),
+                 "-o", "addopts=", "--tb=short"], plugins=[plugin])
     summary = {group: dict(counts) for group, counts in sorted(plugin.outcomes.items())}
     totals = defaultdict(int)
     for counts in summary.values():
@@ -85,6 +86,9 @@ def main() -> None:
     (RESULTS / "coreml_conformance.json").write_text(json.dumps(
         {"command": command, "totals": dict(totals), "groups": summary, "first_failure": plugin.failures}, indent=1))
     print(json.dumps(dict(totals)))
+    if args.keyword:  # a focused run: show why each group failed
+        for group, failure in plugin.failures.items():
+            print(f"--- {group}\n{failure}")
 
 
 if __name__ == "__main__":

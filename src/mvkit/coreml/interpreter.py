@@ -12,6 +12,7 @@ package on Linux but only macOS can run it.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -122,41 +123,41 @@ def _spatial_pads(x, kernel, strides, dilations, pad_type, pad) -> list[tuple[in
 
 
 def _windows(x, kernel, strides, dilations):
-    """(kernel offsets, strided view for each offset): loops run over kernel positions, never over pixels."""
-    out_h = (x.shape[2] - (kernel[0] - 1) * dilations[0] - 1) // strides[0] + 1
-    out_w = (x.shape[3] - (kernel[1] - 1) * dilations[1] - 1) // strides[1] + 1
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            top, left = i * dilations[0], j * dilations[1]
-            yield i, j, x[:, :, top:top + strides[0] * (out_h - 1) + 1:strides[0],
-                          left:left + strides[1] * (out_w - 1) + 1:strides[1]]
+    """(kernel offset, strided view) for each kernel position over the spatial axes 2..: loops run over kernel
+    positions, never over pixels. Works for 1, 2 and 3 spatial dimensions."""
+    spatial = x.shape[2:]
+    outs = [(spatial[d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(len(kernel))]
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index = tuple(slice(o * dil, o * dil + st * (out - 1) + 1, st)
+                      for o, dil, st, out in zip(offset, dilations, strides, outs))
+        yield offset, x[(slice(None), slice(None)) + index]
 
 
 def op_conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
     x, weight = _f32(x), _f32(weight)
-    if x.ndim != 4:
-        raise UnsupportedOp(f"conv on rank {x.ndim}")
     kernel = weight.shape[2:]
-    strides = [int(s) for s in (strides if strides is not None else [1, 1])]
-    dilations = [int(d) for d in (dilations if dilations is not None else [1, 1])]
+    rank = len(kernel)
+    strides = [int(s) for s in (strides if strides is not None else [1] * rank)]
+    dilations = [int(d) for d in (dilations if dilations is not None else [1] * rank)]
     pads = _spatial_pads(x, kernel, strides, dilations, pad_type, pad)
     x = np.pad(x, [(0, 0), (0, 0), *pads])
     groups = int(groups)
-    n, c = x.shape[:2]
+    n = x.shape[0]
     out_c, in_per_group = weight.shape[:2]
     out_per_group = out_c // groups
     result = None
-    for i, j, window in _windows(x, kernel, strides, dilations):
-        h, w = window.shape[2:]
+    for offset, window in _windows(x, kernel, strides, dilations):
+        spatial = window.shape[2:]
+        tap = weight[(slice(None), slice(None)) + offset]  # (out_c, in_per_group)
         if in_per_group == 1 and out_per_group == 1:  # depthwise
-            term = window * weight[:, 0, i, j].reshape(1, out_c, 1, 1)
+            term = window * tap[:, 0].reshape((1, out_c) + (1,) * rank)
         else:
-            grouped = window.reshape(n, groups, in_per_group, h * w)
-            kernel_ij = weight[:, :, i, j].reshape(groups, out_per_group, in_per_group)
-            term = np.matmul(kernel_ij[None], grouped).reshape(n, out_c, h, w)
+            grouped = window.reshape(n, groups, in_per_group, -1)
+            term = np.matmul(tap.reshape(groups, out_per_group, in_per_group)[None], grouped).reshape(
+                (n, out_c) + spatial)
         result = term if result is None else result + term
     if bias is not None:
-        result = result + _f32(bias).reshape(1, -1, 1, 1)
+        result = result + _f32(bias).reshape((1, -1) + (1,) * rank)
     return result
 
 
@@ -164,18 +165,28 @@ def _pool(x, kernel_sizes, strides, pad_type, pad, reduce, fill, ceil_mode=False
     x = _f32(x)
     kernel = [int(k) for k in kernel_sizes]
     strides = [int(s) for s in strides]
-    pads = _spatial_pads(x, kernel, strides, [1, 1], pad_type, pad)
-    if ceil_mode:
-        raise UnsupportedOp("pooling with ceil_mode")
+    ones_dilation = [1] * len(kernel)
+    pads = _spatial_pads(x, kernel, strides, ones_dilation, pad_type, pad)
+    if ceil_mode:  # extra padding at the end so that partial windows count
+        pads = [(lo, hi + (-(x.shape[2 + d] + lo + hi - kernel[d]) % strides[d]))
+                for d, (lo, hi) in enumerate(pads)]
     padded = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=fill)
-    ones = np.pad(np.ones((1, 1) + x.shape[2:], dtype=np.float32), [(0, 0), (0, 0), *pads])
-    windows = [w for _, _, w in _windows(padded, kernel, strides, [1, 1])]
+    windows = np.stack([w for _, w in _windows(padded, kernel, strides, ones_dilation)])
     if reduce == "max":
-        return np.max(np.stack(windows), axis=0)
-    total = np.sum(np.stack(windows), axis=0)
-    counts = np.sum(np.stack([w for _, _, w in _windows(ones, kernel, strides, [1, 1])]), axis=0) \
-        if exclude_padding else float(np.prod(kernel))
-    return total / counts
+        return windows.max(axis=0)
+    if reduce == "l2":
+        return np.sqrt((windows ** 2).sum(axis=0))
+    if exclude_padding or ceil_mode:
+        ones = np.pad(np.ones((1, 1) + x.shape[2:], dtype=np.float32), [(0, 0), (0, 0), *pads])
+        counts = np.stack([w for _, w in _windows(ones, kernel, strides, ones_dilation)]).sum(axis=0)
+        if not exclude_padding:  # ceil_mode only: the padding that lies inside the input's own padding counts
+            explicit = _spatial_pads(x, kernel, strides, ones_dilation, pad_type, pad)
+            inner = np.pad(np.ones((1, 1) + tuple(x.shape[2 + d] + lo + hi for d, (lo, hi) in enumerate(explicit)),
+                                   dtype=np.float32),
+                           [(0, 0), (0, 0)] + [(0, hi - e_hi) for (_, hi), (_, e_hi) in zip(pads, explicit)])
+            counts = np.stack([w for _, w in _windows(inner, kernel, strides, ones_dilation)]).sum(axis=0)
+        return windows.sum(axis=0) / counts
+    return windows.sum(axis=0) / float(np.prod(kernel))
 
 
 def _axes(axes, rank):
@@ -264,9 +275,13 @@ def op_split(x, num_splits=None, split_sizes=None, axis=0):
 
 
 def op_concat(values, axis, interleave=False):
-    if interleave:
-        raise UnsupportedOp("concat with interleave")
-    return np.concatenate([np.asarray(v) for v in values], axis=int(axis))
+    arrays = [np.asarray(v) for v in values]
+    if interleave:  # slices taken from each input in turn along the axis
+        stacked = np.stack(arrays, axis=int(axis) % arrays[0].ndim + 1)
+        shape = list(arrays[0].shape)
+        shape[int(axis)] *= len(arrays)
+        return stacked.reshape(shape)
+    return np.concatenate(arrays, axis=int(axis))
 
 
 def op_pad(x, pad, mode="constant", constant_val=0.0):
@@ -318,7 +333,10 @@ def op_constexpr_lut_to_dense(indices=None, lut=None, shape=None, **_):
 
 def op_constexpr_sparse_to_dense(nonzero_data, mask, shape):
     dense = np.zeros(int(np.prod(shape)), dtype=np.asarray(nonzero_data).dtype)
-    dense[np.asarray(mask).astype(bool).ravel()[: dense.size]] = nonzero_data
+    mask = np.asarray(mask)
+    if mask.size < dense.size:  # iOS16 form: one bit per element, packed into uint8
+        mask = _unpack_bits(mask.tobytes(), 1, False, dense.size)
+    dense[mask.astype(bool).ravel()[: dense.size]] = nonzero_data
     return dense.reshape([int(s) for s in shape])
 
 
@@ -326,6 +344,11 @@ def op_classify(probabilities, classes):
     labels = [c if isinstance(c, str) else str(np.asarray(c).ravel()[0]) for c in classes]
     probs = np.asarray(probabilities, dtype=np.float32).reshape(-1)
     return labels[int(np.argmax(probs))], dict(zip(labels, probs.tolist()))
+
+
+def _argreduce(function, x, axis, keep_dims):
+    out = function(np.asarray(x), axis=int(axis)).astype(np.int32)
+    return np.expand_dims(out, int(axis)) if keep_dims else out
 
 
 def _binary(function):
@@ -364,7 +387,32 @@ OPS: dict[str, Callable[..., Any]] = {
     "softplus_parametric": lambda x, alpha, beta: _f32(alpha).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * np.logaddexp(
         0, _f32(beta).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * _f32(x)),
     "softsign": _unary(lambda x: x / (1 + np.abs(x))),
-    "gelu": op_gelu, "softmax": op_softmax, "layer_norm": op_layer_norm, "batch_norm": op_batch_norm,
+    "gelu": op_gelu,
+    "greater_equal": lambda x, y: np.greater_equal(x, y), "less_equal": lambda x, y: np.less_equal(x, y),
+    "not_equal": lambda x, y: np.not_equal(x, y), "logical_and": lambda x, y: np.logical_and(x, y),
+    "logical_or": lambda x, y: np.logical_or(x, y), "logical_xor": lambda x, y: np.logical_xor(x, y),
+    "logical_not": lambda x: np.logical_not(x),
+    "acos": _unary(np.arccos), "asin": _unary(np.arcsin), "atan": _unary(np.arctan), "atanh": _unary(np.arctanh),
+    "cos": _unary(np.cos), "cosh": _unary(np.cosh), "sin": _unary(np.sin), "sinh": _unary(np.sinh),
+    "tan": _unary(np.tan), "exp2": _unary(np.exp2), "erf": lambda x: __import__("scipy.special").special.erf(_f32(x)),
+    "threshold": lambda x, alpha: np.maximum(_f32(x), float(alpha)),
+    "argmax": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmax, x, axis, keep_dims),
+    "argmin": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmin, x, axis, keep_dims),
+    "reduce_prod": _reduce(np.prod), "reduce_sum_square": _reduce(lambda x, **k: np.sum(x * x, **k)),
+    "reduce_l1_norm": _reduce(lambda x, **k: np.sum(np.abs(x), **k)),
+    "reduce_log_sum": _reduce(lambda x, **k: np.log(np.sum(x, **k))),
+    "reduce_log_sum_exp": _reduce(lambda x, **k: np.log(np.sum(np.exp(x), **k))),
+    "l2_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False:
+        _pool(x, kernel_sizes, strides, pad_type, pad, "l2", 0.0, ceil_mode),
+    "stack": lambda values, axis: np.stack([np.asarray(v) for v in values], axis=int(axis)),
+    "reverse": lambda x, axes=None: np.flip(x, axis=_axes(axes, np.ndim(x))),
+    "slice_by_size": lambda x, begin, size: x[tuple(
+        slice(int(b), None if int(z) == -1 else int(b) + int(z)) for b, z in zip(begin, size))],
+    "instance_norm": lambda x, gamma=None, beta=None, epsilon=1e-5: op_layer_norm(
+        x, axes=list(range(2, np.ndim(x))), epsilon=epsilon) * (1 if gamma is None else _f32(gamma).reshape(
+            (1, -1) + (1,) * (np.ndim(x) - 2))) + (0 if beta is None else _f32(beta).reshape((1, -1) + (1,) * (np.ndim(x) - 2))),
+    "l2_norm": lambda x, axes=None, epsilon=1e-6: _f32(x) / np.sqrt(np.maximum(np.sum(
+        _f32(x) ** 2, axis=_axes(axes, np.ndim(x)) or tuple(range(1, np.ndim(x))), keepdims=True), float(epsilon))), "softmax": op_softmax, "layer_norm": op_layer_norm, "batch_norm": op_batch_norm,
     "reduce_mean": _reduce(np.mean), "reduce_sum": _reduce(np.sum), "reduce_max": _reduce(np.max),
     "reduce_min": _reduce(np.min),
     "reduce_l2_norm": lambda x, axes=None, keep_dims=False: np.sqrt(
