@@ -63,11 +63,32 @@ class InterpreterPlugin:
                 self.failures[group] = "\n".join(str(report.longrepr).strip().splitlines()[-12:])[-1500:]
 
 
+def write_markdown(results: dict) -> None:
+    from bench_markdown import replace_section
+
+    totals = results["totals"]
+    lines = ["## Core ML interpreter: op conformance against coremltools' op tests", "",
+             f"Command: `{results['command']}`", "",
+             f"ML program cases: {totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
+             f"{totals.get('skipped', 0)} skipped (skips are the tests' own, or neural-network/stateful models).", "",
+             "| test file :: class | passed | failed | skipped |", "|---|---|---|---|"]
+    for group, counts in results["groups"].items():
+        name = group.split("ops/tests/")[-1]
+        lines.append(f"| {name} | {counts.get('passed', 0)} | {counts.get('failed', 0)} | {counts.get('skipped', 0)} |")
+    lines.append("")
+    replace_section("coreml_conformance", "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", nargs="*", default=None, help="test files under coremltools/converters/mil/mil/ops/tests")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite BENCHMARKS.md from the saved results")
     parser.add_argument("-k", dest="keyword", default=None, help="only tests matching this pytest -k expression")
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS / "coreml_conformance.json").read_text()))
+        return
     import coremltools
 
     tests = Path(coremltools.__file__).parent / "converters" / "mil" / "mil" / "ops" / "tests"
@@ -86,6 +107,8 @@ def main() -> None:
     (RESULTS / "coreml_conformance.json").write_text(json.dumps(
         {"command": command, "totals": dict(totals), "groups": summary, "first_failure": plugin.failures}, indent=1))
     print(json.dumps(dict(totals)))
+    if not args.keyword:
+        write_markdown(json.loads((RESULTS / "coreml_conformance.json").read_text()))
     if args.keyword:  # a focused run: show why each group failed
         for group, failure in plugin.failures.items():
             print(f"--- {group}\n{failure}")
