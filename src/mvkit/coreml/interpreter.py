@@ -276,6 +276,8 @@ def op_split(x, num_splits=None, split_sizes=None, axis=0):
 
 def op_concat(values, axis, interleave=False):
     arrays = [np.asarray(v) for v in values]
+    if any(a.ndim == 0 for a in arrays):  # shape arithmetic: scalars from gather/reduce joined into a vector
+        arrays = [np.atleast_1d(a) for a in arrays]
     if interleave:  # slices taken from each input in turn along the axis
         stacked = np.stack(arrays, axis=int(axis) % arrays[0].ndim + 1)
         shape = list(arrays[0].shape)
