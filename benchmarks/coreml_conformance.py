@@ -37,6 +37,7 @@ class InterpreterPlugin:
 
     def pytest_configure(self, config):
         import coremltools.converters.mil.testing_utils as testing_utils
+        import numpy as np
         import coremltools.models.utils as model_utils
 
         from mvkit.coreml.interpreter import Program
@@ -46,8 +47,7 @@ class InterpreterPlugin:
                 pytest.skip("neural-network model: the interpreter runs ML programs only")
             if state is not None:
                 pytest.skip("stateful model")
-            feeds = {k: (v if not __import__("numpy").isscalar(v) else __import__("numpy").array([v]))
-                     for k, v in input_key_values.items()}
+            feeds = {k: np.array([v]) if np.isscalar(v) else v for k, v in input_key_values.items()}
             return Program(mlmodel.package_path).run(feeds)
 
         testing_utils._IS_MACOS = True

@@ -232,17 +232,21 @@ def op_softmax(x, axis=-1):
     return shifted / shifted.sum(axis=int(axis), keepdims=True)
 
 
+def _erf(x):
+    from scipy.special import erf  # scipy comes with the Core ML extra's dependencies
+
+    return erf(x)
+
+
 def op_gelu(x, mode="EXACT"):
     from math import sqrt
-
-    from scipy.special import erf  # noqa: F401  (scipy ships with the Core ML extra's dependencies)
 
     x = _f32(x)
     if mode == "TANH_APPROXIMATION":
         return 0.5 * x * (1 + np.tanh(sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
     if mode == "SIGMOID_APPROXIMATION":
         return x / (1 + np.exp(-1.702 * x))
-    return 0.5 * x * (1 + erf(x / sqrt(2)))
+    return 0.5 * x * (1 + _erf(x / sqrt(2)))
 
 
 def op_reshape(x, shape):
@@ -396,7 +400,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "logical_not": lambda x: np.logical_not(x),
     "acos": _unary(np.arccos), "asin": _unary(np.arcsin), "atan": _unary(np.arctan), "atanh": _unary(np.arctanh),
     "cos": _unary(np.cos), "cosh": _unary(np.cosh), "sin": _unary(np.sin), "sinh": _unary(np.sinh),
-    "tan": _unary(np.tan), "exp2": _unary(np.exp2), "erf": lambda x: __import__("scipy.special").special.erf(_f32(x)),
+    "tan": _unary(np.tan), "exp2": _unary(np.exp2), "erf": _unary(_erf),
     "threshold": lambda x, alpha: np.maximum(_f32(x), float(alpha)),
     "argmax": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmax, x, axis, keep_dims),
     "argmin": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmin, x, axis, keep_dims),

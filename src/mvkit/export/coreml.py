@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import platform
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -177,6 +176,3 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
             "input": "image", "outputs": ["classLabel", "classLabel_probs"], "softmax_in_graph": True,
             **({"note": note} if note else {})}
 
-
-def can_run_coreml() -> bool:
-    return platform.system() == "Darwin"

@@ -36,14 +36,10 @@ class StaticSamePadConv2d(nn.Module):
         return F.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride, 0, self.conv.dilation, self.conv.groups)
 
 
-def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def fix_same_padding(model: nn.Module, size: int) -> int:
     """Replace timm's dynamic-padding Conv2dSame layers by fixed padding measured at `size`; returns how many."""
     from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
 
     inputs: dict[str, tuple[int, int]] = {}
     hooks = [module.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, tuple(args[0].shape[-2:])))
@@ -56,11 +52,10 @@ def fix_same_padding(model: nn.Module, size: int) -> int:
             hook.remove()
     for name, (height, width) in inputs.items():
         conv = model.get_submodule(name)
-        top, bottom = _same_pads(height, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
-        left, right = _same_pads(width, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        pads = pad_same_arg([height, width], conv.kernel_size, conv.stride, conv.dilation)  # timm's own rule
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child,
-                StaticSamePadConv2d(conv, (left, right, top, bottom)))
+                StaticSamePadConv2d(conv, tuple(pads)))
     return len(inputs)
 
 
