@@ -152,6 +152,26 @@ def test_per_channel_std_is_applied_inside_the_program(tmp_path):
     assert summary.image_scale == pytest.approx(1 / 255)
 
 
+def test_export_ready_mobilevit_computes_what_timm_computes(photos):
+    """ready_for_export rewrites MobileViT's unfold/fold (channels-last) and attention (matmul + softmax): the
+    same numbers, at a size the patches tile (64: maps 8, 4, 2) and one where timm resizes the map (96: 3x3)."""
+    import torch
+    from PIL import Image
+
+    from mvkit.export.graph import _mobilevit_forward_channels_last, ready_for_export
+
+    torch.manual_seed(0)
+    model = create_model("mobilevit_xxs", labels=[f"c{i}" for i in range(10)]).eval()
+    for size in (64, 96):
+        ready = ready_for_export(model, size)
+        rewritten = [m for m in ready.modules() if getattr(m.forward, "__func__", None) is _mobilevit_forward_channels_last]
+        assert len(rewritten) == 3
+        batch = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32) / 255)
+                             .permute(2, 0, 1) for p in photos.values()])
+        with torch.no_grad():
+            assert torch.allclose(ready(batch), model(batch), atol=1e-5, rtol=0)
+
+
 def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
     from mvkit.export.coreml import choose_sizes
 

@@ -2,7 +2,10 @@
 params, accuracy on real photos and agreement with the source checkpoint, as one table (like `yolo benchmark`).
 
 Latency rounds are interleaved across artifacts (one call each per round) so that machine noise hits all
-alike; peak memory is measured in a fresh process per artifact, so one runtime's memory never counts for
+alike, with a short pause before each timed call: runtimes keep their worker threads spinning for a while
+after a call (OpenBLAS under numpy about 0.1 s, ONNX Runtime), and on 2 cores those spinning threads slowed
+the next runtime by half (PyTorch eager MobileViT-S 75 -> 118 ms right after the numpy Core ML interpreter).
+Peak memory is measured in a fresh process per artifact, so one runtime's memory never counts for
 another's.
 """
 
@@ -86,6 +89,9 @@ def _params_m(predictor: Predictor) -> float | None:
     return count / 1e6 if count else None
 
 
+SETTLE_S = 0.2  # pause before each timed call, longer than OpenBLAS's default spin-wait (2**28 cycles)
+
+
 def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup: int = 3, batch: int = 8,
           measure_memory: bool = True, on_progress: Callable[[int], None] | None = None) -> list[BenchRow]:
     """Time every artifact on the same real photos; returns one row per artifact."""
@@ -98,6 +104,7 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
     latencies: list[list[float]] = [[] for _ in predictors]
     for _ in range(rounds):  # interleaved: each round runs every artifact once
         for index, (predictor, single) in enumerate(zip(predictors, singles)):
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             predictor.run(single)
             latencies[index].append((time.perf_counter() - started) * 1000)
@@ -106,6 +113,7 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
     throughputs: list[list[float]] = [[] for _ in predictors]
     for _ in range(max(3, rounds // 10)):
         for index, (predictor, full) in enumerate(zip(predictors, batches)):
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             predictor.run(full)
             throughputs[index].append(batch / (time.perf_counter() - started))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mvkit.errors import MvkitError
+from mvkit.export.graph import ready_for_export
 from mvkit.models import preprocess_of
 
 OPSET = 18
@@ -22,6 +23,7 @@ def export_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
     except ImportError as exc:
         raise MvkitError("ONNX export needs its extra: pip install 'mvkit[onnx]'") from exc
     size = preprocess_of(model).size
+    model = ready_for_export(model, size)
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():
