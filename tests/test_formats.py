@@ -116,7 +116,7 @@ def test_coreml_compressed_weights_decompress_exactly(flowers_checkpoint, flower
 
 
 @needs_coreml
-def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos):
+def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos, monkeypatch):
     """MobileViT's ops (layer_norm, matmul, split, concat, transpose, silu) against PyTorch, fp32."""
     import torch
     from PIL import Image
@@ -136,6 +136,13 @@ def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos
         expected = model(batch).softmax(-1).numpy()
     got = program.probabilities(batch.numpy() * 255.0)  # MobileViT: mean 0, std 1
     assert np.abs(got - expected).max() < 1e-5
+    # an op the interpreter does not know is named with its output (MIL location) and opset
+    from mvkit.coreml import ops
+    from mvkit.coreml.ops import UnsupportedOp
+
+    monkeypatch.delitem(ops.OPS, "layer_norm")
+    with pytest.raises(UnsupportedOp, match=r"op `layer_norm` \(producing `\w+`, opset CoreML\d\) is not supported"):
+        program.probabilities(batch.numpy() * 255.0)
 
 
 @needs_coreml

@@ -12,34 +12,14 @@ package on Linux but only macOS can run it.
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from mvkit.coreml.ops import DTYPES, OPS, SUB_BYTE, UnsupportedOp, unpack_bits
 from mvkit.errors import MvkitError
-
-# MIL DataType enum value -> numpy dtype (sub-byte types are unpacked to uint8/int8)
-_DTYPES = {1: np.bool_, 10: np.float16, 11: np.float32, 12: np.float64, 21: np.int8, 22: np.int16, 23: np.int32,
-           24: np.int64, 31: np.uint8, 32: np.uint16, 33: np.uint32, 34: np.uint64}
-_SUB_BYTE = {25: (4, True), 35: (4, False), 36: (2, False), 37: (1, False), 38: (6, False), 39: (3, False)}
-_CAST = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int8": np.int8, "uint8": np.uint8,
-         "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
-
-
-class UnsupportedOp(MvkitError):
-    pass
-
-
-def _unpack_bits(raw: bytes, bits: int, signed: bool, count: int) -> np.ndarray:
-    """Sub-byte values packed least-significant bit first."""
-    flat = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[: count * bits]
-    values = (flat.reshape(count, bits).astype(np.int32) << np.arange(bits)).sum(axis=1)
-    if signed:
-        values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values)
-    return values.astype(np.int8 if signed else np.uint8)
 
 
 def _shape(tensor_type) -> tuple[int, ...]:
@@ -66,10 +46,10 @@ class WeightFile:
 
 def _decode(raw: bytes, dtype: int, shape: tuple[int, ...]) -> np.ndarray:
     count = int(np.prod(shape)) if shape else 1
-    if dtype in _SUB_BYTE:
-        bits, signed = _SUB_BYTE[dtype]
-        return _unpack_bits(raw, bits, signed, count).reshape(shape)
-    return np.frombuffer(raw, dtype=_DTYPES[dtype])[:count].reshape(shape).copy()
+    if dtype in SUB_BYTE:
+        bits, signed = SUB_BYTE[dtype]
+        return unpack_bits(raw, bits, signed, count).reshape(shape)
+    return np.frombuffer(raw, dtype=DTYPES[dtype])[:count].reshape(shape).copy()
 
 
 def decode_value(value, weights: WeightFile) -> Any:
@@ -94,355 +74,8 @@ def decode_value(value, weights: WeightFile) -> Any:
         array = _decode(tensor.bytes.values, tensor_type.dataType, shape)
     else:
         values = list(getattr(tensor, field).values) if field else []
-        array = np.array(values, dtype=_DTYPES.get(tensor_type.dataType, np.float32)).reshape(shape)
+        array = np.array(values, dtype=DTYPES.get(tensor_type.dataType, np.float32)).reshape(shape)
     return array if shape else array.reshape(())
-
-
-# ---- op implementations: each takes the op's named inputs (decoded) and returns one value or a tuple ----
-
-def _f32(x):
-    return np.asarray(x, dtype=np.float32) if np.asarray(x).dtype == np.float16 else np.asarray(x)
-
-
-def _same_pads(size: int, kernel: int, stride: int, dilation: int, lower: bool) -> tuple[int, int]:
-    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    small = total // 2
-    return (total - small, small) if lower else (small, total - small)
-
-
-def _spatial_pads(x, kernel, strides, dilations, pad_type, pad) -> list[tuple[int, int]]:
-    if pad_type == "valid":
-        return [(0, 0)] * len(kernel)
-    if pad_type == "custom":
-        pad = [int(p) for p in np.asarray(pad).ravel()]
-        return [(pad[2 * i], pad[2 * i + 1]) for i in range(len(kernel))]
-    if pad_type in ("same", "same_lower"):
-        return [_same_pads(x.shape[2 + i], kernel[i], strides[i], dilations[i], pad_type == "same_lower")
-                for i in range(len(kernel))]
-    raise UnsupportedOp(f"pad_type {pad_type!r}")
-
-
-def _windows(x, kernel, strides, dilations):
-    """(kernel offset, strided view) for each kernel position over the spatial axes 2..: loops run over kernel
-    positions, never over pixels. Works for 1, 2 and 3 spatial dimensions."""
-    spatial = x.shape[2:]
-    outs = [(spatial[d] - (kernel[d] - 1) * dilations[d] - 1) // strides[d] + 1 for d in range(len(kernel))]
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        index = tuple(slice(o * dil, o * dil + st * (out - 1) + 1, st)
-                      for o, dil, st, out in zip(offset, dilations, strides, outs))
-        yield offset, x[(slice(None), slice(None)) + index]
-
-
-def op_conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    x, weight = _f32(x), _f32(weight)
-    kernel = weight.shape[2:]
-    rank = len(kernel)
-    strides = [int(s) for s in (strides if strides is not None else [1] * rank)]
-    dilations = [int(d) for d in (dilations if dilations is not None else [1] * rank)]
-    pads = _spatial_pads(x, kernel, strides, dilations, pad_type, pad)
-    x = np.pad(x, [(0, 0), (0, 0), *pads])
-    groups = int(groups)
-    n = x.shape[0]
-    out_c, in_per_group = weight.shape[:2]
-    out_per_group = out_c // groups
-    result = None
-    for offset, window in _windows(x, kernel, strides, dilations):
-        spatial = window.shape[2:]
-        tap = weight[(slice(None), slice(None)) + offset]  # (out_c, in_per_group)
-        if in_per_group == 1 and out_per_group == 1:  # depthwise
-            term = window * tap[:, 0].reshape((1, out_c) + (1,) * rank)
-        else:
-            grouped = window.reshape(n, groups, in_per_group, -1)
-            term = np.matmul(tap.reshape(groups, out_per_group, in_per_group)[None], grouped).reshape(
-                (n, out_c) + spatial)
-        result = term if result is None else result + term
-    if bias is not None:
-        result = result + _f32(bias).reshape((1, -1) + (1,) * rank)
-    return result
-
-
-def _pool(x, kernel_sizes, strides, pad_type, pad, reduce, fill, ceil_mode=False, exclude_padding=True):
-    x = _f32(x)
-    kernel = [int(k) for k in kernel_sizes]
-    strides = [int(s) for s in strides]
-    ones_dilation = [1] * len(kernel)
-    pads = _spatial_pads(x, kernel, strides, ones_dilation, pad_type, pad)
-    if ceil_mode:  # extra padding at the end so that partial windows count
-        pads = [(lo, hi + (-(x.shape[2 + d] + lo + hi - kernel[d]) % strides[d]))
-                for d, (lo, hi) in enumerate(pads)]
-    padded = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=fill)
-    windows = np.stack([w for _, w in _windows(padded, kernel, strides, ones_dilation)])
-    if reduce == "max":
-        return windows.max(axis=0)
-    if reduce == "l2":
-        return np.sqrt((windows ** 2).sum(axis=0))
-    if exclude_padding or ceil_mode:
-        ones = np.pad(np.ones((1, 1) + x.shape[2:], dtype=np.float32), [(0, 0), (0, 0), *pads])
-        counts = np.stack([w for _, w in _windows(ones, kernel, strides, ones_dilation)]).sum(axis=0)
-        if not exclude_padding:  # ceil_mode only: the padding that lies inside the input's own padding counts
-            explicit = _spatial_pads(x, kernel, strides, ones_dilation, pad_type, pad)
-            inner = np.pad(np.ones((1, 1) + tuple(x.shape[2 + d] + lo + hi for d, (lo, hi) in enumerate(explicit)),
-                                   dtype=np.float32),
-                           [(0, 0), (0, 0)] + [(0, hi - e_hi) for (_, hi), (_, e_hi) in zip(pads, explicit)])
-            counts = np.stack([w for _, w in _windows(inner, kernel, strides, ones_dilation)]).sum(axis=0)
-        return windows.sum(axis=0) / counts
-    return windows.sum(axis=0) / float(np.prod(kernel))
-
-
-def _axes(axes, rank):
-    return None if axes is None else tuple(int(a) % rank for a in np.atleast_1d(axes))
-
-
-def _reduce(function):
-    def run(x, axes=None, keep_dims=False):
-        x = _f32(x)
-        return function(x, axis=_axes(axes, x.ndim), keepdims=bool(keep_dims))
-    return run
-
-
-def op_layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
-    x = _f32(x)
-    axes = _axes(axes, x.ndim) or tuple(range(x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    out = (x - mean) / np.sqrt(var + float(epsilon))
-    # gamma/beta have the shape of the normalised axes; place them on those axes
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    if gamma is not None:
-        out = out * _f32(gamma).reshape(shape)
-    if beta is not None:
-        out = out + _f32(beta).reshape(shape)
-    return out
-
-
-def op_batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
-    x = _f32(x)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    out = (x - _f32(mean).reshape(shape)) / np.sqrt(_f32(variance).reshape(shape) + float(epsilon))
-    if gamma is not None:
-        out = out * _f32(gamma).reshape(shape)
-    if beta is not None:
-        out = out + _f32(beta).reshape(shape)
-    return out
-
-
-def op_softmax(x, axis=-1):
-    x = _f32(x)
-    shifted = np.exp(x - x.max(axis=int(axis), keepdims=True))
-    return shifted / shifted.sum(axis=int(axis), keepdims=True)
-
-
-def _erf(x):
-    from scipy.special import erf  # scipy comes with the Core ML extra's dependencies
-
-    return erf(x)
-
-
-def op_gelu(x, mode="EXACT"):
-    from math import sqrt
-
-    x = _f32(x)
-    if mode == "TANH_APPROXIMATION":
-        return 0.5 * x * (1 + np.tanh(sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
-    if mode == "SIGMOID_APPROXIMATION":
-        return x / (1 + np.exp(-1.702 * x))
-    return 0.5 * x * (1 + _erf(x / sqrt(2)))
-
-
-def op_reshape(x, shape):
-    shape = [int(s) for s in np.asarray(shape).ravel()]
-    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    return np.reshape(x, shape)
-
-
-def op_slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
-    slices, squeeze = [], []
-    for axis in range(x.ndim):
-        step = int(stride[axis]) if stride is not None else 1
-        start = None if begin_mask is not None and begin_mask[axis] else int(begin[axis])
-        stop = None if end_mask is not None and end_mask[axis] else int(end[axis])
-        if squeeze_mask is not None and squeeze_mask[axis]:
-            slices.append(slice(start, start + 1 if start != -1 else None, 1))
-            squeeze.append(axis)
-        else:
-            slices.append(slice(start, stop, step))
-    out = x[tuple(slices)]
-    return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
-
-
-def op_split(x, num_splits=None, split_sizes=None, axis=0):
-    axis = int(axis)
-    if split_sizes is not None:
-        bounds = np.cumsum([int(s) for s in np.asarray(split_sizes).ravel()])[:-1]
-        return tuple(np.split(x, bounds, axis=axis))
-    return tuple(np.split(x, int(num_splits), axis=axis))
-
-
-def op_concat(values, axis, interleave=False):
-    arrays = [np.asarray(v) for v in values]
-    if any(a.ndim == 0 for a in arrays):  # shape arithmetic: scalars from gather/reduce joined into a vector
-        arrays = [np.atleast_1d(a) for a in arrays]
-    if interleave:  # slices taken from each input in turn along the axis
-        stacked = np.stack(arrays, axis=int(axis) % arrays[0].ndim + 1)
-        shape = list(arrays[0].shape)
-        shape[int(axis)] *= len(arrays)
-        return stacked.reshape(shape)
-    return np.concatenate(arrays, axis=int(axis))
-
-
-def op_pad(x, pad, mode="constant", constant_val=0.0):
-    pad = [int(p) for p in np.asarray(pad).ravel()]
-    pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [(pad[2 * i], pad[2 * i + 1]) for i in range(len(pad) // 2)]
-    if mode == "constant":
-        return np.pad(x, pairs, constant_values=float(constant_val))
-    return np.pad(x, pairs, mode={"reflect": "reflect", "replicate": "edge"}[mode])
-
-
-def op_matmul(x, y, transpose_x=False, transpose_y=False):
-    x, y = _f32(x), _f32(y)
-    if transpose_x:
-        x = np.swapaxes(x, -1, -2)
-    if transpose_y:
-        y = np.swapaxes(y, -1, -2)
-    return np.matmul(x, y)
-
-
-def op_linear(x, weight, bias=None):
-    out = np.matmul(_f32(x), _f32(weight).T)
-    return out if bias is None else out + _f32(bias)
-
-
-def op_constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
-    shape = [1] * quantized_data.ndim
-    axis = int(axis)
-
-    def along(v):
-        v = np.asarray(v, dtype=np.float32)
-        if v.ndim == 0:
-            return v
-        shape[axis] = v.size
-        return v.reshape(shape)
-
-    return ((quantized_data.astype(np.float32) - along(zero_point)) * along(scale)).astype(np.asarray(scale).dtype)
-
-
-def op_constexpr_lut_to_dense(indices=None, lut=None, shape=None, **_):
-    if shape is not None:  # iOS16 form: a flat LUT, indices bit-packed into uint8, the shape as an attribute
-        lut, indices = np.asarray(lut).ravel(), np.asarray(indices)
-        count = int(np.prod(shape))
-        if indices.size < count:
-            bits = max(1, int(np.ceil(np.log2(lut.size))))
-            indices = _unpack_bits(indices.tobytes(), bits, False, count)
-        return lut[indices.astype(np.int64).ravel()[:count]].reshape([int(s) for s in shape])
-    raise UnsupportedOp("constexpr_lut_to_dense, iOS18 per-group form")
-
-
-def op_constexpr_sparse_to_dense(nonzero_data, mask, shape):
-    dense = np.zeros(int(np.prod(shape)), dtype=np.asarray(nonzero_data).dtype)
-    mask = np.asarray(mask)
-    if mask.size < dense.size:  # iOS16 form: one bit per element, packed into uint8
-        mask = _unpack_bits(mask.tobytes(), 1, False, dense.size)
-    dense[mask.astype(bool).ravel()[: dense.size]] = nonzero_data
-    return dense.reshape([int(s) for s in shape])
-
-
-def op_classify(probabilities, classes):
-    labels = [c if isinstance(c, str) else str(np.asarray(c).ravel()[0]) for c in classes]
-    probs = np.asarray(probabilities, dtype=np.float32).reshape(-1)
-    return labels[int(np.argmax(probs))], dict(zip(labels, probs.tolist()))
-
-
-def _argreduce(function, x, axis, keep_dims):
-    out = function(np.asarray(x), axis=int(axis)).astype(np.int32)
-    return np.expand_dims(out, int(axis)) if keep_dims else out
-
-
-def _binary(function):
-    return lambda x, y: function(_f32(x), _f32(y))
-
-
-def _unary(function):
-    return lambda x: function(_f32(x))
-
-
-OPS: dict[str, Callable[..., Any]] = {
-    "conv": op_conv, "linear": op_linear, "matmul": op_matmul,
-    "add": _binary(np.add), "sub": _binary(np.subtract), "mul": _binary(np.multiply),
-    "real_div": _binary(np.divide), "maximum": _binary(np.maximum), "minimum": _binary(np.minimum),
-    "pow": _binary(np.power), "floor_div": lambda x, y: np.floor_divide(x, y), "mod": lambda x, y: np.mod(x, y),
-    "greater": lambda x, y: np.greater(x, y), "less": lambda x, y: np.less(x, y), "equal": lambda x, y: np.equal(x, y),
-    "relu": _unary(lambda x: np.maximum(x, 0)), "relu6": _unary(lambda x: np.clip(x, 0, 6)),
-    "clip": lambda x, alpha, beta: np.clip(_f32(x), float(alpha), float(beta)),
-    "sigmoid": _unary(lambda x: 1 / (1 + np.exp(-x))), "silu": _unary(lambda x: x / (1 + np.exp(-x))),
-    "tanh": _unary(np.tanh), "exp": _unary(np.exp), "log": _unary(np.log), "sqrt": _unary(np.sqrt),
-    "rsqrt": lambda x, epsilon=1e-12: 1 / np.sqrt(_f32(x) + float(epsilon)),
-    "abs": _unary(np.abs), "square": _unary(np.square), "ceil": lambda x: np.ceil(x), "floor": lambda x: np.floor(x),
-    "round": lambda x: np.round(x), "sign": lambda x: np.sign(x),
-    "inverse": lambda x, epsilon=1e-4: 1 / (_f32(x) + float(epsilon)),
-    "sigmoid_hard": lambda x, alpha=0.2, beta=0.5: np.clip(float(alpha) * _f32(x) + float(beta), 0, 1),
-    "thresholded_relu": lambda x, alpha=1.0: np.where(_f32(x) >= float(alpha), _f32(x), 0).astype(np.float32),
-    "elu": lambda x, alpha=1.0: np.where(_f32(x) > 0, _f32(x), float(alpha) * (np.exp(_f32(x)) - 1)),
-    "leaky_relu": lambda x, alpha=0.01: np.where(_f32(x) >= 0, _f32(x), float(alpha) * _f32(x)),
-    "clamped_relu": lambda x, alpha=0.0, beta=6.0: np.minimum(
-        np.where(_f32(x) >= 0, _f32(x), float(alpha) * _f32(x)), float(beta)),
-    "linear_activation": lambda x, alpha=1.0, beta=0.0: float(alpha) * _f32(x) + float(beta),
-    "prelu": lambda x, alpha: np.where(_f32(x) >= 0, _f32(x),
-                                       _f32(alpha).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * _f32(x)),
-    "scaled_tanh": lambda x, alpha=1.0, beta=1.0: float(alpha) * np.tanh(float(beta) * _f32(x)),
-    "softplus": _unary(lambda x: np.logaddexp(0, x)),
-    "softplus_parametric": lambda x, alpha, beta: _f32(alpha).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * np.logaddexp(
-        0, _f32(beta).reshape((1, -1) + (1,) * (np.ndim(x) - 2)) * _f32(x)),
-    "softsign": _unary(lambda x: x / (1 + np.abs(x))),
-    "gelu": op_gelu,
-    "greater_equal": lambda x, y: np.greater_equal(x, y), "less_equal": lambda x, y: np.less_equal(x, y),
-    "not_equal": lambda x, y: np.not_equal(x, y), "logical_and": lambda x, y: np.logical_and(x, y),
-    "logical_or": lambda x, y: np.logical_or(x, y), "logical_xor": lambda x, y: np.logical_xor(x, y),
-    "logical_not": lambda x: np.logical_not(x),
-    "acos": _unary(np.arccos), "asin": _unary(np.arcsin), "atan": _unary(np.arctan), "atanh": _unary(np.arctanh),
-    "cos": _unary(np.cos), "cosh": _unary(np.cosh), "sin": _unary(np.sin), "sinh": _unary(np.sinh),
-    "tan": _unary(np.tan), "exp2": _unary(np.exp2), "erf": _unary(_erf),
-    "threshold": lambda x, alpha: np.maximum(_f32(x), float(alpha)),
-    "argmax": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmax, x, axis, keep_dims),
-    "argmin": lambda x, axis=-1, keep_dims=False, output_dtype="int32": _argreduce(np.argmin, x, axis, keep_dims),
-    "reduce_prod": _reduce(np.prod), "reduce_sum_square": _reduce(lambda x, **k: np.sum(x * x, **k)),
-    "reduce_l1_norm": _reduce(lambda x, **k: np.sum(np.abs(x), **k)),
-    "reduce_log_sum": _reduce(lambda x, **k: np.log(np.sum(x, **k))),
-    "reduce_log_sum_exp": _reduce(lambda x, **k: np.log(np.sum(np.exp(x), **k))),
-    "l2_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False:
-        _pool(x, kernel_sizes, strides, pad_type, pad, "l2", 0.0, ceil_mode),
-    "stack": lambda values, axis: np.stack([np.asarray(v) for v in values], axis=int(axis)),
-    "reverse": lambda x, axes=None: np.flip(x, axis=_axes(axes, np.ndim(x))),
-    "slice_by_size": lambda x, begin, size: x[tuple(
-        slice(int(b), None if int(z) == -1 else int(b) + int(z)) for b, z in zip(begin, size))],
-    "instance_norm": lambda x, gamma=None, beta=None, epsilon=1e-5: op_layer_norm(
-        x, axes=list(range(2, np.ndim(x))), epsilon=epsilon) * (1 if gamma is None else _f32(gamma).reshape(
-            (1, -1) + (1,) * (np.ndim(x) - 2))) + (0 if beta is None else _f32(beta).reshape((1, -1) + (1,) * (np.ndim(x) - 2))),
-    "l2_norm": lambda x, axes=None, epsilon=1e-6: _f32(x) / np.sqrt(np.maximum(np.sum(
-        _f32(x) ** 2, axis=_axes(axes, np.ndim(x)) or tuple(range(1, np.ndim(x))), keepdims=True), float(epsilon))), "softmax": op_softmax, "layer_norm": op_layer_norm, "batch_norm": op_batch_norm,
-    "reduce_mean": _reduce(np.mean), "reduce_sum": _reduce(np.sum), "reduce_max": _reduce(np.max),
-    "reduce_min": _reduce(np.min),
-    "reduce_l2_norm": lambda x, axes=None, keep_dims=False: np.sqrt(
-        np.sum(_f32(x) ** 2, axis=_axes(axes, np.ndim(x)), keepdims=bool(keep_dims))),
-    "avg_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_average=False, ceil_mode=False:
-        _pool(x, kernel_sizes, strides, pad_type, pad, "mean", 0.0, ceil_mode, bool(exclude_padding_from_average)),
-    "max_pool": lambda x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False:
-        _pool(x, kernel_sizes, strides, pad_type, pad, "max", -np.inf, ceil_mode),
-    "reshape": op_reshape, "transpose": lambda x, perm: np.transpose(x, [int(p) for p in perm]),
-    "squeeze": lambda x, axes=None: np.squeeze(x, axis=_axes(axes, np.ndim(x))),
-    "expand_dims": lambda x, axes: np.expand_dims(x, tuple(int(a) for a in np.atleast_1d(axes))),
-    "concat": op_concat, "split": op_split, "slice_by_index": op_slice_by_index, "pad": op_pad,
-    "tile": lambda x, reps: np.tile(x, [int(r) for r in reps]),
-    "shape": lambda x: np.array(np.shape(x), dtype=np.int32),
-    "gather": lambda x, indices, axis=0, batch_dims=0, validate_indices=False: np.take(
-        x, np.asarray(indices).astype(np.int64), axis=int(axis)),
-    "cast": lambda x, dtype: np.asarray(x).astype(_CAST[dtype]),
-    "identity": lambda x: x,
-    "constexpr_affine_dequantize": op_constexpr_affine_dequantize,
-    "constexpr_lut_to_dense": op_constexpr_lut_to_dense,
-    "constexpr_sparse_to_dense": op_constexpr_sparse_to_dense,
-    "constexpr_cast": lambda source_val, output_dtype: np.asarray(source_val).astype(_CAST[output_dtype]),
-    "classify": op_classify,
-}
 
 
 class Program:
@@ -463,7 +96,7 @@ class Program:
         self.opset = function.opset
         self.block = function.block_specializations[self.opset]
         self.input_names = [value.name for value in function.inputs]
-        self.input_dtypes = {value.name: _DTYPES.get(value.type.tensorType.dataType, np.float32)
+        self.input_dtypes = {value.name: DTYPES.get(value.type.tensorType.dataType, np.float32)
                              for value in function.inputs}
         self.output_names = list(self.block.outputs)
         self.weights = WeightFile(data_dir / "weights" / "weight.bin")
@@ -483,7 +116,7 @@ class Program:
         for key, argument in op.inputs.items():
             values = [env[b.name] if b.WhichOneof("binding") == "name" else decode_value(b.value, self.weights)
                       for b in argument.arguments]
-            args[key] = values if (op.type == "concat" and key == "values") or len(values) > 1 else values[0]
+            args[key] = values if key == "values" or len(values) > 1 else values[0]  # concat, stack, einsum
         for key, attribute in op.attributes.items():  # e.g. iOS16 constexpr ops keep their parameters here
             if key != "name":
                 args.setdefault(key, decode_value(attribute, self.weights))
@@ -504,8 +137,8 @@ class Program:
         produced = {}
         for output, value in zip(op.outputs, results):
             declared = output.type.tensorType.dataType
-            if isinstance(value, np.ndarray) and declared in _DTYPES and value.dtype != _DTYPES[declared]:
-                value = value.astype(_DTYPES[declared])  # fp16 programs hold fp16 tensors between ops
+            if isinstance(value, np.ndarray) and declared in DTYPES and value.dtype != DTYPES[declared]:
+                value = value.astype(DTYPES[declared])  # fp16 programs hold fp16 tensors between ops
             produced[output.name] = value
         return produced
 

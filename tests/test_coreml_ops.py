@@ -1,0 +1,69 @@
+"""The Core ML interpreter's ops against PyTorch on a real photo's pixels (edge cases the converters emit:
+groups, strides, dilation, padding, channel/space rearrangements). coremltools' own op tests are run by
+benchmarks/coreml_conformance.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mvkit.coreml.ops import OPS
+
+
+@pytest.fixture(scope="module")
+def pixels(photos) -> torch.Tensor:
+    """chelsea.png as a [2, 8, 12, 12] tensor: RGB + grey + their squares, two crops."""
+    image = np.asarray(Image.open(photos["chelsea"]).convert("RGB").resize((24, 12)), np.float32) / 255
+    rgb = torch.from_numpy(image).permute(2, 0, 1)
+    planes = torch.cat([rgb, rgb.mean(0, keepdim=True), rgb ** 2, rgb.mean(0, keepdim=True) ** 2])
+    return torch.stack([planes[:, :, :12], planes[:, :, 12:]])
+
+
+def test_grouped_strided_dilated_conv(pixels):
+    weight = torch.linspace(-1, 1, 6 * 4 * 3 * 3).reshape(6, 4, 3, 3)
+    got = OPS["conv"](x=pixels.numpy(), weight=weight.numpy(), bias=np.arange(6, dtype=np.float32),
+                      strides=[2, 1], pad_type="custom", pad=[1, 2, 0, 1], dilations=[1, 2], groups=2)
+    expected = F.conv2d(F.pad(pixels, (0, 1, 1, 2)), weight, torch.arange(6.0), stride=(2, 1), dilation=(1, 2), groups=2)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,dilation,groups,crop", [(2, 1, 1, (0, 0)), (2, 2, 2, (1, 1)), (3, 1, 4, (1, 0))])
+def test_conv_transpose_matches_pytorch(pixels, stride, dilation, groups, crop):
+    weight = torch.linspace(-1, 1, 8 * 3 * 3 * 3).reshape(8, 3, 3, 3)  # [C_in, C_out / groups, kh, kw]
+    full = F.conv_transpose2d(pixels, weight, torch.arange(3.0 * groups), stride=stride, dilation=dilation, groups=groups)
+    expected = full[:, :, crop[0]:full.shape[2] - crop[1], crop[0]:full.shape[3] - crop[1]]
+    got = OPS["conv_transpose"](x=pixels.numpy(), weight=weight.numpy(), bias=np.arange(3.0 * groups, dtype=np.float32),
+                                pad_type="custom", pad=[crop[0], crop[1], crop[0], crop[1]], strides=[stride] * 2,
+                                dilations=[dilation] * 2, groups=groups)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_pixel_shuffle_and_depth_to_space_orders(pixels):
+    x = pixels.numpy()
+    np.testing.assert_array_equal(OPS["pixel_shuffle"](x=x, upscale_factor=2), F.pixel_shuffle(pixels, 2).numpy())
+    # depth_to_space is TensorFlow's DCR order: not PyTorch's, but space_to_depth undoes it exactly
+    shuffled = OPS["depth_to_space"](x=x, block_size=2)
+    assert shuffled.shape == (2, 2, 24, 24) and not np.array_equal(shuffled, F.pixel_shuffle(pixels, 2).numpy())
+    np.testing.assert_array_equal(OPS["space_to_depth"](x=shuffled, block_size=2), x)
+    # DCR: output pixel (i=0, j=1) of channel c=0 reads input channel (i * 2 + j) * C' + c = 2 (C' = 2)
+    assert shuffled[0, 0, 0, 1] == x[0, 2, 0, 0]
+
+
+def test_space_to_batch_round_trip(pixels):
+    x = pixels.numpy()
+    batched = OPS["space_to_batch"](x=x, block_shape=[2, 3], paddings=[[1, 1], [0, 3]])
+    assert batched.shape == (12, 8, 7, 5)
+    np.testing.assert_array_equal(OPS["batch_to_space"](x=batched, block_shape=[2, 3], crops=[[1, 1], [0, 3]]), x)
+
+
+def test_local_response_norm_matches_pytorch(pixels):
+    got = OPS["local_response_norm"](x=pixels.numpy(), size=5, alpha=1e-2, beta=0.75, k=1.0)
+    np.testing.assert_allclose(got, F.local_response_norm(pixels, 5, alpha=1e-2, beta=0.75, k=1.0).numpy(), atol=1e-6)
+
+
+def test_sliding_windows_match_unfold(pixels):
+    got = OPS["sliding_windows"](x=pixels.numpy(), axis=2, size=4, stride=3)
+    np.testing.assert_array_equal(got, pixels.unfold(2, 4, 3).movedim(-1, 3).numpy())
