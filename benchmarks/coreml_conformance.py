@@ -1,7 +1,7 @@
 """Op conformance of mvkit's Core ML interpreter against coremltools' own MIL op tests.
 
     .venv/bin/python benchmarks/coreml_conformance.py                    # iOS14..iOS18 op tests, ML program cases
-    .venv/bin/python benchmarks/coreml_conformance.py --files iOS15/test_conv.py
+    .venv/bin/python benchmarks/coreml_conformance.py --files iOS17/test_conv.py -k smoke --explore
 
 coremltools ships parametrized op tests with numpy expected outputs; they call Core ML only on macOS. This
 script runs them with a pytest plugin that says "macOS" and routes each prediction to mvkit's interpreter
@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "src"))
 class InterpreterPlugin:
     """Pretend to be macOS and answer MLModel predictions with the interpreter."""
 
-    def __init__(self):
+    def __init__(self, explore: bool = False):
+        self.explore = explore
         self.outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.failures: dict[str, str] = {}
 
@@ -63,6 +64,8 @@ class InterpreterPlugin:
             self.outcomes[group][report.outcome] += 1
             if report.outcome == "failed" and group not in self.failures:
                 self.failures[group] = "\n".join(str(report.longrepr).strip().splitlines()[-12:])[-1500:]
+                if self.explore:
+                    print(f"\n--- {group}\n{self.failures[group]}", flush=True)
 
 
 def write_markdown(results: dict) -> None:
@@ -86,6 +89,7 @@ def main() -> None:
     parser.add_argument("--files", nargs="*", default=None, help="test files under coremltools/converters/mil/mil/ops/tests")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite BENCHMARKS.md from the saved results")
     parser.add_argument("-k", dest="keyword", default=None, help="only tests matching this pytest -k expression")
+    parser.add_argument("--explore", action="store_true", help="print each group's first failure; save nothing")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "benchmarks"))
     if args.markdown_only:
@@ -95,7 +99,7 @@ def main() -> None:
 
     tests = Path(coremltools.__file__).parent / "converters" / "mil" / "mil" / "ops" / "tests"
     files = [str(tests / f) for f in args.files] if args.files else [str(tests / v) for v in ("iOS14", "iOS15", "iOS16", "iOS17", "iOS18")]
-    plugin = InterpreterPlugin()
+    plugin = InterpreterPlugin(explore=args.explore)
     keyword = "not neuralnetwork" + (f" and ({args.keyword})" if args.keyword else "")
     pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-k", keyword, "--rootdir", str(tests),
                  "-o", "addopts=", "--tb=short"], plugins=[plugin])
@@ -105,9 +109,7 @@ def main() -> None:
         for outcome, count in counts.items():
             totals[outcome] += count
     print(json.dumps(dict(totals)))
-    if args.keyword:  # a focused run: show why each group failed, keep the saved results
-        for group, failure in plugin.failures.items():
-            print(f"--- {group}\n{failure}")
+    if args.explore:  # failures were printed as they came; keep the saved results
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/coreml_conformance.py " + " ".join(sys.argv[1:])

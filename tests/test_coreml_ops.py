@@ -67,3 +67,22 @@ def test_local_response_norm_matches_pytorch(pixels):
 def test_sliding_windows_match_unfold(pixels):
     got = OPS["sliding_windows"](x=pixels.numpy(), axis=2, size=4, stride=3)
     np.testing.assert_array_equal(got, pixels.unfold(2, 4, 3).movedim(-1, 3).numpy())
+
+
+def test_pixel_unshuffle_matches_pytorch(pixels):
+    np.testing.assert_array_equal(OPS["pixel_unshuffle"](x=pixels.numpy(), downscale_factor=2),
+                                  F.pixel_unshuffle(pixels, 2).numpy())
+
+
+def test_ios18_per_group_palettization_and_blockwise_dequantization():
+    """Case 1 of constexpr_lut_to_dense's documentation (two 2-bit palettes over blocks of 3 rows), and an
+    int4-style blockwise shift-scale with one scale per 2x2 block."""
+    indices = np.array([2, 3, 3, 0, 1, 0, 3, 0, 2, 1, 0, 3], np.uint8).reshape(6, 2)
+    lut = np.array([1, 5, 9, 13, 2, 10, 18, 26], np.float16).reshape(2, 1, 4, 1)
+    np.testing.assert_array_equal(OPS["constexpr_lut_to_dense"](indices=indices, lut=lut),
+                                  [[9, 13], [13, 1], [5, 1], [26, 2], [18, 10], [2, 26]])
+    data = np.arange(16, dtype=np.int8).reshape(4, 4) - 8
+    scale = np.array([[0.5, 1.0], [2.0, 4.0]], np.float32)
+    offset = np.array([[1, 0], [0, -1]], np.int8)
+    expected = np.repeat(np.repeat(scale, 2, 0), 2, 1) * (data - np.repeat(np.repeat(offset, 2, 0), 2, 1))
+    np.testing.assert_array_equal(OPS["constexpr_blockwise_shift_scale"](data=data, scale=scale, offset=offset), expected)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mvkit.coreml.ops import DTYPES, OPS, SUB_BYTE, UnsupportedOp, unpack_bits
+from mvkit.coreml.ops import DTYPES, SUB_BYTE, UnsupportedOp, implementation_of, unpack_bits
 from mvkit.errors import MvkitError
 
 
@@ -123,7 +123,7 @@ class Program:
         return args
 
     def _execute(self, op, env: dict[str, Any]) -> dict[str, Any]:
-        implementation = OPS.get(op.type)
+        implementation = implementation_of(op.type, self.opset)
         location = op.outputs[0].name if op.outputs else "?"
         if implementation is None:
             raise UnsupportedOp(f"Core ML interpreter: op `{op.type}` (producing `{location}`, opset {self.opset}) "

@@ -228,9 +228,18 @@ def op_gelu(x, mode="EXACT"):
 
 
 def op_reshape(x, shape):
+    """Up to iOS16 a 0 in `shape` copies the input's dimension at the same position."""
     shape = [int(s) for s in np.asarray(shape).ravel()]
-    shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    shape = [np.shape(x)[i] if s == 0 else s for i, s in enumerate(shape)]
     return np.reshape(x, shape)
+
+
+def op_reshape_ios17(x, shape):
+    """From iOS17 the zeros align from the right; a 0 with no input dimension there becomes 1."""
+    shape = [int(s) for s in np.asarray(shape).ravel()][::-1]
+    dims = np.shape(x)[::-1]
+    shape = [(dims[i] if i < len(dims) else 1) if s == 0 else s for i, s in enumerate(shape)]
+    return np.reshape(x, shape[::-1])
 
 
 def op_slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
@@ -312,10 +321,63 @@ def op_constexpr_lut_to_dense(indices=None, lut=None, shape=None, **_):
             bits = max(1, int(np.ceil(np.log2(lut.size))))
             indices = unpack_bits(indices.tobytes(), bits, False, count)
         return lut[indices.astype(np.int64).ravel()[:count]].reshape([int(s) for s in shape])
-    raise UnsupportedOp("constexpr_lut_to_dense, iOS18 per-group form")
+    return _lut_per_group(np.asarray(indices), np.asarray(lut), _.get("vector_axis"))
 
 
-def op_constexpr_sparse_to_dense(nonzero_data, mask, shape):
+def _lut_per_group(indices: np.ndarray, lut: np.ndarray, vector_axis=None) -> np.ndarray:
+    """iOS18 palettization: lut is [*groups, palette, vector]; each block of indices (the indices' shape
+    divided by the groups) reads its own palette; vector entries fill `vector_axis` consecutively."""
+    groups = lut.shape[:indices.ndim]
+    block = [size // count for size, count in zip(indices.shape, groups)]
+    group_index = tuple(np.indices(indices.shape)[d] // block[d] for d in range(indices.ndim))
+    values = lut[group_index + (indices.astype(np.int64),)]  # indices.shape + (vector,)
+    if values.shape[-1] == 1:
+        return values[..., 0]
+    axis = int(vector_axis) % indices.ndim
+    values = np.moveaxis(values, -1, axis + 1)
+    shape = list(indices.shape)
+    shape[axis] *= lut.shape[-1]
+    return values.reshape(shape)
+
+
+def _blockwise_shift_scale(data: np.ndarray, scale: np.ndarray, offset=None) -> np.ndarray:
+    """iOS18 quantization: output = scale * (data - offset), one scale/offset per block (the data's shape
+    divided by the scale's)."""
+    expand = lambda v: np.asarray(v, np.float32).reshape(  # noqa: E731
+        [i for pair in zip(scale.shape, [1] * scale.ndim) for i in pair])
+    blocks = data.reshape([i for pair in zip(scale.shape, [d // s for d, s in zip(data.shape, scale.shape)]) for i in pair])
+    shifted = blocks.astype(np.float32) - (expand(offset) if offset is not None else 0)
+    return (expand(scale) * shifted).reshape(data.shape).astype(scale.dtype)
+
+
+def op_constexpr_blockwise_shift_scale(data, scale, offset=None):
+    return _blockwise_shift_scale(np.asarray(data), np.asarray(scale), offset)
+
+
+def _densify(mask, nonzero_data) -> np.ndarray:
+    dense = np.zeros(np.shape(mask), dtype=np.asarray(nonzero_data).dtype)
+    dense[np.asarray(mask) != 0] = nonzero_data
+    return dense
+
+
+def op_constexpr_lut_to_sparse(indices_mask, indices_nonzero_data, lut, vector_axis=None):
+    """Palettization applied to sparse indices: (output mask, output nonzero values), via the dense layout."""
+    mask = np.asarray(indices_mask)
+    dense = _lut_per_group(_densify(mask, indices_nonzero_data), np.asarray(lut), vector_axis)
+    if np.asarray(lut).shape[-1] > 1:
+        mask = np.repeat(mask, np.asarray(lut).shape[-1], axis=int(vector_axis) % mask.ndim)
+    return mask, dense[mask != 0]
+
+
+def op_constexpr_sparse_blockwise_shift_scale(data_mask, nonzero_data, scale, offset=None):
+    mask = np.asarray(data_mask)
+    dense = _blockwise_shift_scale(_densify(mask, nonzero_data), np.asarray(scale), offset)
+    return mask, dense[mask != 0]
+
+
+def op_constexpr_sparse_to_dense(nonzero_data, mask, shape=None):
+    if shape is None:  # iOS18 form: the mask is a uint1 tensor of the output's shape
+        return _densify(mask, nonzero_data)
     dense = np.zeros(int(np.prod(shape)), dtype=np.asarray(nonzero_data).dtype)
     mask = np.asarray(mask)
     if mask.size < dense.size:  # iOS16 form: one bit per element, packed into uint8
@@ -370,6 +432,14 @@ def op_pixel_shuffle(x, upscale_factor):
     return y.reshape(*lead, c // (r * r), h * r, w * r)
 
 
+def op_space_to_depth_crd(x, r: int):
+    """pixel_unshuffle, PyTorch's order: pixel (h * r + i, w * r + j) goes to channel c * r * r + i * r + j."""
+    *lead, c, h, w = np.shape(x)
+    k = len(lead)
+    y = np.asarray(x).reshape(*lead, c, h // r, r, w // r, r)
+    return y.transpose(*range(k), k, k + 2, k + 4, k + 1, k + 3).reshape(*lead, c * r * r, h // r, w // r)
+
+
 def op_space_to_batch(x, block_shape, paddings):
     """TensorFlow's space_to_batch on NCHW: block position (i, j) becomes batch (i * bw + j) * n + original."""
     bh, bw = (int(v) for v in np.asarray(block_shape).ravel())
@@ -403,6 +473,152 @@ def op_reverse_sequence(x, lengths, seq_axis=0, batch_axis=0):
         head[axis] = slice(0, int(length))
         row[tuple(head)] = np.flip(row[tuple(head)], axis=axis)
     return x
+
+
+def _sample_linear(x, grid, axis):
+    """Linear interpolation of x along `axis` at fractional positions `grid` (clamped to the input)."""
+    size = x.shape[axis]
+    grid = np.clip(np.asarray(grid, np.float64), 0, size - 1)
+    low = np.floor(grid).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    weight = (grid - low).astype(np.float32).reshape((-1,) + (1,) * (x.ndim - 1 - axis % x.ndim))
+    return np.take(x, low, axis=axis) * (1 - weight) + np.take(x, high, axis=axis) * weight
+
+
+def _grid(size_in: int, size_out: int, mode: str) -> np.ndarray:
+    """Sample positions of the MIL resize modes (see resize_bilinear in coremltools' op definitions)."""
+    i = np.arange(size_out, dtype=np.float64)
+    if mode in ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS"):
+        if size_out == 1:
+            return np.array([(size_in - 1) / 2 if mode == "ALIGN_CORNERS" else 0.0])
+        return i * (size_in - 1) / (size_out - 1)
+    if mode == "DEFAULT":
+        return i * ((size_in - size_in / size_out) / (size_out - 1) if size_out > 1 else 0.0)
+    if mode == "OFFSET_CORNERS":
+        delta = max(1, size_in - 1) / size_out
+        return 0.5 * delta + i * delta
+    if mode == "UNALIGN_CORNERS":  # half-pixel centres
+        return (i + 0.5) * size_in / size_out - 0.5
+    if mode == "LEGACY":  # no half-pixel offset (TensorFlow's old align_corners=False)
+        return i * size_in / size_out
+    raise UnsupportedOp(f"sampling mode {mode!r}")
+
+
+def _resize_bilinear(x, height: int, width: int, mode: str):
+    x = _f32(x)
+    x = _sample_linear(x, _grid(x.shape[-2], height, mode), -2)
+    return _sample_linear(x, _grid(x.shape[-1], width, mode), -1)
+
+
+def op_upsample_bilinear(x, scale_factor_height=1, scale_factor_width=1, align_corners=True, half_pixel_centers=None):
+    height = int(np.floor(np.shape(x)[-2] * float(scale_factor_height)))
+    width = int(np.floor(np.shape(x)[-1] * float(scale_factor_width)))
+    half_pixel = not bool(align_corners) if half_pixel_centers is None else bool(half_pixel_centers)
+    mode = "STRICT_ALIGN_CORNERS" if bool(align_corners) else ("UNALIGN_CORNERS" if half_pixel else "LEGACY")
+    return _resize_bilinear(x, height, width, mode)
+
+
+def _nearest(x, height: int, width: int):
+    """Nearest neighbour: output i reads input floor(i * in / out)."""
+    rows = np.minimum(np.floor(np.arange(height) * x.shape[-2] / height).astype(int), x.shape[-2] - 1)
+    cols = np.minimum(np.floor(np.arange(width) * x.shape[-1] / width).astype(int), x.shape[-1] - 1)
+    return np.take(np.take(x, rows, axis=-2), cols, axis=-1)
+
+
+def op_crop(x, crop_height, crop_width):
+    top, bottom = (int(v) for v in np.asarray(crop_height).ravel())
+    left, right = (int(v) for v in np.asarray(crop_width).ravel())
+    return np.asarray(x)[..., top:np.shape(x)[-2] - bottom, left:np.shape(x)[-1] - right]
+
+
+def op_topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True):
+    x = _f32(x)
+    axis, k = int(axis) % x.ndim, int(k)
+    order = np.argsort(x if ascending else -x, axis=axis, kind="stable")
+    indices = np.take(order, np.arange(k), axis=axis)
+    values = np.take_along_axis(x, indices, axis=axis)
+    return (values, indices.astype(np.int32)) if bool(return_indices) else values
+
+
+def op_cumsum(x, axis=0, exclusive=False, reverse=False):
+    x = np.asarray(x)
+    axis = int(axis) % x.ndim
+    if reverse:
+        x = np.flip(x, axis)
+    out = np.cumsum(x, axis=axis)
+    if exclusive:
+        out = out - x
+    return np.flip(out, axis) if reverse else out
+
+
+def op_one_hot(indices, one_hot_vector_size, axis=-1, on_value=1, off_value=0):
+    indices = np.asarray(indices).astype(int)
+    hot = np.arange(int(one_hot_vector_size)) == indices[..., None]
+    out = np.where(hot, on_value, off_value)
+    return np.moveaxis(out, -1, int(axis) % out.ndim)
+
+
+def op_band_part(x, lower=-1, upper=-1):
+    """Keep the band of the last two axes: lower diagonals below, upper above (negative: all)."""
+    x = np.asarray(x)
+    rows, cols = np.indices(x.shape[-2:])
+    keep = ((int(lower) < 0) | (rows - cols <= int(lower))) & ((int(upper) < 0) | (cols - rows <= int(upper)))
+    return np.where(keep, x, 0).astype(x.dtype)
+
+
+def _scatter_combine(current, updates, mode: str):
+    combine = {"update": lambda a, b: b, "add": np.add, "sub": np.subtract, "mul": np.multiply,
+               "div": np.divide, "max": np.maximum, "min": np.minimum}
+    if mode not in combine:
+        raise UnsupportedOp(f"scatter mode {mode!r}")
+    return combine[mode](current, updates)
+
+
+def op_scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    data = np.array(data)
+    axis = int(axis) % data.ndim
+    moved, updates = np.moveaxis(data, axis, 0), np.moveaxis(np.asarray(updates), axis, 0)
+    for position, index in enumerate(np.asarray(indices).ravel()):
+        moved[index] = _scatter_combine(moved[index], updates[position], mode)
+    return data
+
+
+def op_scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    data = np.array(data)
+    axis = int(axis) % data.ndim
+    indices = np.asarray(indices) % data.shape[axis]
+    target = list(np.indices(indices.shape))
+    target[axis] = indices
+    for where, update in zip(zip(*(t.ravel() for t in target)), np.asarray(updates).ravel()):
+        data[where] = _scatter_combine(data[where], update, mode)
+    return data
+
+
+def op_scatter_nd(data, indices, updates, mode="add", validate_indices=False):
+    data = np.array(data)
+    indices = np.asarray(indices)
+    updates = np.asarray(updates).reshape((-1,) + data.shape[indices.shape[-1]:])
+    for where, update in zip(indices.reshape(-1, indices.shape[-1]), updates):
+        data[tuple(where)] = _scatter_combine(data[tuple(where)], update, mode)
+    return data
+
+
+def op_gather_nd(x, indices, batch_dims=0, validate_indices=False):
+    x, indices = np.asarray(x), np.asarray(indices)
+    batch_dims = int(batch_dims)
+    if batch_dims:
+        return np.stack([op_gather_nd(x[b], indices[b], batch_dims - 1) for b in range(x.shape[0])])
+    return x[tuple(np.moveaxis(indices, -1, 0))]
+
+
+def op_reshape_like(x, ref_tensors, begins, ends, end_masks):
+    """The output shape is pieces of the reference tensors' shapes (iOS16)."""
+    as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731  one reference arrives unwrapped
+    shape: list[int] = []
+    for ref, begin, end, whole in zip(as_list(ref_tensors), as_list(begins), as_list(ends), as_list(end_masks)):
+        dims = np.shape(ref)
+        shape += dims[int(begin):] if bool(whole) else dims[int(begin):int(end)]
+    return np.reshape(x, shape)
 
 
 def _argreduce(function, x, axis, keep_dims):
@@ -493,11 +709,45 @@ OPS: dict[str, Callable[..., Any]] = {
     "constexpr_affine_dequantize": op_constexpr_affine_dequantize,
     "constexpr_lut_to_dense": op_constexpr_lut_to_dense,
     "constexpr_sparse_to_dense": op_constexpr_sparse_to_dense,
+    "constexpr_blockwise_shift_scale": op_constexpr_blockwise_shift_scale,
+    "constexpr_lut_to_sparse": op_constexpr_lut_to_sparse,
+    "constexpr_sparse_blockwise_shift_scale": op_constexpr_sparse_blockwise_shift_scale,
     "constexpr_cast": lambda source_val, output_dtype: np.asarray(source_val).astype(CAST[output_dtype]),
     "classify": op_classify,
     "conv_transpose": op_conv_transpose, "local_response_norm": op_local_response_norm,
     "sliding_windows": op_sliding_windows, "depth_to_space": op_depth_to_space, "space_to_depth": op_space_to_depth,
     "pixel_shuffle": op_pixel_shuffle, "space_to_batch": op_space_to_batch, "batch_to_space": op_batch_to_space,
     "reverse_sequence": op_reverse_sequence,
+    "upsample_bilinear": op_upsample_bilinear,
+    "resize_bilinear": lambda x, target_size_height=1, target_size_width=1, sampling_mode="DEFAULT":
+        _resize_bilinear(x, int(target_size_height), int(target_size_width), str(sampling_mode)),
+    "upsample_nearest_neighbor": lambda x, scale_factor_height=1, scale_factor_width=1: _nearest(
+        np.asarray(x), int(np.floor(np.shape(x)[-2] * float(scale_factor_height))),
+        int(np.floor(np.shape(x)[-1] * float(scale_factor_width)))),
+    "resize_nearest_neighbor": lambda x, target_size_height, target_size_width: _nearest(
+        np.asarray(x), int(target_size_height), int(target_size_width)),
+    "crop": op_crop, "topk": op_topk, "cumsum": op_cumsum, "one_hot": op_one_hot, "band_part": op_band_part,
+    "flatten2d": lambda x, axis=1: np.reshape(x, (int(np.prod(np.shape(x)[:int(axis) % np.ndim(x)])), -1)),
+    "range_1d": lambda end, start, step: np.arange(start, end, step),
+    "argsort": lambda x, axis=-1, ascending=False: np.argsort(
+        np.asarray(x) if ascending else -np.asarray(x), axis=int(axis), kind="stable").astype(np.int32),
+    "non_zero": lambda x: np.transpose(np.nonzero(x)).astype(np.int32),
+    "gather_along_axis": lambda x, indices, axis=0, validate_indices=False: np.take_along_axis(
+        np.asarray(x), np.asarray(indices) % np.shape(x)[int(axis)], axis=int(axis)),
+    "gather_nd": op_gather_nd, "scatter": op_scatter, "scatter_along_axis": op_scatter_along_axis,
+    "scatter_nd": op_scatter_nd,
+    "pixel_unshuffle": lambda x, downscale_factor: op_space_to_depth_crd(x, int(downscale_factor)),
+    "fill_like": lambda ref_tensor, value=0.0: np.full(np.shape(ref_tensor), value),
+    "reshape_like": op_reshape_like,
     "einsum": lambda values, equation: np.einsum(str(equation), *[_f32(v) for v in values]),
 }
+
+# ops whose meaning changed in a later opset (CoreML7 = iOS17): name -> (first opset number, implementation)
+CHANGED: dict[str, tuple[int, Callable[..., Any]]] = {"reshape": (7, op_reshape_ios17)}
+
+
+def implementation_of(name: str, opset: str) -> Callable[..., Any] | None:
+    """The op's implementation for this program's opset ("CoreML5".. ), None if unknown."""
+    if name in CHANGED and opset.startswith("CoreML") and int(opset.removeprefix("CoreML")) >= CHANGED[name][0]:
+        return CHANGED[name][1]
+    return OPS.get(name)
