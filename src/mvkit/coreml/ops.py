@@ -621,6 +621,30 @@ def op_reshape_like(x, ref_tensors, begins, ends, end_masks):
     return np.reshape(x, shape)
 
 
+def _per_axis(value, axis, rank: int) -> np.ndarray:
+    """A scalar, or a vector along `axis` broadcast against a tensor of `rank`."""
+    value = np.asarray(value, np.float32)
+    if value.ndim == 0 or axis is None:
+        return value
+    shape = [1] * rank
+    shape[int(axis) % rank] = -1
+    return value.reshape(shape)
+
+
+def op_quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002  (MIL's input name)
+    x = _f32(input)
+    limits = {"int8": (-128, 127), "uint8": (0, 255)}[str(output_dtype)]
+    zero = _per_axis(zero_point, axis, x.ndim) if zero_point is not None else 0
+    quantized = np.clip(np.round(x / _per_axis(scale, axis, x.ndim)) + zero, *limits)
+    return quantized.astype(CAST[str(output_dtype)])
+
+
+def op_dequantize(input, scale, zero_point=None, axis=None):  # noqa: A002
+    x = np.asarray(input).astype(np.float32)
+    zero = _per_axis(zero_point, axis, x.ndim) if zero_point is not None else 0
+    return (x - zero) * _per_axis(scale, axis, x.ndim)
+
+
 def _argreduce(function, x, axis, keep_dims):
     out = function(np.asarray(x), axis=int(axis)).astype(np.int32)
     return np.expand_dims(out, int(axis)) if keep_dims else out
@@ -712,6 +736,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "constexpr_blockwise_shift_scale": op_constexpr_blockwise_shift_scale,
     "constexpr_lut_to_sparse": op_constexpr_lut_to_sparse,
     "constexpr_sparse_blockwise_shift_scale": op_constexpr_sparse_blockwise_shift_scale,
+    "quantize": op_quantize, "dequantize": op_dequantize,
     "constexpr_cast": lambda source_val, output_dtype: np.asarray(source_val).astype(CAST[output_dtype]),
     "classify": op_classify,
     "conv_transpose": op_conv_transpose, "local_response_norm": op_local_response_norm,
