@@ -73,7 +73,7 @@ def write_markdown(results: dict) -> None:
 
     totals = results["totals"]
     lines = ["## Core ML interpreter: op conformance against coremltools' op tests", "",
-             f"Command: `{results['command']}`", "",
+             f"Command: `{results['command']}`" + (" (interrupted with Ctrl-C: the groups that ran)" if results.get("interrupted") else ""), "",
              f"ML program cases: {totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
              f"{totals.get('skipped', 0)} skipped (skips are the tests' own, or neural-network/stateful models).", "",
              "| test file :: class | passed | failed | skipped |", "|---|---|---|---|"]
@@ -101,7 +101,7 @@ def main() -> None:
     files = [str(tests / f) for f in args.files] if args.files else [str(tests / v) for v in ("iOS14", "iOS15", "iOS16", "iOS17", "iOS18")]
     plugin = InterpreterPlugin(explore=args.explore)
     keyword = "not neuralnetwork" + (f" and ({args.keyword})" if args.keyword else "")
-    pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-k", keyword, "--rootdir", str(tests),
+    exit_code = pytest.main([*files, "-q", "-p", "no:cacheprovider", "-p", "no:logging", "-k", keyword, "--rootdir", str(tests),
                  "-o", "addopts=", "--tb=short"], plugins=[plugin])
     summary = {group: dict(counts) for group, counts in sorted(plugin.outcomes.items())}
     totals = defaultdict(int)
@@ -113,8 +113,10 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/coreml_conformance.py " + " ".join(sys.argv[1:])
+    interrupted = exit_code == pytest.ExitCode.INTERRUPTED  # Ctrl-C: what ran so far is still saved
     (RESULTS / "coreml_conformance.json").write_text(json.dumps(
-        {"command": command, "totals": dict(totals), "groups": summary, "first_failure": plugin.failures}, indent=1))
+        {"command": command, "interrupted": interrupted, "totals": dict(totals), "groups": summary,
+         "first_failure": plugin.failures}, indent=1))
     write_markdown(json.loads((RESULTS / "coreml_conformance.json").read_text()))
 
 
