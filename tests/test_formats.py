@@ -136,6 +136,10 @@ def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos
         expected = model(batch).softmax(-1).numpy()
     got = program.probabilities(batch.numpy() * 255.0)  # MobileViT: mean 0, std 1
     assert np.abs(got - expected).max() < 1e-5
+    # fp16 (the default) converts too: Core ML refuses tensors of rank > 5 there, which a 6-d unfold had made
+    export_coreml(model, tmp_path / "xxs16.mlpackage", sizes=[64])
+    half = Program(tmp_path / "xxs16.mlpackage").probabilities(batch.numpy() * 255.0)
+    assert np.abs(half - expected).max() < 1e-2 and (half.argmax(1) == expected.argmax(1)).all()
     # an op the interpreter does not know is named with its output (MIL location) and opset
     from mvkit.coreml import ops
     from mvkit.coreml.ops import UnsupportedOp

@@ -76,12 +76,16 @@ def _mobilevit_forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
     if resized:  # as timm: a map that the patches do not tile is resized to one they do, and back after
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
     n_h, n_w = new_h // patch_h, new_w // patch_w
-    # [B, C, H, W] -> [B, H, W, C] -> [B, n_h, p_h, n_w, p_w, C] -> [B, p_h, p_w, n_h, n_w, C] -> [B*P, N, C]
-    x = x.permute(0, 2, 3, 1).reshape(B, n_h, patch_h, n_w, patch_w, C)
-    x = x.permute(0, 2, 4, 1, 3, 5).reshape(B * self.patch_area, n_h * n_w, C)
+    # Core ML allows tensors of rank 5 at most, so the (b, n_h, p_h, n_w, p_w, c) -> (b, p_h, p_w, n_h, n_w, c)
+    # move is done in two rank <= 5 steps, each moving whole rows of C (or n_w * C) values:
+    # [B, H, W, C] -> [B*n_h, p_h, n_w, p_w, C] -> [B*n_h, p_h, p_w, n_w, C] -> [B, n_h, P, n_w*C]
+    # -> [B, P, n_h, n_w*C] -> [B*P, N, C]
+    x = x.permute(0, 2, 3, 1).reshape(B * n_h, patch_h, n_w, patch_w, C).transpose(2, 3)
+    x = x.reshape(B, n_h, self.patch_area, n_w * C).transpose(1, 2).reshape(B * self.patch_area, n_h * n_w, C)
     x = self.norm(self.transformer(x))
-    # and back: [B*P, N, C] -> [B, n_h, p_h, n_w, p_w, C] -> [B, C, H, W]
-    x = x.reshape(B, patch_h, patch_w, n_h, n_w, C).permute(0, 3, 1, 4, 2, 5)
+    # and back, the same steps in reverse
+    x = x.reshape(B, self.patch_area, n_h, n_w * C).transpose(1, 2)
+    x = x.reshape(B * n_h, patch_h, patch_w, n_w, C).transpose(2, 3)
     x = x.reshape(B, new_h, new_w, C).permute(0, 3, 1, 2)
     if resized:
         x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
