@@ -603,6 +603,15 @@ def op_scatter_nd(data, indices, updates, mode="add", validate_indices=False):
     return data
 
 
+def op_gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
+    """np.take along `axis`; with batch_dims, the first batch_dims axes of x and indices are paired (iOS16)."""
+    x, indices = np.asarray(x), np.asarray(indices).astype(np.int64)
+    axis, batch_dims = int(axis) % x.ndim, int(batch_dims) % max(indices.ndim, 1) if int(batch_dims) < 0 else int(batch_dims)
+    if batch_dims:
+        return np.stack([op_gather(x[b], indices[b], axis - 1, batch_dims - 1) for b in range(x.shape[0])])
+    return np.take(x, indices, axis=axis)
+
+
 def op_gather_nd(x, indices, batch_dims=0, validate_indices=False):
     x, indices = np.asarray(x), np.asarray(indices)
     batch_dims = int(batch_dims)
@@ -726,8 +735,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "concat": op_concat, "split": op_split, "slice_by_index": op_slice_by_index, "pad": op_pad,
     "tile": lambda x, reps: np.tile(x, [int(r) for r in reps]),
     "shape": lambda x: np.array(np.shape(x), dtype=np.int32),
-    "gather": lambda x, indices, axis=0, batch_dims=0, validate_indices=False: np.take(
-        x, np.asarray(indices).astype(np.int64), axis=int(axis)),
+    "gather": op_gather,
     "cast": lambda x, dtype: np.asarray(x).astype(CAST[dtype]),
     "identity": lambda x: x,
     "constexpr_affine_dequantize": op_constexpr_affine_dequantize,
@@ -752,7 +760,8 @@ OPS: dict[str, Callable[..., Any]] = {
     "resize_nearest_neighbor": lambda x, target_size_height, target_size_width: _nearest(
         np.asarray(x), int(target_size_height), int(target_size_width)),
     "crop": op_crop, "topk": op_topk, "cumsum": op_cumsum, "one_hot": op_one_hot, "band_part": op_band_part,
-    "flatten2d": lambda x, axis=1: np.reshape(x, (int(np.prod(np.shape(x)[:int(axis) % np.ndim(x)])), -1)),
+    "flatten2d": lambda x, axis=1: np.reshape(x, (int(np.prod(np.shape(x)[:int(axis)])), int(np.prod(np.shape(x)[int(axis):])))),
+    "fill": lambda shape, value=0.0: np.full([int(d) for d in np.asarray(shape).ravel()], value),
     "range_1d": lambda end, start, step: np.arange(start, end, step),
     "argsort": lambda x, axis=-1, ascending=False: np.argsort(
         np.asarray(x) if ascending else -np.asarray(x), axis=int(axis), kind="stable").astype(np.int32),
