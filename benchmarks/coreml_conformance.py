@@ -114,10 +114,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/coreml_conformance.py " + " ".join(sys.argv[1:])
     interrupted = exit_code == pytest.ExitCode.INTERRUPTED  # Ctrl-C: what ran so far is still saved
-    (RESULTS / "coreml_conformance.json").write_text(json.dumps(
-        {"command": command, "interrupted": interrupted, "totals": dict(totals), "groups": summary,
-         "first_failure": plugin.failures}, indent=1))
-    write_markdown(json.loads((RESULTS / "coreml_conformance.json").read_text()))
+    results = {"command": command, "interrupted": interrupted, "totals": dict(totals), "groups": summary,
+               "first_failure": plugin.failures}
+    (RESULTS / "coreml_conformance.json").write_text(json.dumps(results, indent=1))
+    write_markdown(results)
 
 
 if __name__ == "__main__":

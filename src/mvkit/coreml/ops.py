@@ -299,18 +299,20 @@ def op_linear(x, weight, bias=None):
     return out if bias is None else out + _f32(bias)
 
 
+def _per_axis(value, axis, rank: int) -> np.ndarray:
+    """A scalar, or a vector along `axis` broadcast against a tensor of `rank`."""
+    value = np.asarray(value, np.float32)
+    if value.ndim == 0 or axis is None:
+        return value
+    shape = [1] * rank
+    shape[int(axis) % rank] = -1
+    return value.reshape(shape)
+
+
 def op_constexpr_affine_dequantize(quantized_data, zero_point, scale, axis):
-    shape = [1] * quantized_data.ndim
-    axis = int(axis)
-
-    def along(v):
-        v = np.asarray(v, dtype=np.float32)
-        if v.ndim == 0:
-            return v
-        shape[axis] = v.size
-        return v.reshape(shape)
-
-    return ((quantized_data.astype(np.float32) - along(zero_point)) * along(scale)).astype(np.asarray(scale).dtype)
+    rank = quantized_data.ndim
+    shifted = quantized_data.astype(np.float32) - _per_axis(zero_point, axis, rank)
+    return (shifted * _per_axis(scale, axis, rank)).astype(np.asarray(scale).dtype)
 
 
 def op_constexpr_lut_to_dense(indices=None, lut=None, shape=None, **_):
@@ -606,7 +608,9 @@ def op_scatter_nd(data, indices, updates, mode="add", validate_indices=False):
 def op_gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
     """np.take along `axis`; with batch_dims, the first batch_dims axes of x and indices are paired (iOS16)."""
     x, indices = np.asarray(x), np.asarray(indices).astype(np.int64)
-    axis, batch_dims = int(axis) % x.ndim, int(batch_dims) % max(indices.ndim, 1) if int(batch_dims) < 0 else int(batch_dims)
+    axis, batch_dims = int(axis) % x.ndim, int(batch_dims)
+    if batch_dims < 0:
+        batch_dims += indices.ndim
     if batch_dims:
         return np.stack([op_gather(x[b], indices[b], axis - 1, batch_dims - 1) for b in range(x.shape[0])])
     return np.take(x, indices, axis=axis)
@@ -628,16 +632,6 @@ def op_reshape_like(x, ref_tensors, begins, ends, end_masks):
         dims = np.shape(ref)
         shape += dims[int(begin):] if bool(whole) else dims[int(begin):int(end)]
     return np.reshape(x, shape)
-
-
-def _per_axis(value, axis, rank: int) -> np.ndarray:
-    """A scalar, or a vector along `axis` broadcast against a tensor of `rank`."""
-    value = np.asarray(value, np.float32)
-    if value.ndim == 0 or axis is None:
-        return value
-    shape = [1] * rank
-    shape[int(axis) % rank] = -1
-    return value.reshape(shape)
 
 
 def op_quantize(input, scale, output_dtype, zero_point=None, axis=None):  # noqa: A002  (MIL's input name)

@@ -65,8 +65,8 @@ def _mobilevit_forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
     """timm's MobileVitBlock.forward with the same math, but unfold/fold go through channels-last so each
     transpose moves whole rows of C values. timm's two transposes move 2-element rows ([B*C*n_h, p_h, n_w,
     p_w] -> [.., n_w, p_h, ..]): in an int8 ONNX graph those uint8 transposes took 26 of 60 ms of MobileViT-S
-    in ONNX Runtime, so int8 was no faster than float (99.5 vs 91.4 ms); with this it is 1.5x faster
-    (58.4 vs 87.7 ms, batch 2, same session settings). Written here: timm has no such option."""
+    in ONNX Runtime's profiler, so int8 was no faster than float. With this version, int8 ONNX runs 1.21x its
+    fp32 (benchmarks/formats_flowers.py --only speed, BENCHMARKS.md). Written here: timm has no such option."""
     shortcut = x
     x = self.conv_1x1(self.conv_kxk(x))
     patch_h, patch_w = self.patch_size
