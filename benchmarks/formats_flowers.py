@@ -6,8 +6,9 @@
 Parity: the fine-tuned EfficientNet-Lite0 and the distilled MobileViT-XXS that benchmarks/finetune_flowers.py
 writes (runs/bench_flowers/{finetune,distilled}/best.safetensors) are exported to ONNX, ExecuTorch, TorchScript
 and Core ML, quantized to int8 (ONNX Runtime QDQ and PT2E/XNNPACK, 256 calibration photos from the training
-split), and each artifact is verified on the whole val split in its own runtime. Core ML is checked for
-structure only here (no Core ML on Linux).
+split), and each artifact is verified on the whole val split in its own runtime. Core ML packages run in
+mvkit's numpy interpreter (no Core ML on Linux) on --coreml-photos val photos spread over the classes (default 150; the
+interpreter is slow).
 
 Speed: MobileViT-S at 256 px (weights do not change speed; a checkpoint with its ImageNet architecture and 5
 flower classes) in eager PyTorch, ONNX Runtime fp32/int8 and ExecuTorch fp32/int8, interleaved in one bench

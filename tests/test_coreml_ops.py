@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mvkit.coreml.ops import OPS
+from mvkit.coreml.ops import OPS, op_crop_resize_ios17
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,44 @@ def test_sliding_windows_match_unfold(pixels):
 def test_pixel_unshuffle_matches_pytorch(pixels):
     np.testing.assert_array_equal(OPS["pixel_unshuffle"](x=pixels.numpy(), downscale_factor=2),
                                   F.pixel_unshuffle(pixels, 2).numpy())
+
+
+@pytest.mark.parametrize("sampling,padding", [("bilinear", "zeros"), ("bilinear", "border"),
+                                              ("bilinear", "reflection"), ("nearest", "zeros")])
+def test_resample_and_affine_match_grid_sample(pixels, sampling, padding):
+    # an affine warp that rotates, zooms out and shifts, so some samples land outside the photo
+    theta = torch.tensor([[[0.9, -0.5, 0.2], [0.4, 1.1, -0.3]], [[1.3, 0.2, 0.1], [-0.2, 0.8, 0.25]]])
+    grid = F.affine_grid(theta, [2, 8, 10, 7], align_corners=True)
+    expected = F.grid_sample(pixels, grid, mode=sampling, padding_mode=padding, align_corners=True)
+    mil_padding = {"zeros": "constant"}.get(padding, padding)
+    got = OPS["resample"](x=pixels.numpy(), coordinates=grid.numpy(), sampling_mode=sampling, padding_mode=mil_padding,
+                          padding_value=0.0, coordinates_mode="normalized_minus_one_to_one", align_corners=True)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    if sampling == "bilinear" and padding == "zeros":  # affine takes the same matrix and builds the grid itself
+        got = OPS["affine"](x=pixels.numpy(), transform_matrix=theta.reshape(2, 6).numpy(), output_height=10,
+                            output_width=7, sampling_mode="bilinear", padding_mode="constant", padding_value=0.0,
+                            coordinates_mode="normalized_minus_one_to_one", align_corners=True)
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_resize_and_crop_resize_match_interpolate(pixels):
+    x = pixels.numpy()
+    half_pixel = F.interpolate(pixels, size=(7, 17), mode="bilinear", align_corners=False)
+    got = OPS["resize"](x=x, shape=[7, 17], resized_dims=2, interpolation_mode="LINEAR", sampling_mode="UNALIGN_CORNERS")
+    np.testing.assert_allclose(got, half_pixel.numpy(), atol=1e-5)
+    # a box over the whole photo with corner alignment is F.interpolate(align_corners=True), one crop per image
+    corners = F.interpolate(pixels, size=(5, 9), mode="bilinear", align_corners=True)
+    boxes = np.array([[0, 0, 11, 11], [0, 0, 11, 11]], np.float32)
+    got = op_crop_resize_ios17(x=x, boxes=boxes, box_indices=np.array([1, 0]), target_height=5, target_width=9,
+                                   sampling_mode="ALIGN_CORNERS")
+    np.testing.assert_allclose(got, corners.numpy()[[1, 0]], atol=1e-5)
+    # a box over the lower-right quarter, and one that hangs over the edge reads pad_value there
+    got = op_crop_resize_ios17(x=x, boxes=np.array([[6, 6, 11, 11], [6, 6, 16, 11]], np.float32),
+                                   box_indices=np.array([0, 0]), target_height=6, target_width=6,
+                                   sampling_mode="ALIGN_CORNERS", pad_value=-7.0)
+    np.testing.assert_allclose(got[0], x[0, :, 6:, 6:], atol=1e-6)
+    np.testing.assert_allclose(got[1, :, :, :], np.concatenate([x[0, :, 6:, 6:][:, ::2], np.full((8, 3, 6), -7.0)], 1),
+                               atol=1e-6)
 
 
 def test_ios18_per_group_palettization_and_blockwise_dequantization():
