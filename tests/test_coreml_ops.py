@@ -112,6 +112,19 @@ def test_resize_and_crop_resize_match_interpolate(pixels):
                                atol=1e-6)
 
 
+def test_scaled_dot_product_attention_matches_pytorch(pixels):
+    # the photo's 12x12 rows as 2 heads of tokens: [2, 2, 48, 12] queries, keys and values
+    tokens = pixels.reshape(2, 2, 48, 12)
+    query, key, value = tokens, tokens.flip(-2) * 0.5, tokens ** 0.5
+    bool_mask = torch.ones(48, 48, dtype=torch.bool).tril()
+    float_mask = torch.linspace(-2, 2, 48 * 48).reshape(48, 48)
+    for mask in (None, bool_mask, float_mask):
+        expected = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        got = OPS["scaled_dot_product_attention"](query=query.numpy(), key=key.numpy(), value=value.numpy(),
+                                                  attn_mask=None if mask is None else mask.numpy())
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
 def test_ios18_per_group_palettization_and_blockwise_dequantization():
     """Case 1 of constexpr_lut_to_dense's documentation (two 2-bit palettes over blocks of 3 rows), and an
     int4-style blockwise shift-scale with one scale per 2x2 block."""

@@ -242,9 +242,10 @@ def op_reshape_ios17(x, shape):
     return np.reshape(x, shape[::-1])
 
 
-def op_slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+def _slices(rank, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    """slice_by_index's arguments -> (numpy slices, axes to squeeze)."""
     slices, squeeze = [], []
-    for axis in range(x.ndim):
+    for axis in range(rank):
         step = int(stride[axis]) if stride is not None else 1
         start = None if begin_mask is not None and begin_mask[axis] else int(begin[axis])
         stop = None if end_mask is not None and end_mask[axis] else int(end[axis])
@@ -253,8 +254,32 @@ def op_slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None
             squeeze.append(axis)
         else:
             slices.append(slice(start, stop, step))
-    out = x[tuple(slices)]
-    return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
+    return tuple(slices), tuple(squeeze)
+
+
+def op_slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    slices, squeeze = _slices(np.ndim(x), begin, end, stride, begin_mask, end_mask, squeeze_mask)
+    out = np.asarray(x)[slices]
+    return np.squeeze(out, axis=squeeze) if squeeze else out
+
+
+def op_slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    """iOS18: x with x[slice] = update (squeezed axes of the slice are absent from update)."""
+    slices, squeeze = _slices(np.ndim(x), begin, end, stride, begin_mask, end_mask, squeeze_mask)
+    out = np.array(x, copy=True)
+    target_shape = out[slices].shape
+    out[slices] = np.reshape(update, target_shape)
+    return out
+
+
+def op_scaled_dot_product_attention(query, key, value, attn_mask=None):
+    """iOS18 SDPA: softmax(Q K^T / sqrt(E) + mask) V; a bool mask keeps where True."""
+    query, key, value = _f32(query), _f32(key), _f32(value)
+    scores = query @ np.swapaxes(key, -1, -2) / np.float32(np.sqrt(query.shape[-1]))
+    if attn_mask is not None:
+        mask = np.asarray(attn_mask)
+        scores = np.where(mask, scores, -np.inf) if mask.dtype == bool else scores + _f32(mask)
+    return op_softmax(scores, axis=-1) @ value
 
 
 def op_split(x, num_splits=None, split_sizes=None, axis=0):
@@ -919,6 +944,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "pixel_unshuffle": lambda x, downscale_factor: op_space_to_depth_crd(x, int(downscale_factor)),
     "fill_like": lambda ref_tensor, value=0.0: np.full(np.shape(ref_tensor), value),
     "reshape_like": op_reshape_like,
+    "slice_update": op_slice_update, "scaled_dot_product_attention": op_scaled_dot_product_attention,
     "crop_resize": op_crop_resize, "resample": op_resample, "affine": op_affine, "resize": op_resize,
     "einsum": lambda values, equation: np.einsum(str(equation), *[_f32(v) for v in values]),
 }
