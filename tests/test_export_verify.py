@@ -118,6 +118,7 @@ def test_static_int8_onnx_is_calibrated_on_real_photos_and_verified(onnx_artifac
 
     int8 = quantize_onnx_static(onnx_artifact.path, str(flowers_subset), count=40)
     assert int8.path.name == "flowers.int8.onnx" and int8.extra["calibration_images"] == 40
+    assert int8.extra["calibration"] == "percentile"
     assert int8.path.stat().st_size < onnx_artifact.path.stat().st_size / 2.5
     ops = {node.op_type for node in onnx.load(str(int8.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "ConvInteger" not in ops
@@ -131,6 +132,8 @@ def test_quantize_without_calibration_data_fails_cleanly(onnx_artifact, tmp_path
     before = sorted(p.name for p in onnx_artifact.path.parent.iterdir())
     with pytest.raises(MvkitError, match="calibration data"):
         quantize_onnx_static(onnx_artifact.path, str(tmp_path / "missing"), count=8)
+    with pytest.raises(MvkitError, match="unknown calibration 'entropy'"):
+        quantize_onnx_static(onnx_artifact.path, str(tmp_path / "missing"), count=8, calibration="entropy")
     assert sorted(p.name for p in onnx_artifact.path.parent.iterdir()) == before
 
 

@@ -296,6 +296,8 @@ def quantize_command(
     formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK) or all."),
     epochs: int = typer.Option(1, help="qat: fine-tuning epochs."),
     lr: float = typer.Option(1e-5, help="qat: learning rate."),
+    calibration: str = typer.Option("percentile", help="ptq onnx: activation ranges from the 99.999th percentile "
+                                    "of a histogram (percentile) or from the observed extremes (minmax)."),
 ) -> None:
     """Compress a model: static int8 calibrated on real photos, QAT, or dynamic int8 of Linear layers."""
     from mvkit.artifact import Artifact, sidecar_path
@@ -326,7 +328,8 @@ def quantize_command(
 
             source = model if source_format == "onnx" else export(model, "onnx").path
             with progress_bars() as start:
-                artifacts.append(quantize_onnx_static(source, calib, count, on_progress=start("calibrating onnx", count)))
+                artifacts.append(quantize_onnx_static(source, calib, count, on_progress=start("calibrating onnx", count),
+                                                      calibration=calibration))
         elif fmt == "executorch":
             from mvkit.compress.pt2e import quantize_executorch
 
