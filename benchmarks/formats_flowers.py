@@ -55,6 +55,7 @@ def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reus
     for fmt, suffix in (("onnx", ".onnx"), ("executorch", ".pte"), ("torchscript", ".torchscript.pt"), ("coreml", ".mlpackage")):
         paths[fmt] = made(stem + suffix, lambda fmt=fmt: export(checkpoint, fmt))
     paths["coreml fp32"] = made(f"{stem}.fp32.mlpackage", lambda: export(checkpoint, "coreml", precision="fp32"))
+    paths["coreml mixed (stem fp32)"] = made(f"{stem}.mixed.mlpackage", lambda: export(checkpoint, "coreml", precision="mixed"))
     paths["coreml int8 weights"] = made(f"{stem}.int8.mlpackage", lambda: export(checkpoint, "coreml", compression="int8"))
     paths["coreml palettize6"] = made(f"{stem}.palettize6.mlpackage",
                                       lambda: export(checkpoint, "coreml", compression="palettize6"))

@@ -85,6 +85,25 @@ def test_coreml_fp32_matches_pytorch_closely(flowers_checkpoint, flowers_subset)
 
 
 @needs_coreml
+def test_coreml_mixed_precision_keeps_the_stem_in_fp32(flowers_checkpoint, flowers_subset):
+    from mvkit.coreml.interpreter import Program
+    from mvkit.export.coreml import FP32_LEADING_CONVS
+
+    fp16 = verify(export(flowers_checkpoint, "coreml", sizes=[96]).path, str(flowers_subset))
+    mixed = export(flowers_checkpoint, "coreml", sizes=[96], precision="mixed")
+    assert mixed.path.name == "flowers.mixed.mlpackage" and mixed.extra["precision"] == "mixed"
+    convs = [op for op in Program(mixed.path).block.operations if op.type == "conv"]
+    float32, float16 = 11, 10  # MIL DataType numbers
+    dtypes = [op.outputs[0].type.tensorType.dataType for op in convs]
+    assert dtypes[:FP32_LEADING_CONVS] == [float32] * FP32_LEADING_CONVS
+    assert set(dtypes[FP32_LEADING_CONVS:]) == {float16}
+    report = verify(mixed.path, str(flowers_subset))
+    assert report.passed and report.agreement == 1.0, report
+    # the stem carries most of the fp16 error: without it the probabilities move less
+    assert report.mean_abs_prob_diff < fp16.mean_abs_prob_diff, (report, fp16)
+
+
+@needs_coreml
 def test_coreml_compressed_weights_decompress_exactly(flowers_checkpoint, flowers_subset, tmp_path):
     import coremltools as ct
 

@@ -262,7 +262,8 @@ def export_command(
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
     sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share)."),
-    precision: str = typer.Option("fp16", help="Core ML compute precision: fp16 or fp32."),
+    precision: str = typer.Option("fp16", help="Core ML compute precision: fp16, fp32, or mixed (fp16 but the first two "
+                                  "convolutions in fp32: less fp16 error, but those layers leave the Neural Engine)."),
     target: str = typer.Option("iOS16", help="Core ML minimum deployment target: iOS15..iOS18."),
     compress: str = typer.Option("none", help="Core ML weight compression: none, int8, palettize4, palettize6, palettize8, prune50."),
 ) -> None:
