@@ -230,3 +230,15 @@ def test_litert_export_agrees_with_the_checkpoint(flowers_checkpoint, flowers_su
     assert artifact.path.suffix == ".tflite"
     report = verify(artifact.path, str(flowers_subset))
     assert report.passed and report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4
+
+
+def test_litert_int8_is_calibrated_on_real_photos_and_verified(flowers_checkpoint, flowers_subset):
+    pytest.importorskip("litert_torch", reason="LiteRT extra not installed (optional, conflicts with coremltools)")
+    from mvkit.compress.litert_int8 import quantize_litert
+
+    fp32 = export(flowers_checkpoint, "litert")
+    int8 = quantize_litert(flowers_checkpoint, str(flowers_subset), count=32)
+    assert int8.path.name == "flowers.int8.tflite" and int8.extra["calibration_images"] == 32
+    assert int8.path.stat().st_size < fp32.path.stat().st_size / 2.5
+    report = verify(int8.path, str(flowers_subset), threshold=0.0)
+    assert report.agreement >= 0.8 and report.max_abs_prob_diff > 1e-4, report  # int8 really changed the numbers

@@ -294,7 +294,7 @@ def quantize_command(
     method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration (and QAT training) photos: class folders, CSV or builtin:fashion."),
     count: int = typer.Option(256, help="Calibration photos, spread over the classes."),
-    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK) or all."),
+    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK), litert (PT2E, litert-torch; optional extra) or all (those installed)."),
     epochs: int = typer.Option(1, help="qat: fine-tuning epochs."),
     lr: float = typer.Option(1e-5, help="qat: learning rate."),
     calibration: str = typer.Option("percentile", help="ptq onnx: activation ranges from the 99.999th percentile "
@@ -318,7 +318,7 @@ def quantize_command(
     if not sidecar_path(model).exists():
         raise MvkitError(f"{model} is not an mvkit artifact (no sidecar)")
     source_format = Artifact.load(model).format
-    wanted = ["onnx", "executorch"] if "all" in formats else formats
+    wanted = ["onnx", "executorch", "litert"] if "all" in formats else formats
     if method == "qat" or source_format == "onnx":
         wanted = ["executorch"] if method == "qat" else ["onnx"]
     wanted = [f for f in wanted if f in available_formats()] or wanted
@@ -338,8 +338,13 @@ def quantize_command(
             with progress_bars() as start:
                 artifacts.append(quantize_executorch(model, calib, count, method=method, qat_epochs=epochs, qat_lr=lr,
                                                      on_progress=start(f"{method} executorch", total)))
+        elif fmt == "litert":
+            from mvkit.compress.litert_int8 import quantize_litert
+
+            with progress_bars() as start:
+                artifacts.append(quantize_litert(model, calib, count, on_progress=start("calibrating litert", count)))
         else:
-            raise MvkitError(f"int8 --format must be onnx, executorch or all, not {fmt!r}")
+            raise MvkitError(f"int8 --format must be onnx, executorch, litert or all, not {fmt!r}")
     for artifact in artifacts:
         console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
         console.print(f"check it: mvkit verify {artifact.path} --data {calib}")

@@ -25,7 +25,7 @@ from mvkit.runtime import load_predictor
 Progress = Callable[[int], None] | None
 
 
-def _fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
+def fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
     """Quantize a conv followed by ReLU6 (hardtanh) after the clamp, not before it.
 
     XNNPACK's quantizer fuses conv+ReLU but treats hardtanh as sharing the conv's output observer, so the
@@ -51,6 +51,12 @@ def _fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
         node.meta[key] = QuantizationAnnotation(input_qspec_map={}, output_qspec=output_spec, _annotated=True)
 
 
+def kept_float(model: nn.Module) -> list[str]:
+    """Module names that stay float: the first conv and the classifier (see onnx_int8.float_nodes for why)."""
+    cfg = getattr(model, "pretrained_cfg", {})
+    return [str(cfg[key]) for key in ("first_conv", "classifier") if cfg.get(key)]
+
+
 def _quantizer(model: nn.Module, is_qat: bool):
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
@@ -61,13 +67,11 @@ def _quantizer(model: nn.Module, is_qat: bool):
     class ClampFusingXNNPACKQuantizer(XNNPACKQuantizer):
         def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
             graph = super().annotate(graph)
-            _fuse_conv_clamp(graph)
+            fuse_conv_clamp(graph)
             return graph
 
     quantizer = ClampFusingXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
-    # the first conv and the classifier stay float (see mvkit.compress.onnx_int8.float_nodes for why)
-    cfg = getattr(model, "pretrained_cfg", {})
-    kept = [str(cfg[key]) for key in ("first_conv", "classifier") if cfg.get(key)]
+    kept = kept_float(model)
 
     def quantized(node) -> bool:
         paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
@@ -77,7 +81,8 @@ def _quantizer(model: nn.Module, is_qat: bool):
     return quantizer
 
 
-def _calibrate(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress) -> None:
+def calibrate_graph(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress) -> None:
+    """Run the calibration photos one at a time through a PT2E-prepared graph (captured for batch 1)."""
     with torch.no_grad():
         for batch in batches:
             for image in batch:  # the program is captured for batch 1
@@ -144,11 +149,11 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
 
             prepared = prepare_qat_pt2e(graph, quantizer)
             move_exported_model_to_eval(prepared)  # BN on running statistics, fake quantization stays on
-            _calibrate(prepared, batches[:2], None)  # observers start from real ranges
+            calibrate_graph(prepared, batches[:2], None)  # observers start from real ranges
             _qat_finetune(prepared, model, data, qat_epochs, qat_lr, on_progress)
         elif method == "ptq":
             prepared = prepare_pt2e(graph, quantizer)
-            _calibrate(prepared, batches, on_progress)
+            calibrate_graph(prepared, batches, on_progress)
         else:
             raise MvkitError(f"PT2E method must be ptq or qat, not {method!r}")
         converted = convert_pt2e(prepared)

@@ -1,0 +1,110 @@
+"""Static int8 for LiteRT: litert-torch's PT2E quantizer (int8 per-channel symmetric weights, int8
+activations) calibrated on real photos, then converted to a .tflite. The first conv and the classifier stay
+float, as on the other int8 paths. Needs the optional `litert` extra (its own environment, see README)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from mvkit.artifact import Artifact
+from mvkit.compress.calibration import calibration_batches
+from mvkit.compress.pt2e import Progress, calibrate_graph, fuse_conv_clamp, kept_float
+from mvkit.errors import MvkitError
+from mvkit.export.graph import capture, conversion_error, ready_for_export
+from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
+from mvkit.runtime import load_predictor
+
+
+def _shares_with(node: torch.fx.Node, nodes: set) -> bool:
+    """Whether a node's quantization annotation shares a qspec with the output of, or an edge from, `nodes`."""
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    annotation = node.meta.get("quantization_annotation")
+    if annotation is None:
+        return False
+    specs = [annotation.output_qspec, *annotation.input_qspec_map.values()]
+    for spec in specs:
+        if isinstance(spec, SharedQuantizationSpec):
+            target = spec.edge_or_node
+            if (target[0] if isinstance(target, tuple) else target) in nodes:
+                return True
+    return False
+
+
+def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
+                    on_progress: Progress = None) -> Artifact:
+    try:
+        import litert_torch
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+    except ImportError as exc:
+        raise MvkitError("LiteRT int8 needs its extra: pip install 'mvkit[litert]' (in its own environment)") from exc
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    checkpoint = Path(checkpoint)
+    source = Artifact.load(checkpoint)
+    if source.format != "safetensors":
+        raise MvkitError(f"{checkpoint} is a {source.format} artifact; LiteRT int8 starts from an mvkit "
+                         "checkpoint (.safetensors)")
+    model = load_checkpoint(checkpoint)
+    size = preprocess_of(model).size
+    example = torch.zeros(1, 3, size, size)
+    kept = kept_float(model)
+
+    class KeepFloatQuantizer(PT2EQuantizer):
+        """Quantizes a conv's ReLU6 after the clamp (pt2e.fuse_conv_clamp: the same flaw as XNNPACK's quantizer)
+        and drops the annotations of the kept modules' nodes (litert-torch's set_module_name refuses None), and of
+        the nodes that share a kept node's quantization."""
+
+        def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            graph = super().annotate(graph)
+            fuse_conv_clamp(graph)
+            dropped = set()
+            for node in graph.graph.nodes:
+                paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+                if any(path == name or path.startswith(name + ".") for path in paths for name in kept):
+                    dropped.add(node)
+            while True:
+                sharing = {node for node in graph.graph.nodes if node not in dropped and _shares_with(node, dropped)}
+                if not sharing:
+                    break
+                dropped |= sharing
+            for node in dropped:
+                node.meta.pop("quantization_annotation", None)
+            return graph
+
+    quantizer = KeepFloatQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
+    graph = capture(ready_for_export(model, size), example, fmt="litert int8").module()
+    target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8.tflite")
+    partial = target.with_name(f".{target.stem}.partial.tflite")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_pt2e(graph, quantizer)
+            calibrate_graph(prepared, batches, on_progress)
+            converted = convert_pt2e(prepared, fold_quantize=False)  # litert-torch folds the weights itself
+            # quant_config makes the converter turn the quantize/dequantize pairs into int8 kernels and int8
+            # weights (without it the .tflite keeps float weights and is no smaller)
+            litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(
+                str(partial))
+        partial.replace(target)
+    except MvkitError:
+        raise
+    except Exception as exc:
+        raise conversion_error("litert int8", architecture_of(model), exc, None,
+                               "Use ONNX or ExecuTorch int8 instead, or report the operator to litert-torch.") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    artifact = Artifact(path=target, format="litert", model_name=source.model_name, labels=labels_of(model),
+                        preprocess=source.preprocess, source=str(checkpoint),
+                        extra={"batch": 1, "input": "image", "layout": "NCHW", "softmax_in_graph": False,
+                               "quantization": "static int8 PT2E (litert-torch quantizer), int8 per-channel symmetric "
+                                               "weights, int8 activations, first conv and classifier float",
+                               "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
+                               "params": sum(p.numel() for p in model.parameters())})
+    artifact.save()
+    return artifact
