@@ -364,7 +364,7 @@ def verify_command(
 
     with progress_bars() as start:
         report = verify(artifact, data, threshold=threshold, limit=limit, reference=reference,
-                        on_progress=start("predicting", None))
+                        progress=start)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -95,7 +95,8 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray, index: list[int] | 
 
 def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit: int | None = None,
            reference: str | Path | None = None, split: str = "val", batch_size: int = 32,
-           on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> VerifyReport:
+    """`progress(description, total)` -> advance(n), e.g. the CLI's rich bars: one for each model."""
     structure, problems = None, None
     if Artifact.load(Path(artifact_path)).format == "coreml":  # structure first, then numbers
         structure, problems = coreml_structure(artifact_path)
@@ -114,8 +115,11 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
         index = _dataset_to_model_index(dataset.classes, candidate.labels)
     except MvkitError:
         index = None  # e.g. an ImageNet model on flower photos: agreement still means something
-    ours, labels = candidate.predict_dataset(dataset, batch_size, on_progress)
-    theirs = ours if baseline is candidate else baseline.predict_dataset(dataset, batch_size, on_progress)[0]
+    def bar(description: str) -> Callable[[int], None] | None:
+        return progress(description, len(dataset)) if progress else None
+
+    ours, labels = candidate.predict_dataset(dataset, batch_size, bar(f"{candidate.artifact.format} artifact"))
+    theirs = ours if baseline is candidate else baseline.predict_dataset(dataset, batch_size, bar("reference"))[0]
     difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
     agreement = float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean())
     return VerifyReport(
