@@ -125,6 +125,41 @@ def test_scaled_dot_product_attention_matches_pytorch(pixels):
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
 
 
+def test_bidirectional_lstm_and_gru_match_pytorch(pixels):
+    # the photo's rows as sequences: 12 steps, batch 2 (the two crops), 8 x 12 features per step
+    x = pixels.permute(2, 0, 1, 3).reshape(12, 2, 96)
+    torch.manual_seed(0)
+    lstm, gru = torch.nn.LSTM(96, 6, bidirectional=True), torch.nn.GRU(96, 6)
+    h0, c0 = torch.randn(2, 2, 6), torch.randn(2, 2, 6)
+    with torch.no_grad():
+        expected, (h_n, c_n) = lstm(x, (h0, c0))
+        expected_gru, h_gru = gru(x, h0[:1])
+
+    def ifoz(weight):  # PyTorch's gate order i, f, g(z), o -> MIL's i, f, o, z
+        i, f, z, o = weight.detach().chunk(4)
+        return torch.cat([i, f, o, z]).numpy()
+
+    got, h, c = OPS["lstm"](
+        x=x.numpy(), initial_h=torch.cat([h0[0], h0[1]], 1).numpy(), initial_c=torch.cat([c0[0], c0[1]], 1).numpy(),
+        weight_ih=ifoz(lstm.weight_ih_l0), weight_hh=ifoz(lstm.weight_hh_l0),
+        bias=ifoz(lstm.bias_ih_l0 + lstm.bias_hh_l0), weight_ih_back=ifoz(lstm.weight_ih_l0_reverse),
+        weight_hh_back=ifoz(lstm.weight_hh_l0_reverse), bias_back=ifoz(lstm.bias_ih_l0_reverse + lstm.bias_hh_l0_reverse),
+        direction="bidirectional", output_sequence=True)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(h, torch.cat([h_n[0], h_n[1]], 1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(c, torch.cat([c_n[0], c_n[1]], 1).numpy(), atol=1e-5)
+
+    def roz(weight):  # PyTorch's r, z, n -> MIL's r, o(n), z
+        r, z, n = weight.detach().chunk(3)
+        return torch.cat([r, n, z]).numpy()
+
+    got, h = OPS["gru"](x=x.numpy(), initial_h=h0[0].numpy(), weight_ih=roz(gru.weight_ih_l0),
+                        weight_hh=roz(gru.weight_hh_l0), bias=roz(gru.bias_hh_l0), input_bias=roz(gru.bias_ih_l0),
+                        reset_after=True, output_sequence=True)
+    np.testing.assert_allclose(got, expected_gru.numpy(), atol=1e-5)
+    np.testing.assert_allclose(h, h_gru[0].numpy(), atol=1e-5)
+
+
 def test_ios18_per_group_palettization_and_blockwise_dequantization():
     """Case 1 of constexpr_lut_to_dense's documentation (two 2-bit palettes over blocks of 3 rows), and an
     int4-style blockwise shift-scale with one scale per 2x2 block."""
