@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mvkit.coreml.ops import OPS, op_crop_resize_ios17
+from mvkit.coreml.ops import OPS
+from mvkit.coreml.ops.image import op_crop_resize_ios17
 
 
 @pytest.fixture(scope="module")

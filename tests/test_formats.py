@@ -161,7 +161,7 @@ def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos
     assert np.abs(half - expected).max() < 1e-2 and (half.argmax(1) == expected.argmax(1)).all()
     # an op the interpreter does not know is named with its output (MIL location) and opset
     from mvkit.coreml import ops
-    from mvkit.coreml.ops import UnsupportedOp
+    from mvkit.coreml.ops.common import UnsupportedOp
 
     monkeypatch.delitem(ops.OPS, "layer_norm")
     with pytest.raises(UnsupportedOp, match=r"op `layer_norm` \(producing `\w+`, opset CoreML\d\) is not supported"):

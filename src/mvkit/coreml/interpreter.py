@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mvkit.coreml.ops import DTYPES, SUB_BYTE, UnsupportedOp, implementation_of, unpack_bits
+from mvkit.coreml.ops import implementation_of
+from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, unpack_bits
 from mvkit.errors import MvkitError
 
 
