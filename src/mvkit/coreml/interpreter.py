@@ -124,17 +124,20 @@ class Program:
         return args
 
     def _execute(self, op, env: dict[str, Any]) -> dict[str, Any]:
-        implementation = implementation_of(op.type, self.opset)
         location = op.outputs[0].name if op.outputs else "?"
-        if implementation is None:
-            raise UnsupportedOp(f"Core ML interpreter: op `{op.type}` (producing `{location}`, opset {self.opset}) "
-                                "is not supported yet")
-        try:
-            result = implementation(**self._arguments(op, env))
-        except UnsupportedOp as exc:
-            raise UnsupportedOp(f"Core ML interpreter: op `{op.type}` (producing `{location}`, opset {self.opset}): "
-                                f"{exc} is not supported yet") from exc
-        results = result if isinstance(result, tuple) and len(op.outputs) > 1 else (result,)
+        if op.type in ("cond", "while_loop"):
+            results = self._control_flow(op, env)  # one value per output
+        else:
+            implementation = implementation_of(op.type, self.opset)
+            if implementation is None:
+                raise UnsupportedOp(f"Core ML interpreter: op `{op.type}` (producing `{location}`, opset {self.opset}) "
+                                    "is not supported yet")
+            try:
+                result = implementation(**self._arguments(op, env))
+            except UnsupportedOp as exc:
+                raise UnsupportedOp(f"Core ML interpreter: op `{op.type}` (producing `{location}`, opset "
+                                    f"{self.opset}): {exc} is not supported yet") from exc
+            results = result if isinstance(result, tuple) and len(op.outputs) > 1 else (result,)
         produced = {}
         for output, value in zip(op.outputs, results):
             declared = output.type.tensorType.dataType
@@ -143,6 +146,31 @@ class Program:
             produced[output.name] = value
         return produced
 
+    def _run_block(self, block, env: dict[str, Any]) -> list[Any]:
+        """Runs a block's ops in `env` (which it extends) and returns its outputs."""
+        for op in block.operations:
+            if op.type == "const":
+                env[op.outputs[0].name] = decode_value(op.attributes["val"], self.weights)
+            elif op.outputs[0].name not in self.constants:  # top-level constexpr ops ran at load
+                env.update(self._execute(op, env))
+        return [env[name] for name in block.outputs]
+
+    def _control_flow(self, op, env: dict[str, Any]) -> list[Any]:
+        """cond and while_loop: their blocks see the enclosing scope, plus their own inputs (loop variables)."""
+        if op.type == "cond":
+            pred = bool(np.asarray(self._arguments(op, env)["pred"]).ravel()[0])
+            return self._run_block(op.blocks[0] if pred else op.blocks[1], dict(env))
+        values = [env[b.name] if b.WhichOneof("binding") == "name" else decode_value(b.value, self.weights)
+                  for b in op.inputs["loop_vars"].arguments]
+        condition, body = op.blocks
+
+        def scope(block) -> dict[str, Any]:
+            return {**env, **{name.name: value for name, value in zip(block.inputs, values)}}
+
+        while bool(np.asarray(self._run_block(condition, scope(condition))[0]).ravel()[0]):
+            values = self._run_block(body, scope(body))
+        return values
+
     def run(self, feeds: dict[str, np.ndarray], keep: tuple[str, ...] = ()) -> dict[str, Any]:
         """Outputs by name, plus any intermediate values named in `keep`."""
         missing = [name for name in self.input_names if name not in feeds]
@@ -150,10 +178,7 @@ class Program:
             raise MvkitError(f"Core ML program needs inputs {missing}")
         env = dict(self.constants)
         env.update({name: np.asarray(feeds[name], dtype=self.input_dtypes[name]) for name in self.input_names})
-        for op in self.block.operations:
-            if op.type == "const" or op.type.startswith("constexpr_"):
-                continue
-            env.update(self._execute(op, env))
+        self._run_block(self.block, env)
         return {name: env[name] for name in (*self.output_names, *keep)}
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from mvkit.coreml.ops.nn import (
 from mvkit.coreml.ops.recurrent import (
     op_gru, op_lstm, op_rnn)
 from mvkit.coreml.ops.tensor import (
+    op_make_list, op_list_write, op_list_scatter,
     op_band_part, op_batch_to_space, op_concat, op_cumsum, op_depth_to_space, op_gather, op_gather_nd,
     op_one_hot, op_pad, op_pixel_shuffle, op_reshape, op_reshape_ios17, op_reshape_like, op_reverse_sequence,
     op_scatter, op_scatter_along_axis, op_scatter_nd, op_slice_by_index, op_slice_update, op_sliding_windows,
@@ -103,7 +104,10 @@ OPS: dict[str, Callable[..., Any]] = {
     "shape": lambda x: np.array(np.shape(x), dtype=np.int32),
     "gather": op_gather,
     "cast": lambda x, dtype: np.asarray(x).astype(CAST[dtype]),
-    "identity": lambda x: x,
+    "identity": lambda x: x, "select": lambda cond, a, b: np.where(cond, a, b),
+    "make_list": op_make_list, "list_write": op_list_write, "list_scatter": op_list_scatter,
+    "list_read": lambda ls, index: ls[int(index)], "list_length": lambda ls: np.int32(len(ls)),
+    "list_gather": lambda ls, indices: np.stack([ls[int(i)] for i in np.asarray(indices).ravel()]),
     "constexpr_affine_dequantize": op_constexpr_affine_dequantize,
     "constexpr_lut_to_dense": op_constexpr_lut_to_dense,
     "constexpr_sparse_to_dense": op_constexpr_sparse_to_dense,

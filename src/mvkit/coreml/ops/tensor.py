@@ -254,3 +254,32 @@ def op_reshape_like(x, ref_tensors, begins, ends, end_masks):
         dims = np.shape(ref)
         shape += dims[int(begin):] if bool(whole) else dims[int(begin):int(end)]
     return np.reshape(x, shape)
+
+
+# ---- lists (TensorArray-like values of control-flow programs), held as Python lists of arrays ----
+
+def op_make_list(elem_shape, init_length=1, dynamic_length=True, dtype="fp32"):
+    from mvkit.coreml.ops.common import CAST
+
+    dims = [d for d in np.atleast_1d(np.asarray(elem_shape, dtype=object)).ravel()]
+    known = all(not isinstance(d, str) for d in dims)  # a string dimension is only known at run time
+    return [np.zeros([int(d) for d in dims], CAST[str(dtype)]) if known else None for _ in range(int(init_length))]
+
+
+def _grown(ls, length: int, element: np.ndarray) -> list:
+    """The list padded to `length` with zeros shaped like `element` (writing past the end grows a list)."""
+    return list(ls) + [np.zeros_like(element) for _ in range(length - len(ls))]
+
+
+def op_list_write(ls, index, value):
+    written = _grown(ls, int(index) + 1, np.asarray(value))
+    written[int(index)] = np.asarray(value)
+    return written
+
+
+def op_list_scatter(ls, indices, value):
+    indices = [int(i) for i in np.asarray(indices).ravel()]
+    written = _grown(ls, max(indices, default=-1) + 1, np.asarray(value)[0])
+    for row, index in enumerate(indices):
+        written[index] = np.asarray(value)[row]
+    return written
