@@ -173,3 +173,34 @@ def test_ios18_per_group_palettization_and_blockwise_dequantization():
     offset = np.array([[1, 0], [0, -1]], np.int8)
     expected = np.repeat(np.repeat(scale, 2, 0), 2, 1) * (data - np.repeat(np.repeat(offset, 2, 0), 2, 1))
     np.testing.assert_array_equal(OPS["constexpr_blockwise_shift_scale"](data=data, scale=scale, offset=offset), expected)
+
+
+def test_control_flow_program_runs_its_blocks(tmp_path):
+    """A while_loop whose condition reads a value from the enclosing scope, and a cond choosing a branch."""
+    ct = pytest.importorskip("coremltools")
+    from coremltools.converters.mil import Builder as mb
+
+    from mvkit.coreml.interpreter import Program
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1,)), mb.TensorSpec(shape=(2,))], opset_version=ct.target.iOS16)
+    def program(a, b):
+        def grow(a, b):
+            return mb.add(x=a, y=np.float32(1)), b
+
+        def below_mean_of_b(a, b):
+            return mb.less(x=mb.reduce_mean(x=a, axes=[0]), y=mb.reduce_mean(x=b, axes=[0]))
+
+        counted = mb.while_loop(_cond=below_mean_of_b, _body=grow, loop_vars=(a, b))[0]
+        positive = mb.greater(x=mb.reduce_sum(x=a, axes=[0]), y=np.float32(0))
+        chosen = mb.cond(pred=positive, _true_fn=lambda: mb.mul(x=b, y=np.float32(2)),
+                         _false_fn=lambda: mb.sub(x=b, y=np.float32(1)))
+        return counted, chosen
+
+    ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+               compute_precision=ct.precision.FLOAT32).save(str(tmp_path / "flow.mlpackage"))
+    loaded = Program(tmp_path / "flow.mlpackage")
+    b = np.array([3.0, 4.0], np.float32)
+    for a, steps, chosen in ((0.5, 3, b * 2), (-2.0, 6, b - 1)):
+        outputs = list(loaded.run({"a": np.array([a], np.float32), "b": b}).values())
+        np.testing.assert_allclose(outputs[0], [a + steps])  # counts up to the mean of b (3.5)
+        np.testing.assert_allclose(outputs[1], chosen)

@@ -7,6 +7,7 @@ package on Linux but only macOS can run it.
 - fp16 programs: every op computes in float32 and its result is stored as float16 when the program declares a
   float16 output, the way Core ML's fp16 path holds tensors between ops; fp16 error is therefore seen.
 - Compressed weights (constexpr ops) are decompressed exactly.
+- Control flow (cond, while_loop) runs the op's nested blocks, which see the enclosing scope.
 - An op this interpreter does not know raises an error naming the op, its output (location) and the opset.
 """
 
