@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvkit.coreml.ops.common import UnsupportedOp, _f32
+from mvkit.coreml.ops.common import CAST, UnsupportedOp, _f32
 
 
 def op_reshape(x, shape):
@@ -155,13 +155,13 @@ def op_reverse_sequence(x, lengths, seq_axis=0, batch_axis=0):
     return x
 
 
-def op_topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True):
+def op_topk(x, k=1, axis=-1, ascending=False, sort=True, return_indices=True, output_indices_dtype="int32"):
     x = _f32(x)
     axis, k = int(axis) % x.ndim, int(k)
     order = np.argsort(x if ascending else -x, axis=axis, kind="stable")
     indices = np.take(order, np.arange(k), axis=axis)
     values = np.take_along_axis(x, indices, axis=axis)
-    return (values, indices.astype(np.int32)) if bool(return_indices) else values
+    return (values, indices.astype(CAST[str(output_indices_dtype)])) if bool(return_indices) else values
 
 
 def op_cumsum(x, axis=0, exclusive=False, reverse=False):
@@ -259,8 +259,6 @@ def op_reshape_like(x, ref_tensors, begins, ends, end_masks):
 # ---- lists (TensorArray-like values of control-flow programs), held as Python lists of arrays ----
 
 def op_make_list(elem_shape, init_length=1, dynamic_length=True, dtype="fp32"):
-    from mvkit.coreml.ops.common import CAST
-
     dims = [d for d in np.atleast_1d(np.asarray(elem_shape, dtype=object)).ravel()]
     known = all(not isinstance(d, str) for d in dims)  # a string dimension is only known at run time
     return [np.zeros([int(d) for d in dims], CAST[str(dtype)]) if known else None for _ in range(int(init_length))]
