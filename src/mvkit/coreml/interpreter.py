@@ -113,11 +113,15 @@ class Program:
             elif op.type.startswith("constexpr_"):
                 self.constants.update(self._execute(op, self.constants))
 
+    def _bound(self, argument, env: dict[str, Any]) -> list[Any]:
+        """The values an op argument binds: names looked up in `env`, inline values decoded."""
+        return [env[b.name] if b.WhichOneof("binding") == "name" else decode_value(b.value, self.weights)
+                for b in argument.arguments]
+
     def _arguments(self, op, env: dict[str, Any]) -> dict[str, Any]:
         args: dict[str, Any] = {}
         for key, argument in op.inputs.items():
-            values = [env[b.name] if b.WhichOneof("binding") == "name" else decode_value(b.value, self.weights)
-                      for b in argument.arguments]
+            values = self._bound(argument, env)
             args[key] = values if key == "values" or len(values) > 1 else values[0]  # concat, stack, einsum
         for key, attribute in op.attributes.items():  # e.g. iOS16 constexpr ops keep their parameters here
             if key != "name":
@@ -150,9 +154,11 @@ class Program:
     def _run_block(self, block, env: dict[str, Any]) -> list[Any]:
         """Runs a block's ops in `env` (which it extends) and returns its outputs."""
         for op in block.operations:
-            if op.type == "const":
+            if op.outputs[0].name in self.constants:  # the top level's const and constexpr ops ran at load
+                continue
+            if op.type == "const":  # a nested block's constant
                 env[op.outputs[0].name] = decode_value(op.attributes["val"], self.weights)
-            elif op.outputs[0].name not in self.constants:  # top-level constexpr ops ran at load
+            else:
                 env.update(self._execute(op, env))
         return [env[name] for name in block.outputs]
 
@@ -161,8 +167,7 @@ class Program:
         if op.type == "cond":
             pred = bool(np.asarray(self._arguments(op, env)["pred"]).ravel()[0])
             return self._run_block(op.blocks[0] if pred else op.blocks[1], dict(env))
-        values = [env[b.name] if b.WhichOneof("binding") == "name" else decode_value(b.value, self.weights)
-                  for b in op.inputs["loop_vars"].arguments]
+        values = self._bound(op.inputs["loop_vars"], env)
         condition, body = op.blocks
 
         def scope(block) -> dict[str, Any]:
