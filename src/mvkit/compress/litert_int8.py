@@ -11,10 +11,11 @@ import torch
 
 from mvkit.artifact import Artifact
 from mvkit.compress.calibration import calibration_batches
-from mvkit.compress.pt2e import Progress, calibrate_graph, fuse_conv_clamp, kept_float
+from mvkit.compress.pt2e import (Progress, calibrate_graph, fuse_conv_clamp, in_modules, kept_float,
+                                 load_float_checkpoint)
 from mvkit.errors import MvkitError
 from mvkit.export.graph import capture, conversion_error, ready_for_export
-from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
+from mvkit.models import architecture_of, labels_of, preprocess_of
 from mvkit.runtime import load_predictor
 
 
@@ -44,12 +45,7 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
         raise MvkitError("LiteRT int8 needs its extra: pip install 'mvkit[litert]' (in its own environment)") from exc
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    checkpoint = Path(checkpoint)
-    source = Artifact.load(checkpoint)
-    if source.format != "safetensors":
-        raise MvkitError(f"{checkpoint} is a {source.format} artifact; LiteRT int8 starts from an mvkit "
-                         "checkpoint (.safetensors)")
-    model = load_checkpoint(checkpoint)
+    checkpoint, source, model = load_float_checkpoint(checkpoint, "LiteRT int8")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
     kept = kept_float(model)
@@ -62,11 +58,7 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
         def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
             graph = super().annotate(graph)
             fuse_conv_clamp(graph)
-            dropped = set()
-            for node in graph.graph.nodes:
-                paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
-                if any(path == name or path.startswith(name + ".") for path in paths for name in kept):
-                    dropped.add(node)
+            dropped = {node for node in graph.graph.nodes if in_modules(node, kept)}
             while True:
                 sharing = {node for node in graph.graph.nodes if node not in dropped and _shares_with(node, dropped)}
                 if not sharing:

@@ -57,6 +57,22 @@ def kept_float(model: nn.Module) -> list[str]:
     return [str(cfg[key]) for key in ("first_conv", "classifier") if cfg.get(key)]
 
 
+def in_modules(node: torch.fx.Node, names: list[str]) -> bool:
+    """Whether a captured graph node comes from one of the named modules (or a submodule of one)."""
+    paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+    return any(path == name or path.startswith(name + ".") for path in paths for name in names)
+
+
+def load_float_checkpoint(checkpoint: Path, purpose: str) -> tuple[Path, Artifact, nn.Module]:
+    """(path, its Artifact, the model) for an mvkit checkpoint; any other artifact is refused with `purpose`."""
+    checkpoint = Path(checkpoint)
+    source = Artifact.load(checkpoint)
+    if source.format != "safetensors":
+        raise MvkitError(f"{checkpoint} is a {source.format} artifact; {purpose} starts from an mvkit "
+                         "checkpoint (.safetensors)")
+    return checkpoint, source, load_checkpoint(checkpoint)
+
+
 def _quantizer(model: nn.Module, is_qat: bool):
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
@@ -74,8 +90,7 @@ def _quantizer(model: nn.Module, is_qat: bool):
     kept = kept_float(model)
 
     def quantized(node) -> bool:
-        paths = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
-        return not any(path == name or path.startswith(name + ".") for path in paths for name in kept)
+        return not in_modules(node, kept)
 
     quantizer.set_filter_function(quantized)
     return quantizer
@@ -128,12 +143,7 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
 
     from mvkit.export.executorch import lower_to_pte
 
-    checkpoint = Path(checkpoint)
-    source = Artifact.load(checkpoint)
-    if source.format != "safetensors":
-        raise MvkitError(f"{checkpoint} is a {source.format} artifact; PT2E quantization starts from an mvkit "
-                         "checkpoint (.safetensors)")
-    model = load_checkpoint(checkpoint)
+    checkpoint, source, model = load_float_checkpoint(checkpoint, "PT2E quantization")
     quantizer = _quantizer(model, is_qat=method == "qat")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
