@@ -43,18 +43,21 @@ class InterpreterPlugin:
         import coremltools.models.utils as model_utils
 
         from mvkit.coreml.interpreter import Program
+        from mvkit.coreml.ops.common import PredictionError
 
         def predict(mlmodel, input_key_values, state=None):
             if mlmodel.get_spec().WhichOneof("Type") != "mlProgram":
                 pytest.skip("neural-network model: the interpreter runs ML programs only")
-            if state is not None:
-                pytest.skip("stateful model")
             feeds = {k: np.array([v]) if np.isscalar(v) else v for k, v in input_key_values.items()}
-            return Program(mlmodel.package_path).run(feeds)
+            try:
+                return Program(mlmodel.package_path).run(feeds, state=state)
+            except PredictionError as exc:  # what coremltools' binding raises when Core ML fails a prediction
+                raise RuntimeError(f"Unable to compute the prediction using ML Program: {exc}") from exc
 
         testing_utils._IS_MACOS = True
         testing_utils.run_core_ml_predict = predict
         coremltools.models.MLModel.predict = lambda self, data, state=None: predict(self, data, state)
+        coremltools.models.MLModel.make_state = lambda self: Program(self.package_path).make_state()
         model_utils._macos_version = lambda: (15, 0)
 
     def pytest_runtest_logreport(self, report):
@@ -75,7 +78,7 @@ def write_markdown(results: dict) -> None:
     lines = ["## Core ML interpreter: op conformance against coremltools' op tests", "",
              f"Command: `{results['command']}`" + (" (interrupted with Ctrl-C: the groups that ran)" if results.get("interrupted") else ""), "",
              f"ML program cases: {totals.get('passed', 0)} passed, {totals.get('failed', 0)} failed, "
-             f"{totals.get('skipped', 0)} skipped (skips are the tests' own, or neural-network/stateful models).", "",
+             f"{totals.get('skipped', 0)} skipped (skips are the tests' own, or neural-network models).", "",
              "| test file :: class | passed | failed | skipped |", "|---|---|---|---|"]
     for group, counts in results["groups"].items():
         name = group.split("ops/tests/")[-1]

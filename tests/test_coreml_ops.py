@@ -204,3 +204,71 @@ def test_control_flow_program_runs_its_blocks(tmp_path):
         outputs = list(loaded.run({"a": np.array([a], np.float32), "b": b}).values())
         np.testing.assert_allclose(outputs[0], [a + steps])  # counts up to the mean of b (3.5)
         np.testing.assert_allclose(outputs[1], chosen)
+
+
+def test_stateful_program_keeps_its_buffer_across_runs(tmp_path):
+    """An accumulator (x += input each prediction, the shape of a KV-cache update): the state lives in what
+    make_state() returns, starts at zero, and a fresh state starts over."""
+    ct = pytest.importorskip("coremltools")
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    from mvkit.coreml.interpreter import Program
+    from mvkit.errors import MvkitError
+
+    @mb.program(input_specs=[mb.StateTensorSpec((2, 3), dtype=types.fp16), mb.TensorSpec((2, 3), dtype=types.fp16)],
+                opset_version=ct.target.iOS18)
+    def program(total, x):
+        added = mb.add(x=mb.read_state(input=total), y=x)
+        mb.coreml_update_state(state=total, value=added)
+        return mb.mul(x=added, y=np.float16(2))
+
+    ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18).save(
+        str(tmp_path / "state.mlpackage"))
+    loaded = Program(tmp_path / "state.mlpackage")
+    x = np.arange(6, dtype=np.float16).reshape(2, 3)
+    state = loaded.make_state()
+    for step in (1, 2, 3):
+        (doubled,) = loaded.run({"x": x}, state=state).values()
+        np.testing.assert_array_equal(doubled, 2 * step * x)
+    (doubled,) = loaded.run({"x": x}, state=loaded.make_state()).values()
+    np.testing.assert_array_equal(doubled, 2 * x)
+    with pytest.raises(MvkitError, match="make_state"):
+        loaded.run({"x": x})
+
+
+def test_random_ops_draw_from_their_distributions():
+    """Random ops cannot match the phone's numbers, only its distributions: moments of 20,000 draws, seeds
+    reproducible, degenerate parameters exact."""
+    normal = OPS["random_normal"](shape=np.array([20000]), mean=2.0, stddev=0.5, seed=7)
+    assert abs(normal.mean() - 2.0) < 0.02 and abs(normal.std() - 0.5) < 0.02
+    np.testing.assert_array_equal(normal, OPS["random_normal"](shape=np.array([20000]), mean=2.0, stddev=0.5, seed=7))
+    uniform = OPS["random_uniform"](shape=np.array([200, 100]), low=-1.0, high=3.0)
+    assert uniform.shape == (200, 100) and uniform.min() >= -1 and uniform.max() < 3 and abs(uniform.mean() - 1) < 0.05
+    assert abs(OPS["random_bernoulli"](shape=np.array([20000]), prob=0.3).mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(OPS["random_bernoulli"](shape=np.array([4]), prob=1.0), np.ones(4))
+    logits = np.log(np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]]))
+    draws = OPS["random_categorical"](x=logits, mode="logits", size=20000, seed=1)
+    assert draws.shape == (2, 20000)
+    for row, expected in zip(draws, np.exp(logits)):
+        np.testing.assert_allclose(np.bincount(row.astype(int), minlength=3) / 20000, expected, atol=0.015)
+
+
+def test_scatter_index_validation_follows_the_opset():
+    """Before iOS17 a negative scatter index counts from the end; from iOS17 it is out of bounds: with
+    validate_indices the prediction fails (as on the phone), without it the update is dropped."""
+    from mvkit.coreml.ops import implementation_of
+    from mvkit.coreml.ops.common import PredictionError
+
+    data = np.array([[1, 2, 3], [4, 5, 6]], np.float32)
+    updates = np.array([[10, 20, 30], [40, 50, 60]], np.float32)
+    indices = np.array([-1, 0])
+    ios16, ios17 = implementation_of("scatter", "CoreML6"), implementation_of("scatter", "CoreML7")
+    np.testing.assert_array_equal(ios16(data=data, indices=indices, updates=updates, mode="update"), updates[::-1])
+    np.testing.assert_array_equal(ios17(data=data, indices=indices, updates=updates, mode="update"),
+                                  [[40, 50, 60], [4, 5, 6]])
+    with pytest.raises(PredictionError, match="out of bounds"):
+        ios17(data=data, indices=indices, updates=updates, mode="update", validate_indices=True)
+    with pytest.raises(PredictionError, match="out of bounds"):
+        implementation_of("scatter_nd", "CoreML7")(data=data, indices=np.array([[0, 3]]), updates=np.array([1.0]),
+                                                    validate_indices=True)

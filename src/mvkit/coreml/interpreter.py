@@ -8,6 +8,7 @@ package on Linux but only macOS can run it.
   float16 output, the way Core ML's fp16 path holds tensors between ops; fp16 error is therefore seen.
 - Compressed weights (constexpr ops) are decompressed exactly.
 - Control flow (cond, while_loop) runs the op's nested blocks, which see the enclosing scope.
+- Stateful programs (iOS18 state inputs) keep their buffers in the dict `make_state()` returns, passed to `run`.
 - An op this interpreter does not know raises an error naming the op, its output (location) and the opset.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from mvkit.coreml.ops import implementation_of
 from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, unpack_bits
+from mvkit.coreml.ops.state import StateTensor
 from mvkit.errors import MvkitError
 
 
@@ -97,9 +99,11 @@ class Program:
         function = spec.mlProgram.functions["main"]
         self.opset = function.opset
         self.block = function.block_specializations[self.opset]
-        self.input_names = [value.name for value in function.inputs]
+        self.input_names = [value.name for value in function.inputs if not value.type.HasField("stateType")]
         self.input_dtypes = {value.name: DTYPES.get(value.type.tensorType.dataType, np.float32)
                              for value in function.inputs}
+        self.state_types = {value.name: value.type.stateType.wrappedType.tensorType
+                            for value in function.inputs if value.type.HasField("stateType")}
         self.output_names = list(self.block.outputs)
         self.weights = WeightFile(data_dir / "weights" / "weight.bin")
         self.description = spec.description
@@ -154,7 +158,7 @@ class Program:
     def _run_block(self, block, env: dict[str, Any]) -> list[Any]:
         """Runs a block's ops in `env` (which it extends) and returns its outputs."""
         for op in block.operations:
-            if op.outputs[0].name in self.constants:  # the top level's const and constexpr ops ran at load
+            if op.outputs and op.outputs[0].name in self.constants:  # the top level's const and constexpr ops ran at load
                 continue
             if op.type == "const":  # a nested block's constant
                 env[op.outputs[0].name] = decode_value(op.attributes["val"], self.weights)
@@ -177,12 +181,22 @@ class Program:
             values = self._run_block(body, scope(body))
         return values
 
-    def run(self, feeds: dict[str, np.ndarray], keep: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Outputs by name, plus any intermediate values named in `keep`."""
+    def make_state(self) -> dict[str, StateTensor]:
+        """Fresh state buffers (zeros) for a stateful program; pass them to every `run` of one sequence."""
+        return {name: StateTensor(_shape(tensor_type), DTYPES.get(tensor_type.dataType, np.float32))
+                for name, tensor_type in self.state_types.items()}
+
+    def run(self, feeds: dict[str, np.ndarray], keep: tuple[str, ...] = (),
+            state: dict[str, StateTensor] | None = None) -> dict[str, Any]:
+        """Outputs by name, plus any intermediate values named in `keep`. A stateful program reads and updates
+        `state` (from `make_state()`)."""
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise MvkitError(f"Core ML program needs inputs {missing}")
+        if self.state_types and state is None:
+            raise MvkitError(f"Core ML program has state {sorted(self.state_types)}: pass state=program.make_state()")
         env = dict(self.constants)
+        env.update(state or {})
         env.update({name: np.asarray(feeds[name], dtype=self.input_dtypes[name]) for name in self.input_names})
         self._run_block(self.block, env)
         return {name: env[name] for name in (*self.output_names, *keep)}

@@ -9,6 +9,7 @@ runs MIL outside macOS.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -27,6 +28,9 @@ from mvkit.coreml.ops.nn import (
     op_local_response_norm, op_matmul, op_scaled_dot_product_attention, op_softmax)
 from mvkit.coreml.ops.recurrent import (
     op_gru, op_lstm, op_rnn)
+from mvkit.coreml.ops.sampling import (
+    op_random_bernoulli, op_random_categorical, op_random_normal, op_random_uniform)
+from mvkit.coreml.ops.state import op_coreml_update_state, op_read_state, op_write_state
 from mvkit.coreml.ops.tensor import (
     op_make_list, op_list_write, op_list_scatter,
     op_band_part, op_batch_to_space, op_concat, op_cumsum, op_depth_to_space, op_gather, op_gather_nd,
@@ -146,12 +150,18 @@ OPS: dict[str, Callable[..., Any]] = {
     "lstm": op_lstm, "gru": op_gru, "rnn": op_rnn,
     "slice_update": op_slice_update, "scaled_dot_product_attention": op_scaled_dot_product_attention,
     "crop_resize": op_crop_resize, "resample": op_resample, "affine": op_affine, "resize": op_resize,
+    "random_bernoulli": op_random_bernoulli, "random_categorical": op_random_categorical,
+    "random_normal": op_random_normal, "random_uniform": op_random_uniform,
+    "read_state": op_read_state, "write_state": op_write_state, "coreml_update_state": op_coreml_update_state,
     "einsum": lambda values, equation: np.einsum(str(equation), *[_f32(v) for v in values]),
 }
 
 # ops whose meaning changed in a later opset (CoreML7 = iOS17): name -> (first opset number, implementation)
 CHANGED: dict[str, tuple[int, Callable[..., Any]]] = {
-    "reshape": (7, op_reshape_ios17), "crop_resize": (7, op_crop_resize_ios17)}
+    "reshape": (7, op_reshape_ios17), "crop_resize": (7, op_crop_resize_ios17),
+    "scatter": (7, partial(op_scatter, negative_wraps=False)),
+    "scatter_along_axis": (7, partial(op_scatter_along_axis, negative_wraps=False)),
+    "scatter_nd": (7, partial(op_scatter_nd, negative_wraps=False))}
 
 
 def implementation_of(name: str, opset: str) -> Callable[..., Any] | None:

@@ -28,6 +28,11 @@ class UnsupportedOp(MvkitError):
     pass
 
 
+class PredictionError(MvkitError):
+    """The inputs make the program fail at run time on the phone too (e.g. an out-of-bound index with
+    validate_indices)."""
+
+
 def _f32(x):
     return np.asarray(x, dtype=np.float32) if np.asarray(x).dtype == np.float16 else np.asarray(x)
 

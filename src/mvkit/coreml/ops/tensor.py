@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mvkit.coreml.ops.common import CAST, UnsupportedOp, _f32
+from mvkit.coreml.ops.common import CAST, PredictionError, UnsupportedOp, _f32
 
 
 def op_reshape(x, shape):
@@ -198,32 +198,55 @@ def _scatter_combine(current, updates, mode: str):
     return combine[mode](current, updates)
 
 
-def op_scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
+def _valid_indices(indices: np.ndarray, sizes, validate: bool, negative_wraps: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(indices with negatives wrapped, mask of in-bound entries). Before iOS17 scatter indices may be negative
+    (counted from the end); from iOS17 a negative index is out of bounds. With `validate_indices` an out-of-bound
+    index fails the prediction, as on the phone; without it Core ML's behaviour is undefined and the interpreter
+    drops those updates."""
+    sizes = np.asarray(sizes)
+    wrapped = np.where(indices < 0, indices + sizes, indices) if negative_wraps else indices
+    inside = (wrapped >= 0) & (wrapped < sizes)
+    if validate and not inside.all():
+        raise PredictionError(f"index {indices[~inside].ravel()[0]} is out of bounds for size(s) {sizes.tolist()} "
+                              "(validate_indices is set)")
+    return wrapped, inside
+
+
+def op_scatter(data, indices, updates, axis=0, mode="add", validate_indices=False, negative_wraps=True):
     data = np.array(data)
     axis = int(axis) % data.ndim
     moved, updates = np.moveaxis(data, axis, 0), np.moveaxis(np.asarray(updates), axis, 0)
-    for position, index in enumerate(np.asarray(indices).ravel()):
-        moved[index] = _scatter_combine(moved[index], updates[position], mode)
+    indices, inside = _valid_indices(np.asarray(indices).ravel(), data.shape[axis], bool(validate_indices),
+                                     negative_wraps)
+    for position, index in enumerate(indices):
+        if inside[position]:
+            moved[index] = _scatter_combine(moved[index], updates[position], mode)
     return data
 
 
-def op_scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
+def op_scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False,
+                          negative_wraps=True):
     data = np.array(data)
     axis = int(axis) % data.ndim
-    indices = np.asarray(indices) % data.shape[axis]
+    indices, inside = _valid_indices(np.asarray(indices), data.shape[axis], bool(validate_indices), negative_wraps)
     target = list(np.indices(indices.shape))
     target[axis] = indices
-    for where, update in zip(zip(*(t.ravel() for t in target)), np.asarray(updates).ravel()):
-        data[where] = _scatter_combine(data[where], update, mode)
+    for where, update, keep in zip(zip(*(t.ravel() for t in target)), np.asarray(updates).ravel(), inside.ravel()):
+        if keep:
+            data[where] = _scatter_combine(data[where], update, mode)
     return data
 
 
-def op_scatter_nd(data, indices, updates, mode="add", validate_indices=False):
+def op_scatter_nd(data, indices, updates, mode="add", validate_indices=False, negative_wraps=True):
     data = np.array(data)
     indices = np.asarray(indices)
-    updates = np.asarray(updates).reshape((-1,) + data.shape[indices.shape[-1]:])
-    for where, update in zip(indices.reshape(-1, indices.shape[-1]), updates):
-        data[tuple(where)] = _scatter_combine(data[tuple(where)], update, mode)
+    depth = indices.shape[-1]
+    indices, inside = _valid_indices(indices.reshape(-1, depth), data.shape[:depth], bool(validate_indices),
+                                     negative_wraps)
+    updates = np.asarray(updates).reshape((-1,) + data.shape[depth:])
+    for where, update, keep in zip(indices, updates, inside.all(axis=1)):
+        if keep:
+            data[tuple(where)] = _scatter_combine(data[tuple(where)], update, mode)
     return data
 
 
@@ -234,7 +257,9 @@ def op_gather(x, indices, axis=0, batch_dims=0, validate_indices=False):
     if batch_dims < 0:
         batch_dims += indices.ndim
     if batch_dims:
-        return np.stack([op_gather(x[b], indices[b], axis - 1, batch_dims - 1) for b in range(x.shape[0])])
+        return np.stack([op_gather(x[b], indices[b], axis - 1, batch_dims - 1, validate_indices)
+                         for b in range(x.shape[0])])
+    indices, _ = _valid_indices(indices, x.shape[axis], bool(validate_indices), negative_wraps=True)
     return np.take(x, indices, axis=axis)
 
 
