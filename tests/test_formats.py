@@ -104,6 +104,36 @@ def test_coreml_mixed_precision_keeps_the_stem_in_fp32(flowers_checkpoint, flowe
 
 
 @needs_coreml
+def test_verify_on_macos_cross_checks_the_interpreter_against_core_ml(flowers_checkpoint, flowers_subset, monkeypatch):
+    """No Mac here: Core ML's predict is stood in for by the interpreter fed the PIL image Core ML would get.
+    What this checks is the cross-check's plumbing: both sides see the same 8-bit pixels (float pixels would
+    move the probabilities), and the report carries the comparison."""
+    import coremltools as ct
+    from PIL import Image
+
+    import mvkit.runtime.coreml_runtime as coreml_runtime
+    from mvkit.coreml.interpreter import Program
+
+    package = export(flowers_checkpoint, "coreml", sizes=[96], precision="fp32").path
+    program = Program(package)
+
+    def core_ml_stand_in(self, feeds):
+        image = feeds["image"]
+        assert isinstance(image, Image.Image) and image.mode == "RGB"
+        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)[None]
+        labels = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+        return {"classLabel_probs": dict(zip(labels, program.probabilities(pixels)[0].tolist()))}
+
+    monkeypatch.setattr(coreml_runtime.platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(ct.models.MLModel, "predict", core_ml_stand_in)
+    report = verify(package, str(flowers_subset))
+    assert report.runtime == "Core ML"
+    check = report.interpreter_vs_coreml
+    assert check["agreement"] == 1.0 and check["max_abs_prob_diff"] == 0.0, check
+    assert report.passed and report.max_abs_prob_diff < 1e-2  # 8-bit pixels vs PyTorch's float pixels
+
+
+@needs_coreml
 def test_coreml_compressed_weights_decompress_exactly(flowers_checkpoint, flowers_subset, tmp_path):
     import coremltools as ct
 

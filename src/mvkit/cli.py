@@ -382,6 +382,10 @@ def verify_command(
                       f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
         if report.artifact_top1 is not None:
             console.print(f"  accuracy: artifact {report.artifact_top1:.2%}, reference {report.reference_top1:.2%}")
+        if report.interpreter_vs_coreml:
+            check = report.interpreter_vs_coreml
+            console.print(f"  mvkit's interpreter vs Core ML: top-1 agreement {check['agreement']:.2%}, "
+                          f"max |dp| {check['max_abs_prob_diff']:.2e}, mean |dp| {check['mean_abs_prob_diff']:.2e}")
     if not report.passed:
         raise typer.Exit(1)
 

@@ -32,6 +32,8 @@ class VerifyReport:
     structure: dict | None = None  # Core ML: what the package holds, and what is wrong with it
     problems: list[str] | None = None
     runtime: str | None = None  # e.g. Core ML packages on Linux run in mvkit's numpy MIL interpreter
+    # on macOS: mvkit's interpreter against real Core ML on the same photos (agreement, max/mean |dp|)
+    interpreter_vs_coreml: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,12 +122,24 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
 
     ours, labels = candidate.predict_dataset(dataset, batch_size, bar(f"{candidate.artifact.format} artifact"))
     theirs = ours if baseline is candidate else baseline.predict_dataset(dataset, batch_size, bar("reference"))[0]
-    difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-    agreement = float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean())
+    agreement, max_difference, mean_difference = compare(ours, theirs)
+    cross_check = None
+    if getattr(candidate, "uses_core_ml", False):  # macOS: is the interpreter that Linux relies on faithful?
+        from mvkit.runtime.coreml_runtime import CoreMLPredictor
+
+        interpreted = CoreMLPredictor(candidate.artifact, interpreter=True).predict_dataset(
+            dataset, batch_size, bar("mvkit interpreter"))[0]
+        cross_check = dict(zip(("agreement", "max_abs_prob_diff", "mean_abs_prob_diff"), compare(interpreted, ours)))
     return VerifyReport(
         artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.source),
-        count=len(labels), agreement=agreement, max_abs_prob_diff=float(difference.max()),
-        mean_abs_prob_diff=float(difference.mean()), artifact_top1=_accuracy(ours, labels, index),
+        count=len(labels), agreement=agreement, max_abs_prob_diff=max_difference,
+        mean_abs_prob_diff=mean_difference, artifact_top1=_accuracy(ours, labels, index),
         reference_top1=_accuracy(theirs, labels, index), threshold=threshold,
         passed=agreement >= threshold and not problems, runtime=getattr(candidate, "runtime", None),
-        structure=structure, problems=problems)
+        structure=structure, problems=problems, interpreter_vs_coreml=cross_check)
+
+
+def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float, float]:
+    """(top-1 agreement, max |dp|, mean |dp|) of two probability arrays over the same photos."""
+    difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+    return float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean()), float(difference.max()), float(difference.mean())
