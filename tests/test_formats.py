@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mvkit.cli import app
 from mvkit.errors import MvkitError
 from mvkit.export import export
-from mvkit.models import create_model, set_preprocess
+from mvkit.models import create_model, save_checkpoint, set_preprocess
 from mvkit.verify import verify
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
@@ -27,6 +27,20 @@ def test_executorch_fp32_agrees_with_the_checkpoint_on_real_photos(flowers_check
     assert artifact.extra["delegate_pieces"] == 1 and artifact.extra["ops_outside_delegate"] == []
     report = verify(artifact.path, str(flowers_subset))
     assert report.passed and report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4
+
+
+@needs_executorch
+def test_executorch_mobilevit_is_one_xnnpack_delegate(flowers_subset, tmp_path):
+    """LayerNorm and timm's attention are rewritten in ops XNNPACK takes, so the whole MobileViT runs in one
+    delegate (it was 49 pieces for MobileViT-S) with the same numbers. Untrained weights: the check is the
+    graph and the agreement, not accuracy."""
+    model = create_model("mobilevit_xxs", labels=["daisy", "dandelion", "rose", "sunflower", "tulip"])
+    set_preprocess(model, size=64)
+    save_checkpoint(model, tmp_path / "xxs.safetensors", source="mobilevit_xxs architecture, random init")
+    artifact = export(tmp_path / "xxs.safetensors", "executorch")
+    assert artifact.extra["delegate_pieces"] == 1 and artifact.extra["ops_outside_delegate"] == [], artifact.extra
+    report = verify(artifact.path, str(flowers_subset))
+    assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-5, report
 
 
 @needs_executorch
@@ -201,8 +215,6 @@ def test_mobilevit_package_runs_in_the_interpreter_like_pytorch(tmp_path, photos
 @needs_coreml
 def test_per_channel_std_is_applied_inside_the_program(tmp_path):
     from mvkit.coreml.package import read_package
-    from mvkit.models import save_checkpoint
-
     model = create_model("mobilenetv3_small_050", labels=["a", "b"])  # ImageNet mean/std: three different stds
     set_preprocess(model, size=64)
     checkpoint = save_checkpoint(model, tmp_path / "small.safetensors").path
@@ -246,8 +258,6 @@ def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
 def test_an_unsupported_operator_is_named_with_its_layer(tmp_path):
     model = create_model("ghostnet_100", labels=["a", "b"])  # torch.export emits `alias`, which coremltools lacks
     set_preprocess(model, size=64)
-    from mvkit.models import save_checkpoint
-
     checkpoint = save_checkpoint(model, tmp_path / "ghost.safetensors").path
     with pytest.raises(MvkitError, match=r"operator alias in layer blocks\.0\.0\.ghost1 \(GhostModule\)"):
         export(checkpoint, "coreml", sizes=[64])

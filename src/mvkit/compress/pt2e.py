@@ -73,7 +73,7 @@ def load_float_checkpoint(checkpoint: Path, purpose: str) -> tuple[Path, Artifac
     return checkpoint, source, load_checkpoint(checkpoint)
 
 
-def _quantizer(model: nn.Module, is_qat: bool):
+def _quantizer(model: nn.Module, is_qat: bool, also_float: list[str] = ()):
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                              get_symmetric_quantization_config)
@@ -87,7 +87,7 @@ def _quantizer(model: nn.Module, is_qat: bool):
             return graph
 
     quantizer = ClampFusingXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
-    kept = kept_float(model)
+    kept = kept_float(model) + list(also_float)
 
     def quantized(node) -> bool:
         return not in_modules(node, kept)
@@ -141,13 +141,13 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
                         qat_lr: float = 1e-5, out: Path | None = None, on_progress: Progress = None) -> Artifact:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-    from mvkit.export.executorch import lower_to_pte
+    from mvkit.export.executorch import for_xnnpack, lower_to_pte
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "PT2E quantization")
-    quantizer = _quantizer(model, is_qat=method == "qat")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
     ready = ready_for_export(model, size)
+    quantizer = _quantizer(model, is_qat=method == "qat", also_float=for_xnnpack(ready))
     if method == "qat":  # QAT's conv+BN pattern is matched on a graph captured in training mode
         ready.train()
     graph = capture(ready, example, fmt="executorch int8").module()
@@ -176,7 +176,7 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
     finally:
         partial.unlink(missing_ok=True)
     description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations, "
-                   "first conv and classifier float"
+                   "first conv, classifier and layer norms float"
                    + (f", quantization-aware fine-tuned {qat_epochs} epoch(s)" if method == "qat" else ""))
     artifact = Artifact(path=target, format="executorch", model_name=source.model_name, labels=labels_of(model),
                         preprocess=source.preprocess, source=str(checkpoint),
