@@ -18,27 +18,21 @@ from mvkit.errors import MvkitError
 from mvkit.runtime import load_predictor
 
 
-def float_nodes(path: Path) -> list[str]:
+def float_nodes(graph) -> list[str]:
     """Nodes kept float: the first convolution and the classifier (the last Gemm/MatMul). Both are tiny. The
     first conv sees the raw image: on a fine-tuned EfficientNet-Lite0 quantizing it alone cost 2 points of
     top-1 on flowers (agreement 89% -> 96% when kept float). A head whose weights span a wide range (e.g.
-    after a linear probe) loses its answers in int8."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+    after a linear probe) loses its answers in int8. `graph`: an onnx GraphProto."""
     first_conv = [node.name for node in graph.node if node.op_type == "Conv"][:1]
     classifier = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")][-1:]
     return first_conv + classifier
 
 
-def attention_softmax_nodes(path: Path) -> list[str]:
+def attention_softmax_nodes(graph) -> list[str]:
     """Each Softmax and the MatMul that takes its output (attention weights x values), kept float: when either is
     quantized, ONNX Runtime fuses the Softmax into QLinearSoftmax, its slowest int8 kernel here (13 of 74 ms of
     MobileViT-S in its profiler). With them float, MobileViT-S int8 ran 1.71-1.75x faster than fp32 instead of
     1.09-1.29x (scratch runs on a loaded machine; the bench table in BENCHMARKS.md is the measurement)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
     softmaxes = [node for node in graph.node if node.op_type == "Softmax"]
     outputs = {node.output[0] for node in softmaxes}
     return [node.name for node in softmaxes] + [
@@ -55,6 +49,7 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     EfficientNet-Lite0 (flowers128 val, 698 photos, 256 calibration photos) percentile loses 0.14 points of
     top-1 and minmax 1.15 (BENCHMARKS.md)."""
     try:
+        import onnx
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -92,12 +87,13 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
         partial = Path(work) / "int8.onnx"
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method={"minmax": CalibrationMethod.MinMax,
                                           "percentile": CalibrationMethod.Percentile}[calibration],
-                        nodes_to_exclude=float_nodes(prepared) + attention_softmax_nodes(prepared),
+                        nodes_to_exclude=float_nodes(graph) + attention_softmax_nodes(graph),
                         extra_options={"CalibStridedMinMax": 1})
         partial.replace(target)
     artifact = Artifact(path=target, format="onnx", model_name=source.model_name, labels=source.labels,

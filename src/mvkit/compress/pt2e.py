@@ -18,7 +18,7 @@ from torch import nn
 from mvkit.artifact import Artifact
 from mvkit.compress.calibration import calibration_batches
 from mvkit.errors import MvkitError
-from mvkit.export.graph import capture, ready_for_export
+from mvkit.export.graph import capture
 from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
 from mvkit.runtime import load_predictor
 
@@ -141,13 +141,13 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
                         qat_lr: float = 1e-5, out: Path | None = None, on_progress: Progress = None) -> Artifact:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-    from mvkit.export.executorch import for_xnnpack, lower_to_pte
+    from mvkit.export.executorch import lower_to_pte, ready_for_xnnpack
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "PT2E quantization")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
-    ready = ready_for_export(model, size)
-    quantizer = _quantizer(model, is_qat=method == "qat", also_float=for_xnnpack(ready))
+    ready, layer_norms = ready_for_xnnpack(model, size)
+    quantizer = _quantizer(model, is_qat=method == "qat", also_float=layer_norms)
     if method == "qat":  # QAT's conv+BN pattern is matched on a graph captured in training mode
         ready.train()
     graph = capture(ready, example, fmt="executorch int8").module()

@@ -99,9 +99,9 @@ class Program:
         function = spec.mlProgram.functions["main"]
         self.opset = function.opset
         self.block = function.block_specializations[self.opset]
-        self.input_names = [value.name for value in function.inputs if not value.type.HasField("stateType")]
-        self.input_dtypes = {value.name: DTYPES.get(value.type.tensorType.dataType, np.float32)
-                             for value in function.inputs}
+        inputs = [value for value in function.inputs if not value.type.HasField("stateType")]
+        self.input_names = [value.name for value in inputs]
+        self.input_dtypes = {value.name: DTYPES.get(value.type.tensorType.dataType, np.float32) for value in inputs}
         self.state_types = {value.name: value.type.stateType.wrappedType.tensorType
                             for value in function.inputs if value.type.HasField("stateType")}
         self.output_names = list(self.block.outputs)

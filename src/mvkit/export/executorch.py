@@ -87,6 +87,13 @@ def for_xnnpack(model: nn.Module) -> list[str]:
     return layer_norms_for_xnnpack(model)
 
 
+def ready_for_xnnpack(model: nn.Module, size: int) -> tuple[nn.Module, list[str]]:
+    """ready_for_export plus the XNNPACK rewrites, so fp32 and int8 programs are captured from the same graph:
+    (the model copy, the names of its LayerNorms)."""
+    ready = ready_for_export(model, size)
+    return ready, for_xnnpack(ready)
+
+
 def _require_executorch():
     try:
         from executorch.exir import to_edge_transform_and_lower  # noqa: F401
@@ -120,7 +127,6 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: Path, model_name: 
 def export_executorch(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
     _require_executorch()
     size = preprocess_of(model).size
-    ready = ready_for_export(model, size)
-    for_xnnpack(ready)
+    ready, _ = ready_for_xnnpack(model, size)
     program = capture(ready, torch.zeros(1, 3, size, size), fmt="executorch")
     return lower_to_pte(program, path, architecture_of(model))

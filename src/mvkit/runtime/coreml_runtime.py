@@ -15,7 +15,7 @@ from mvkit.runtime.base import Predictor
 
 
 class CoreMLPredictor(Predictor):
-    def __init__(self, artifact: Artifact, interpreter: bool | None = None):
+    def __init__(self, artifact: Artifact, interpreter: bool = False):
         default = int(artifact.extra.get("default_size", artifact.preprocess.size))
         if default != artifact.preprocess.size:  # the package only takes its enumerated sizes
             artifact.preprocess = artifact.preprocess.with_changes(size=default)
