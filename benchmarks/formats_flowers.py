@@ -11,9 +11,10 @@ mvkit's numpy interpreter (no Core ML on Linux) on --coreml-photos val photos sp
 interpreter is slow).
 
 Speed: MobileViT-S at 256 px (weights do not change speed; a checkpoint with its ImageNet architecture and 5
-flower classes) in eager PyTorch, ONNX Runtime fp32/int8 and ExecuTorch fp32/int8, interleaved in one bench
-run at batch 1 with every core; plus the Core ML package in mvkit's numpy interpreter (a checking tool, not a
-phone runtime).
+flower classes) in eager PyTorch, ONNX Runtime fp32/int8, ExecuTorch fp32/int8 and, where the litert extra is
+installed (its own environment), LiteRT fp32/int8, interleaved in one bench run at batch 1 with every core; plus,
+where coremltools is installed, the Core ML package in mvkit's numpy interpreter (a checking tool, not a phone
+runtime).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from mvkit.compress.onnx_int8 import quantize_onnx_static  # noqa: E402
 from mvkit.compress.pt2e import quantize_executorch  # noqa: E402
 from mvkit.data import load_data  # noqa: E402
 from mvkit.data.datasets import take_evenly  # noqa: E402
-from mvkit.export import export  # noqa: E402
+from mvkit.export import available_formats, export  # noqa: E402
 from mvkit.models import create_model, save_checkpoint, set_preprocess  # noqa: E402
 from mvkit.verify import verify  # noqa: E402
 
@@ -106,8 +107,18 @@ def speed(args) -> list[dict]:
         paths[fmt] = export(checkpoint, fmt).path
     paths["onnx int8"] = quantize_onnx_static(paths["onnx"], str(args.data), count=args.calib).path
     paths["executorch int8"] = quantize_executorch(checkpoint, str(args.data), count=args.calib).path
-    # not a phone number: how fast mvkit's numpy interpreter checks a Core ML package (issue: <= 5x eager)
-    paths["coreml fp32 (numpy interpreter)"] = export(checkpoint, "coreml", precision="fp32", sizes=[256]).path
+    installed = available_formats()
+    if "litert" in installed:  # the optional extra, which lives in its own environment (see README)
+        from mvkit.compress.litert_int8 import quantize_litert
+
+        paths["litert"] = export(checkpoint, "litert").path
+        paths["litert int8"] = quantize_litert(checkpoint, str(args.data), count=args.calib).path
+    if "coreml" in installed:
+        # not a phone number: how fast mvkit's numpy interpreter checks a Core ML package (issue: <= 5x eager)
+        paths["coreml fp32 (numpy interpreter)"] = export(checkpoint, "coreml", precision="fp32", sizes=[256]).path
+    skipped = sorted({"litert", "coreml"} - set(installed))
+    if skipped:
+        print(f"not installed here, left out of the speed table: {', '.join(skipped)}", flush=True)
     rows = []
     results = bench(list(paths.values()), photos, rounds=args.rounds, batch=8, measure_memory=False)
     for name, row in zip(paths, results):
@@ -117,8 +128,9 @@ def speed(args) -> list[dict]:
     for row in rows:
         row["speedup_vs_eager"] = eager / row["p50_ms"]
     by_name = {row["runtime"]: row for row in rows}
-    for fmt in ("onnx", "executorch"):
-        by_name[f"{fmt} int8"]["int8_speedup_vs_fp32"] = by_name[fmt]["p50_ms"] / by_name[f"{fmt} int8"]["p50_ms"]
+    for fmt in ("onnx", "executorch", "litert"):
+        if fmt in by_name:
+            by_name[f"{fmt} int8"]["int8_speedup_vs_fp32"] = by_name[fmt]["p50_ms"] / by_name[f"{fmt} int8"]["p50_ms"]
     for row in rows:
         print(json.dumps(row), flush=True)
     return rows

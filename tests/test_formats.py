@@ -65,10 +65,11 @@ def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset):
     path = flowers_checkpoint.with_name("flowers.qat-int8.pte")
     assert path.exists()
     assert path.stat().st_size < flowers_checkpoint.stat().st_size / 2.5
-    report = verify(path, str(flowers_subset), threshold=0.0)
-    # One epoch on 80 photos at batch 1 moves a 96 px probe little; measured 7 of 15 right (chance: 3).
-    # The check is that fake-quant training kept the model working: broken BatchNorm handling gave chance.
-    assert report.artifact_top1 > 0.3, report
+    # QAT starts from PTQ's activation ranges and learns from the float model, so it keeps its answers as PTQ
+    # does (the PTQ test above: 13 of 15). Broken BatchNorm handling gave chance; moving-average ranges and
+    # label-loss training had moved answers away from the checkpoint.
+    report = verify(path, str(flowers_subset), threshold=0.8)
+    assert report.passed, report
 
 
 @needs_coreml

@@ -7,6 +7,8 @@ The first convolution and the classifier stay float, as in the ONNX path (see on
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -86,7 +88,8 @@ def _quantizer(model: nn.Module, is_qat: bool, also_float: list[str] = ()):
             fuse_conv_clamp(graph)
             return graph
 
-    quantizer = ClampFusingXNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat)
+    quantizer = ClampFusingXNNPACKQuantizer().set_global(_histogram_activations(config) if is_qat else config)
     kept = kept_float(model) + list(also_float)
 
     def quantized(node) -> bool:
@@ -94,6 +97,47 @@ def _quantizer(model: nn.Module, is_qat: bool, also_float: list[str] = ()):
 
     quantizer.set_filter_function(quantized)
     return quantizer
+
+
+def _histogram_activations(config):
+    """XNNPACK's QAT config with PTQ's activation ranges: a histogram observer (the range that minimises the
+    quantization error) inside the fake quantizer, instead of a moving average of each photo's min and max.
+    With the moving average, calibration alone agreed with the float MobileViT-XXS on 95.9% of flowers128 val
+    (PTQ: 98.3%), and one epoch of QAT could not win that back. The ranges are frozen after calibration
+    (calibrate_activation_ranges); weights keep their per-channel observers, which follow the training."""
+    from torchao.quantization.pt2e import FakeQuantize, HistogramObserver
+
+    activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=FakeQuantize.with_args(
+        observer=HistogramObserver, eps=2**-12))
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def calibrate_activation_ranges(prepared: torch.fx.GraphModule, batches: list[np.ndarray]) -> None:
+    """Set the activation ranges of a QAT graph from the calibration photos, as PTQ does, then freeze them.
+
+    Each activation fake quantizer's histogram observer sees the float activations (fake quantization off);
+    the range is computed once at the end. FakeQuantize would compute it after every photo, and the histogram's
+    range search made that 4x slower than the rest of calibration."""
+    from torchao.quantization.pt2e import FakeQuantize, HistogramObserver, disable_fake_quant, enable_fake_quant
+
+    quantizers = [module for module in prepared.modules()
+                  if isinstance(module, FakeQuantize) and isinstance(module.activation_post_process, HistogramObserver)]
+    hooks = []
+    for quantizer in quantizers:
+        quantizer.disable_observer()
+        hooks.append(quantizer.register_forward_pre_hook(
+            lambda module, args: module.activation_post_process(args[0].detach())))
+    prepared.apply(disable_fake_quant)
+    try:
+        calibrate_graph(prepared, batches, None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        prepared.apply(enable_fake_quant)
+    for quantizer in quantizers:
+        scale, zero_point = quantizer.calculate_qparams()
+        quantizer.scale.resize_(scale.shape).copy_(scale)
+        quantizer.zero_point.resize_(zero_point.shape).copy_(zero_point)
 
 
 def calibrate_graph(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress) -> None:
@@ -106,30 +150,37 @@ def calibrate_graph(prepared: torch.fx.GraphModule, batches: list[np.ndarray], o
                 on_progress(len(batch))
 
 
-def _qat_finetune(prepared: torch.fx.GraphModule, model: nn.Module, data: str, epochs: int, lr: float,
+def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str, epochs: int, lr: float,
                   on_progress: Progress) -> None:
-    """A short fine-tune of the fake-quantized graph on the training photos (batch 1: the graph is captured
-    for batch 1; gradients accumulate over 16 photos per step). Augmentation and loss are the train loop's.
-    BatchNorm keeps its running statistics (the graph stays in eval mode): batch statistics of one photo
-    would wreck it, and frozen BN is the usual way to end a QAT fine-tune."""
+    """A short fine-tune of the fake-quantized graph on the training photos, taught by the float model itself:
+    the loss is the KL divergence from the float model's predictions on the same augmented photo, so QAT
+    recovers what quantization changed instead of moving on to new answers (with the label loss, one epoch
+    moved 6% of the val answers of a fine-tuned EfficientNet-Lite0 and lost 1.3 points of top-1).
+    Batch 1 (the graph is captured for batch 1); gradients accumulate over 16 photos per step. BatchNorm keeps
+    its running statistics (the graph stays in eval mode): batch statistics of one photo would wreck it, and
+    frozen BN is the usual way to end a QAT fine-tune."""
+    import torch.nn.functional as F
+
     from mvkit.data.datasets import load_data
     from mvkit.train.batches import model_input, to_unit_range, train_transform
-    from mvkit.train.losses import label_loss
 
-    preprocess = preprocess_of(model)
+    preprocess = preprocess_of(teacher)
     splits = load_data(data)
     dataset = splits.train
     dataset.transform = train_transform(preprocess.size, preprocess.interpolation, 0.5)
-    optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)  # augmentation draws from the global generator
     accumulate = 16
     for _ in range(epochs):
         order = torch.randperm(len(dataset), generator=generator).tolist()
         for step, index in enumerate(order, start=1):
-            image, label = dataset[index]
-            logits = prepared(model_input(to_unit_range(image)[None], preprocess))
-            (label_loss(logits, torch.tensor([label])) / accumulate).backward()
+            image, _ = dataset[index]
+            pixels = model_input(to_unit_range(image)[None], preprocess)
+            with torch.no_grad():
+                target = F.log_softmax(teacher(pixels).float(), dim=-1)
+            student = F.log_softmax(prepared(pixels).float(), dim=-1)
+            (F.kl_div(student, target, reduction="batchmean", log_target=True) / accumulate).backward()
             if step % accumulate == 0 or step == len(order):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -146,6 +197,8 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
     checkpoint, source, model = load_float_checkpoint(checkpoint, "PT2E quantization")
     size = preprocess_of(model).size
     example = torch.zeros(1, 3, size, size)
+    # QAT's teacher: its own copy, as the captured graph may share parameter tensors with `model`
+    teacher = copy.deepcopy(model).eval() if method == "qat" else None
     ready, layer_norms = ready_for_xnnpack(model, size)
     quantizer = _quantizer(model, is_qat=method == "qat", also_float=layer_norms)
     if method == "qat":  # QAT's conv+BN pattern is matched on a graph captured in training mode
@@ -159,8 +212,8 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
 
             prepared = prepare_qat_pt2e(graph, quantizer)
             move_exported_model_to_eval(prepared)  # BN on running statistics, fake quantization stays on
-            calibrate_graph(prepared, batches[:2], None)  # observers start from real ranges
-            _qat_finetune(prepared, model, data, qat_epochs, qat_lr, on_progress)
+            calibrate_activation_ranges(prepared, batches)  # start where PTQ ends
+            _qat_finetune(prepared, teacher, data, qat_epochs, qat_lr, on_progress)
         elif method == "ptq":
             prepared = prepare_pt2e(graph, quantizer)
             calibrate_graph(prepared, batches, on_progress)
@@ -177,7 +230,8 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
         partial.unlink(missing_ok=True)
     description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations, "
                    "first conv, classifier and layer norms float"
-                   + (f", quantization-aware fine-tuned {qat_epochs} epoch(s)" if method == "qat" else ""))
+                   + (f", quantization-aware fine-tuned {qat_epochs} epoch(s) from PTQ's ranges, taught by the float model"
+                      if method == "qat" else ""))
     artifact = Artifact(path=target, format="executorch", model_name=source.model_name, labels=labels_of(model),
                         preprocess=source.preprocess, source=str(checkpoint),
                         extra={**extra, "quantization": description, "method": method,
