@@ -116,8 +116,8 @@ def calibrate_activation_ranges(prepared: torch.fx.GraphModule, batches: list[np
     """Set the activation ranges of a QAT graph from the calibration photos, as PTQ does, then freeze them.
 
     Each activation fake quantizer's histogram observer sees the float activations (fake quantization off);
-    the range is computed once at the end. FakeQuantize would compute it after every photo, and the histogram's
-    range search made that 4x slower than the rest of calibration."""
+    the range is computed once at the end. FakeQuantize would compute it after every photo: the histogram's
+    range search then made quantizing MobileViT-XXS take 649 s instead of 181 s."""
     from torchao.quantization.pt2e import FakeQuantize, HistogramObserver, disable_fake_quant, enable_fake_quant
 
     quantizers = [module for module in prepared.modules()
@@ -154,8 +154,9 @@ def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str,
                   on_progress: Progress) -> None:
     """A short fine-tune of the fake-quantized graph on the training photos, taught by the float model itself:
     the loss is the KL divergence from the float model's predictions on the same augmented photo, so QAT
-    recovers what quantization changed instead of moving on to new answers (with the label loss, one epoch
-    moved 6% of the val answers of a fine-tuned EfficientNet-Lite0 and lost 1.3 points of top-1).
+    recovers what quantization changed instead of moving on to new answers (with the label loss and
+    moving-average ranges, one epoch changed 6.6% of the val answers of a fine-tuned EfficientNet-Lite0 and lost
+    1.3 points of top-1).
     Batch 1 (the graph is captured for batch 1); gradients accumulate over 16 photos per step. BatchNorm keeps
     its running statistics (the graph stays in eval mode): batch statistics of one photo would wreck it, and
     frozen BN is the usual way to end a QAT fine-tune."""
