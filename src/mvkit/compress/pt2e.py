@@ -160,10 +160,9 @@ def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str,
     Batch 1 (the graph is captured for batch 1); gradients accumulate over 16 photos per step. BatchNorm keeps
     its running statistics (the graph stays in eval mode): batch statistics of one photo would wreck it, and
     frozen BN is the usual way to end a QAT fine-tune."""
-    import torch.nn.functional as F
-
     from mvkit.data.datasets import load_data
     from mvkit.train.batches import model_input, to_unit_range, train_transform
+    from mvkit.train.losses import teacher_loss
 
     preprocess = preprocess_of(teacher)
     splits = load_data(data)
@@ -179,9 +178,8 @@ def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str,
             image, _ = dataset[index]
             pixels = model_input(to_unit_range(image)[None], preprocess)
             with torch.no_grad():
-                target = F.log_softmax(teacher(pixels).float(), dim=-1)
-            student = F.log_softmax(prepared(pixels).float(), dim=-1)
-            (F.kl_div(student, target, reduction="batchmean", log_target=True) / accumulate).backward()
+                target = teacher(pixels)
+            (teacher_loss(prepared(pixels), target) / accumulate).backward()
             if step % accumulate == 0 or step == len(order):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

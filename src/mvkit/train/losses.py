@@ -22,7 +22,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
     T^2 keeps the gradient scale of the soft term independent of T (Hinton et al. 2015)."""
     hard = label_loss(student_logits, targets, label_smoothing)
+    return alpha * hard + (1.0 - alpha) * teacher_loss(student_logits, teacher_logits, temperature)
+
+
+def teacher_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch."""
     soft = F.kl_div(F.log_softmax(student_logits.float() / temperature, dim=-1),
                     F.log_softmax(teacher_logits.float() / temperature, dim=-1),
                     reduction="batchmean", log_target=True)
-    return alpha * hard + (1.0 - alpha) * temperature ** 2 * soft
+    return temperature ** 2 * soft
