@@ -57,7 +57,7 @@ def test_pt2e_int8_executorch_is_smaller_and_close_to_the_checkpoint(flowers_che
 
 
 @needs_executorch
-def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset):
+def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset, flowers):
     runner = CliRunner()
     result = runner.invoke(app, ["quantize", str(flowers_checkpoint), "--method", "qat", "--calib", str(flowers_subset),
                                  "--epochs", "1", "--count", "16"])
@@ -65,11 +65,11 @@ def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset):
     path = flowers_checkpoint.with_name("flowers.qat-int8.pte")
     assert path.exists()
     assert path.stat().st_size < flowers_checkpoint.stat().st_size / 2.5
-    # QAT starts from PTQ's activation ranges and learns from the float model, so it keeps its answers as PTQ
-    # does (the PTQ test above: 13 of 15). Broken BatchNorm handling gave chance; moving-average ranges and
-    # label-loss training had moved answers away from the checkpoint.
-    report = verify(path, str(flowers_subset), threshold=0.8)
-    assert report.passed, report
+    # QAT starts where PTQ ends and learns from the float model, so it keeps the checkpoint's answers about as
+    # well as PTQ. Measured on all 698 val photos: PTQ 94.4%, QAT 93.0%; QAT with torchao's BatchNorm folding
+    # (eps 1e-5, Lite0's is 1e-3) 85-87%. 15 photos were too few to tell (10 to 12 of 15 across machines).
+    report = verify(path, str(flowers), threshold=0.9)
+    assert report.passed and report.count == 698, report
 
 
 @needs_coreml
