@@ -57,6 +57,36 @@ def test_pt2e_int8_executorch_is_smaller_and_close_to_the_checkpoint(flowers_che
 
 
 @needs_executorch
+def test_qat_graph_is_the_float_model_until_fake_quantization(flowers_checkpoint, flowers_subset):
+    """QAT's graph, fake quantization off, computes the float model: BatchNorms are folded with their own eps
+    (Lite0's is 1e-3; torchao's QAT conv+BN pattern assumes 1e-5, which moved Lite0's answers before training)."""
+    import copy
+
+    import torch
+    from torchao.quantization.pt2e import disable_fake_quant, enable_fake_quant
+
+    from mvkit.compress.calibration import calibration_batches
+    from mvkit.compress.pt2e import prepare_int8_graph
+    from mvkit.models import load_checkpoint
+    from mvkit.runtime import load_predictor
+
+    model = load_checkpoint(flowers_checkpoint)
+    reference = copy.deepcopy(model).eval()
+    batches = calibration_batches(load_predictor(flowers_checkpoint).prepare, str(flowers_subset), 16)
+    pixels = torch.from_numpy(np.concatenate(batches))
+    graph = prepare_int8_graph(model, "qat", batches)
+    with torch.no_grad():
+        expected = reference(pixels)  # logits: the training photos' probabilities are all near 0 or 1
+        graph.apply(disable_fake_quant)
+        unquantized = graph(pixels)
+        graph.apply(enable_fake_quant)
+        quantized = graph(pixels)
+    scale = expected.abs().max()
+    assert (unquantized - expected).abs().max() < 1e-4 * scale, (unquantized - expected).abs().max() / scale
+    assert (quantized - expected).abs().max() > 1e-2 * scale  # the fake quantizers are in the graph and on
+
+
+@needs_executorch
 def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset, flowers):
     runner = CliRunner()
     result = runner.invoke(app, ["quantize", str(flowers_checkpoint), "--method", "qat", "--calib", str(flowers_subset),
@@ -65,10 +95,11 @@ def test_qat_fine_tunes_then_converts(flowers_checkpoint, flowers_subset, flower
     path = flowers_checkpoint.with_name("flowers.qat-int8.pte")
     assert path.exists()
     assert path.stat().st_size < flowers_checkpoint.stat().st_size / 2.5
-    # QAT starts where PTQ ends and learns from the float model, so it keeps the checkpoint's answers about as
-    # well as PTQ. Measured on all 698 val photos: PTQ 94.4%, QAT 93.0%; QAT with torchao's BatchNorm folding
-    # (eps 1e-5, Lite0's is 1e-3) 85-87%. 15 photos were too few to tell (10 to 12 of 15 across machines).
-    report = verify(path, str(flowers), threshold=0.9)
+    # QAT starts where PTQ ends and learns from the float model, so it keeps most of the checkpoint's answers.
+    # Measured on all 698 val photos: PTQ 94.4%, QAT 91.1% (five steps on 65 photos move this small probe model
+    # a little). 15 photos were too few to tell (10 to 12 of 15 across machines). BatchNorm folding, which had
+    # cost 7 points, has its own test above.
+    report = verify(path, str(flowers), threshold=0.85)
     assert report.passed and report.count == 698, report
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,7 @@ from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess
 from mvkit.runtime import load_predictor
 
 Progress = Callable[[int], None] | None
+QAT_BATCH = 16
 
 
 def fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
@@ -129,7 +131,7 @@ def calibrate_activation_ranges(prepared: torch.fx.GraphModule, batches: list[np
             lambda module, args: module.activation_post_process(args[0].detach())))
     prepared.apply(disable_fake_quant)
     try:
-        calibrate_graph(prepared, batches, None)
+        calibrate_graph(prepared, batches, None, batch_one=False)
     finally:
         for hook in hooks:
             hook.remove()
@@ -140,12 +142,16 @@ def calibrate_activation_ranges(prepared: torch.fx.GraphModule, batches: list[np
         quantizer.zero_point.resize_(zero_point.shape).copy_(zero_point)
 
 
-def calibrate_graph(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress) -> None:
-    """Run the calibration photos one at a time through a PT2E-prepared graph (captured for batch 1)."""
+def calibrate_graph(prepared: torch.fx.GraphModule, batches: list[np.ndarray], on_progress: Progress,
+                    batch_one: bool = True) -> None:
+    """Run the calibration photos through a PT2E-prepared graph: one at a time if it was captured for batch 1."""
     with torch.no_grad():
         for batch in batches:
-            for image in batch:  # the program is captured for batch 1
-                prepared(torch.from_numpy(image[None]))
+            if batch_one:
+                for image in batch:
+                    prepared(torch.from_numpy(image[None]))
+            else:
+                prepared(torch.from_numpy(batch))
             if on_progress:
                 on_progress(len(batch))
 
@@ -170,65 +176,81 @@ def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str,
     recovers what quantization changed instead of moving on to new answers (with the label loss and
     moving-average ranges, one epoch changed 6.6% of the val answers of a fine-tuned EfficientNet-Lite0 and lost
     1.3 points of top-1).
-    Batch 1 (the graph is captured for batch 1); gradients accumulate over 16 photos per step. BatchNorm is
-    frozen, folded into the convs before training (fold_batch_norms): batch statistics of one photo would wreck
-    it, and frozen BN is the usual way to end a QAT fine-tune."""
+    Batches of 16 photos (the QAT graph is captured with a dynamic batch). BatchNorm is frozen, folded into the
+    convs before training (fold_batch_norms), and frozen BN is the usual way to end a QAT fine-tune."""
     from mvkit.data.datasets import load_data
     from mvkit.train.batches import model_input, to_unit_range, train_transform
     from mvkit.train.losses import teacher_loss
 
     preprocess = preprocess_of(teacher)
-    splits = load_data(data)
-    dataset = splits.train
+    dataset = load_data(data).train
     dataset.transform = train_transform(preprocess.size, preprocess.interpolation, 0.5)
     optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)  # augmentation draws from the global generator
-    accumulate = 16
+    torch.manual_seed(0)  # augmentation draws from the global generators: torch's and Python's
+    random.seed(0)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=QAT_BATCH, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
     for _ in range(epochs):
-        order = torch.randperm(len(dataset), generator=generator).tolist()
-        for step, index in enumerate(order, start=1):
-            image, _ = dataset[index]
-            pixels = model_input(to_unit_range(image)[None], preprocess)
+        for images, _ in loader:
+            pixels = model_input(to_unit_range(images), preprocess)
             with torch.no_grad():
                 target = teacher(pixels)
-            (teacher_loss(prepared(pixels), target) / accumulate).backward()
-            if step % accumulate == 0 or step == len(order):
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            teacher_loss(prepared(pixels), target).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             if on_progress:
-                on_progress(1)
+                on_progress(len(images))
+
+
+def prepare_int8_graph(model: nn.Module, method: str, batches: list[np.ndarray],
+                       on_progress: Progress = None) -> torch.fx.GraphModule:
+    """The model captured for XNNPACK and prepared by PT2E. ptq: observers calibrated on `batches`, captured
+    for batch 1. qat: fake-quantized, BatchNorms folded, activation ranges set from `batches` and frozen,
+    captured with a dynamic batch, ready to train. `model` may be changed (see ready_for_xnnpack)."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    from mvkit.export.executorch import ready_for_xnnpack
+
+    if method not in ("ptq", "qat"):
+        raise MvkitError(f"PT2E method must be ptq or qat, not {method!r}")
+    size = preprocess_of(model).size
+    ready, layer_norms = ready_for_xnnpack(model, size)
+    quantizer = _quantizer(model, is_qat=method == "qat", also_float=layer_norms)
+    example = torch.zeros(1, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "ptq":
+            prepared = prepare_pt2e(capture(ready, example, fmt="executorch int8").module(), quantizer)
+            calibrate_graph(prepared, batches, on_progress)
+            return prepared
+        # trained in batches; an example of 2, as export specialises a batch of 1
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        graph = capture(ready, example.expand(2, -1, -1, -1), dynamic_shapes=({0: batch},),
+                        fmt="executorch int8").module()
+        fold_batch_norms(graph)
+        prepared = prepare_qat_pt2e(graph, quantizer)
+        calibrate_activation_ranges(prepared, batches)  # start where PTQ ends
+        return prepared
 
 
 def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: str = "ptq", qat_epochs: int = 1,
                         qat_lr: float = 1e-5, out: Path | None = None, on_progress: Progress = None) -> Artifact:
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from mvkit.export.executorch import lower_to_pte, ready_for_xnnpack
+    from mvkit.export.executorch import lower_to_pte
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "PT2E quantization")
     size = preprocess_of(model).size
-    example = torch.zeros(1, 3, size, size)
     # QAT's teacher: its own copy, as the captured graph may share parameter tensors with `model`
     teacher = copy.deepcopy(model).eval() if method == "qat" else None
-    ready, layer_norms = ready_for_xnnpack(model, size)
-    quantizer = _quantizer(model, is_qat=method == "qat", also_float=layer_norms)
-    graph = capture(ready, example, fmt="executorch int8").module()
     batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
+    prepared = prepare_int8_graph(model, method, batches, on_progress if method == "ptq" else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "qat":
-            fold_batch_norms(graph)
-            prepared = prepare_qat_pt2e(graph, quantizer)
-            calibrate_activation_ranges(prepared, batches)  # start where PTQ ends
             _qat_finetune(prepared, teacher, data, qat_epochs, qat_lr, on_progress)
-        elif method == "ptq":
-            prepared = prepare_pt2e(graph, quantizer)
-            calibrate_graph(prepared, batches, on_progress)
-        else:
-            raise MvkitError(f"PT2E method must be ptq or qat, not {method!r}")
         converted = convert_pt2e(prepared)
-        program = capture(converted, example, fmt="executorch int8")
+        program = capture(converted, torch.zeros(1, 3, size, size), fmt="executorch int8")
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.{method}-int8.pte")
     partial = target.with_name(f".{target.name}.partial")
     try:
