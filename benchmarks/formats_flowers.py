@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/formats_flowers.py                 # parity + speed, writes BENCHMARKS.md
     .venv/bin/python benchmarks/formats_flowers.py --only parity   # or --only speed
+    .venv/bin/python benchmarks/formats_flowers.py --only parity --reuse --formats qat   # only the QAT rows
 
 Parity: the fine-tuned EfficientNet-Lite0 and the distilled MobileViT-XXS that benchmarks/finetune_flowers.py
 writes (runs/bench_flowers/{finetune,distilled}/best.safetensors) are exported to ONNX, ExecuTorch, TorchScript
@@ -81,13 +82,14 @@ def parity(args) -> list[dict]:
             shutil.copy(source, checkpoint)
             shutil.copy(source.with_name(source.name + ".mvkit.json"), checkpoint.with_name(checkpoint.name + ".mvkit.json"))
         for fmt, path in artifacts_for(checkpoint, str(args.data), args.calib, args.qat_epochs, args.reuse).items():
-            if fmt == "pytorch eager":
+            if fmt == "pytorch eager" or (args.formats and args.formats not in fmt):
                 continue
             # the numpy interpreter is slow at 224 px: Core ML rows use photos spread over the classes
             report = verify(path, str(args.data), limit=args.coreml_photos if fmt.startswith("coreml") else None)
             row = {"model": label, "format": fmt, "photos": report.count, "agreement": report.agreement,
                    "max_abs_prob_diff": report.max_abs_prob_diff, "artifact_top1": report.artifact_top1,
-                   "checkpoint_top1": report.reference_top1, "runtime": report.runtime, "problems": report.problems}
+                   "checkpoint_top1": report.reference_top1, "runtime": report.runtime, "problems": report.problems,
+                   "command": args.command}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -140,7 +142,8 @@ def write_markdown(results: dict) -> None:
     lines = ["## Phone formats: parity on flowers128 val and speed (the guide's sections 2, 6, 7)", "",
              f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.", ""]
     if results.get("parity"):
-        lines += [f"Command: `{results['parity_command']}`", "",
+        commands = list(dict.fromkeys(row.get("command", results["parity_command"]) for row in results["parity"]))
+        lines += [f"Command: `{commands[0]}`" + "".join(f"; rows re-measured by `{c}`" for c in commands[1:]), "",
                   "Each artifact in its own runtime vs its checkpoint in PyTorch on the whole val split (698 photos; "
                   "Core ML rows: the photos column, spread over the classes); int8 calibrated on 256 training photos "
                   "spread over the classes.", "",
@@ -176,14 +179,24 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--coreml-photos", type=int, default=150, help="val photos for Core ML rows (interpreter)")
     parser.add_argument("--reuse", action="store_true", help="keep artifacts an earlier run made")
+    parser.add_argument("--formats", default=None,
+                        help="parity: re-measure only the rows whose format contains this text (e.g. qat); the other "
+                             "rows stay as the last run saved them")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"flowers128 not found at {args.data}")
     results_file = RESULTS / "formats_flowers.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    command = "python benchmarks/formats_flowers.py " + " ".join(sys.argv[1:])
+    command = args.command = "python benchmarks/formats_flowers.py " + " ".join(sys.argv[1:])
     if args.only in (None, "parity"):
-        results["parity"], results["parity_command"] = parity(args), command
+        rows = parity(args)
+        if args.formats:  # the new rows replace their old selves; the others keep the command that made them
+            fresh = {(row["model"], row["format"]): row for row in rows}
+            old_rows = [{"command": results.get("parity_command", command), **row} for row in results.get("parity", [])]
+            rows = [fresh.pop((row["model"], row["format"]), row) for row in old_rows] + list(fresh.values())
+        else:
+            results["parity_command"] = command
+        results["parity"] = rows
     if args.only in (None, "speed"):
         results["speed"], results["speed_command"] = speed(args), command
     RESULTS.mkdir(parents=True, exist_ok=True)
