@@ -150,7 +150,8 @@ def test_dynamic_quantization_reports_its_small_reach(checkpoint, flowers_subset
 def test_int8_onnx_mobilevit_keeps_attention_softmax_float(flowers_subset, tmp_path):
     """In the graph ONNX Runtime actually runs: convolutions and projections int8, but the attention softmax
     float, because the MatMul after it stays float (ORT's QLinearSoftmax was its slowest int8 kernel here).
-    The model is an untrained MobileViT-XXS: this checks the graph, not accuracy."""
+    The transformer's Linears are one QGemm each, bias inside (exported as Gemm, not MatMul + Add).
+    The model is an untrained MobileViT-XXS: this checks the graph and the float file's agreement."""
     import collections
 
     import onnx
@@ -161,12 +162,15 @@ def test_int8_onnx_mobilevit_keeps_attention_softmax_float(flowers_subset, tmp_p
     model = create_model("mobilevit_xxs", labels=["daisy", "dandelion", "rose", "sunflower", "tulip"])
     set_preprocess(model, size=64)
     save_checkpoint(model, tmp_path / "xxs.safetensors", source="mobilevit_xxs architecture, random init")
-    int8 = quantize_onnx_static(export(tmp_path / "xxs.safetensors", "onnx").path, str(flowers_subset), count=8,
-                                calibration="minmax")
+    fp32 = export(tmp_path / "xxs.safetensors", "onnx").path
+    report = verify(fp32, str(flowers_subset))
+    assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-5, report
+    int8 = quantize_onnx_static(fp32, str(flowers_subset), count=8, calibration="minmax")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
     ort.InferenceSession(str(int8.path), options, providers=["CPUExecutionProvider"])
     ops = collections.Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
-    assert ops["QLinearConv"] > 20 and ops["QLinearMatMul"] > 20, ops
+    assert ops["QLinearConv"] > 20, ops
+    assert ops["QGemm"] == 36 and ops["QLinearMatMul"] == 9, ops  # 4 Linears and q @ k per transformer layer
     assert ops["Softmax"] == 9 and ops["QLinearSoftmax"] == 0, ops  # one per transformer layer
