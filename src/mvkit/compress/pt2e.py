@@ -244,7 +244,7 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
     # QAT's teacher: its own copy, as the captured graph may share parameter tensors with `model`
     teacher = copy.deepcopy(model).eval() if method == "qat" else None
     batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
-    prepared = prepare_int8_graph(model, method, batches, on_progress if method == "ptq" else None)
+    prepared = prepare_int8_graph(model, method, batches, on_progress)  # calibration progress: ptq only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "qat":
