@@ -22,8 +22,8 @@ class FlatLinear(nn.Module):
 
     MobileViT's transformer Linears see 3-D token tensors. As MatMul + Add, ONNX Runtime's int8 runs the bias as
     a separate QLinearAdd (36 in MobileViT-S); as Gemm, the QDQ Gemm becomes one QGemm with the bias inside.
-    MobileViT-S p50 at 256 px, both forms in one interleaved run: fp32 32.5 -> 29.6 ms, int8 21.8 -> 19.9 ms
-    (BENCHMARKS.md has the bench table). Written here because the exporter has no such option."""
+    MobileViT-S int8 p50 at 256 px, both forms in one interleaved run: 22.6 -> 21.3 ms and 21.8 -> 19.9 ms in
+    two runs (BENCHMARKS.md, speed remarks). Written here because the exporter has no such option."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
