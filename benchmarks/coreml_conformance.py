@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -115,7 +116,7 @@ def main() -> None:
     if args.explore:  # failures were printed as they came; keep the saved results
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/coreml_conformance.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/coreml_conformance.py " + shlex.join(sys.argv[1:])
     interrupted = exit_code == pytest.ExitCode.INTERRUPTED  # Ctrl-C: what ran so far is still saved
     results = {"command": command, "interrupted": interrupted, "totals": dict(totals), "groups": summary,
                "first_failure": plugin.failures}

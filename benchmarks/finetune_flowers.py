@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -171,7 +172,7 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     results_file = RESULTS / "finetune_flowers.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    command = "python benchmarks/finetune_flowers.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/finetune_flowers.py " + shlex.join(sys.argv[1:])
     if args.only in (None, "table"):
         results["table"] = table_rows(args)
         results["table_command"] = command

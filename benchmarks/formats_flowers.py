@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -187,7 +188,7 @@ def main() -> None:
         sys.exit(f"flowers128 not found at {args.data}")
     results_file = RESULTS / "formats_flowers.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    command = args.command = "python benchmarks/formats_flowers.py " + " ".join(sys.argv[1:])
+    command = args.command = "python benchmarks/formats_flowers.py " + shlex.join(sys.argv[1:])
     if args.only in (None, "parity"):
         rows = parity(args)
         if args.formats:  # the new rows replace their old selves; the others keep the command that made them

@@ -150,8 +150,8 @@ def test_dynamic_quantization_reports_its_small_reach(checkpoint, flowers_subset
 def test_int8_onnx_mobilevit_keeps_attention_softmax_float(flowers_subset, tmp_path):
     """In the graph ONNX Runtime actually runs: convolutions and projections int8, but the attention softmax
     float, because the MatMul after it stays float (ORT's QLinearSoftmax was its slowest int8 kernel here).
-    The transformer's Linears are one QGemm each, bias inside (exported as Gemm, not MatMul + Add).
-    The model is an untrained MobileViT-XXS: this checks the graph and the float file's agreement."""
+    The transformer's Linears are one QGemm each, bias inside (exported as Gemm, not MatMul + Add). The layer
+    norms keep float scale and bias, not int8 ones dequantized on every run. The model is an untrained MobileViT-XXS: this checks the graph and the float file's agreement."""
     import collections
 
     import onnx
@@ -170,7 +170,11 @@ def test_int8_onnx_mobilevit_keeps_attention_softmax_float(flowers_subset, tmp_p
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(tmp_path / "as_run.onnx")
     ort.InferenceSession(str(int8.path), options, providers=["CPUExecutionProvider"])
-    ops = collections.Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+    as_run = onnx.load(options.optimized_model_filepath).graph
+    ops = collections.Counter(node.op_type for node in as_run.node)
     assert ops["QLinearConv"] > 20, ops
     assert ops["QGemm"] == 36 and ops["QLinearMatMul"] == 9, ops  # 4 Linears and q @ k per transformer layer
     assert ops["Softmax"] == 9 and ops["QLinearSoftmax"] == 0, ops  # one per transformer layer
+    float_weights = {tensor.name for tensor in as_run.initializer if tensor.data_type == onnx.TensorProto.FLOAT}
+    norms = [node for node in as_run.node if node.op_type == "LayerNormalization"]
+    assert len(norms) == 21 and all(set(node.input[1:]) <= float_weights for node in norms)
