@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from mvkit.artifact import Artifact
 from mvkit.compress.calibration import calibration_batches
@@ -33,6 +34,26 @@ def _shares_with(node: torch.fx.Node, nodes: set) -> bool:
             if (target[0] if isinstance(target, tuple) else target) in nodes:
                 return True
     return False
+
+
+class SigmoidTimesInput(nn.Module):
+    """SiLU written as x * sigmoid(x), the same math. litert-torch's quantizer annotates sigmoid and mul but not
+    silu, so a SiLU module stays float with a dequantize and a quantize around it. Written out, both ops run
+    int8: on MobileViT-S 33 of 34 LOGISTIC and their MULs became int8 (the float first conv's stays float),
+    with 32 DEQUANTIZE and 31 QUANTIZE fewer, and int8 went from 1.30x to 1.41x its fp32 (p50, one interleaved
+    scratch run of 40 rounds). MobileViT-XXS distilled, flowers128 val: 98.4% agreement (98.0% before)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
+def write_out_silu(model: nn.Module) -> nn.Module:
+    """Replaces every nn.SiLU module of `model` (in place) by SigmoidTimesInput."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.SiLU):
+                setattr(module, name, SigmoidTimesInput())
+    return model
 
 
 def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
@@ -70,7 +91,7 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
 
     quantizer = KeepFloatQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
-    graph = capture(ready_for_export(model, size), example, fmt="litert int8").module()
+    graph = capture(write_out_silu(ready_for_export(model, size)), example, fmt="litert int8").module()
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8.tflite")
     partial = target.with_name(f".{target.stem}.partial.tflite")
     try:
