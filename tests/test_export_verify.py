@@ -151,7 +151,8 @@ def test_int8_onnx_mobilevit_keeps_attention_softmax_float(flowers_subset, tmp_p
     """In the graph ONNX Runtime actually runs: convolutions and projections int8, but the attention softmax
     float, because the MatMul after it stays float (ORT's QLinearSoftmax was its slowest int8 kernel here).
     The transformer's Linears are one QGemm each, bias inside (exported as Gemm, not MatMul + Add). The layer
-    norms keep float scale and bias, not int8 ones dequantized on every run. The model is an untrained MobileViT-XXS: this checks the graph and the float file's agreement."""
+    norms keep float scale and bias, not int8 ones dequantized on every run. The model is an untrained
+    MobileViT-XXS: this checks the graph and the float file's agreement."""
     import collections
 
     import onnx

@@ -15,7 +15,7 @@ from mvkit.compress.calibration import calibration_batches
 from mvkit.compress.pt2e import (Progress, calibrate_graph, fuse_conv_clamp, in_modules, kept_float,
                                  load_float_checkpoint)
 from mvkit.errors import MvkitError
-from mvkit.export.graph import capture, conversion_error, ready_for_export
+from mvkit.export.graph import capture, conversion_error, ready_for_export, swap_modules
 from mvkit.models import architecture_of, labels_of, preprocess_of
 from mvkit.runtime import load_predictor
 
@@ -49,10 +49,7 @@ class SigmoidTimesInput(nn.Module):
 
 def write_out_silu(model: nn.Module) -> nn.Module:
     """Replaces every nn.SiLU module of `model` (in place) by SigmoidTimesInput."""
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.SiLU):
-                setattr(module, name, SigmoidTimesInput())
+    swap_modules(model, lambda m: isinstance(m, nn.SiLU), lambda _: SigmoidTimesInput())
     return model
 
 

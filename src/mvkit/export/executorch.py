@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mvkit.errors import MvkitError
-from mvkit.export.graph import capture, conversion_error, ready_for_export
+from mvkit.export.graph import capture, conversion_error, ready_for_export, swap_modules
 from mvkit.models import architecture_of, preprocess_of
 
 
@@ -45,13 +45,7 @@ class XnnpackLayerNorm(nn.Module):
 def layer_norms_for_xnnpack(model: nn.Module) -> list[str]:
     """Swap (in place) every nn.LayerNorm over the last axis for XnnpackLayerNorm; returns their names (int8
     keeps them float: statistics in int8 would lose small variances)."""
-    swapped = []
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if type(child) is nn.LayerNorm and len(child.normalized_shape) == 1:
-                setattr(module, child_name, XnnpackLayerNorm(child))
-                swapped.append(f"{name}.{child_name}" if name else child_name)
-    return swapped
+    return swap_modules(model, lambda m: type(m) is nn.LayerNorm and len(m.normalized_shape) == 1, XnnpackLayerNorm)
 
 
 def _attention_in_3d(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,

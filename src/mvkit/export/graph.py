@@ -9,7 +9,7 @@ import math
 import re
 import types
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,19 @@ def fix_same_padding(model: nn.Module, size: int) -> int:
         setattr(model.get_submodule(parent_name) if parent_name else model, child,
                 StaticSamePadConv2d(conv, tuple(pads)))
     return len(inputs)
+
+
+def swap_modules(model: nn.Module, wanted: Callable[[nn.Module], bool],
+                 replacement: Callable[[nn.Module], nn.Module]) -> list[str]:
+    """Replace (in place) every submodule for which `wanted` is true by `replacement(submodule)`; returns the
+    replaced modules' names. The exporters use it to write layers in ops their runtime takes."""
+    swapped = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if wanted(child):
+                setattr(module, child_name, replacement(child))
+                swapped.append(f"{name}.{child_name}" if name else child_name)
+    return swapped
 
 
 def _mobilevit_forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:

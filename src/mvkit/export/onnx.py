@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvkit.errors import MvkitError
-from mvkit.export.graph import ready_for_export
+from mvkit.export.graph import ready_for_export, swap_modules
 from mvkit.models import preprocess_of
 
 OPSET = 18
@@ -37,10 +37,7 @@ class FlatLinear(nn.Module):
 def flatten_linears(model: nn.Module) -> None:
     """Every Linear but the classifier (which sees [batch, features] already) becomes a FlatLinear, in place."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear and child is not head:
-                setattr(module, name, FlatLinear(child))
+    swap_modules(model, lambda m: type(m) is nn.Linear and m is not head, FlatLinear)
 
 
 def export_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
