@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from mvkit.cli import app
 from mvkit.errors import MvkitError
-from mvkit.export import FORMATS, export
+from mvkit.export import export
+from mvkit.formats import FORMATS
 from mvkit.models import create_model, save_checkpoint, set_preprocess
 from mvkit.runtime import load_predictor
 from mvkit.verify import verify
@@ -74,18 +75,27 @@ def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowe
     assert json.loads(result.stdout)["agreement"] < 0.9
 
 
-def test_a_failed_export_leaves_nothing_behind(checkpoint, monkeypatch):
-    def broken(model, path, **options):
-        path.write_bytes(b"half a file")
-        raise RuntimeError("unsupported operator aten::weird in blocks.3")
+def broken_onnx_export(model, path):
+    """An exporter that writes half a file, then fails as a converter does."""
+    from mvkit.export.graph import conversion_error
 
-    monkeypatch.setitem(FORMATS, "onnx", FORMATS["onnx"].__class__("onnx", ".onnx", "onnx", broken, "onnxruntime", "onnxscript"))
+    path.write_bytes(b"half a file")
+    raise conversion_error("onnx", "test", RuntimeError("unsupported operator aten::weird in blocks.3"), None, "")
+
+
+def test_a_failed_export_leaves_nothing_behind(checkpoint, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setitem(FORMATS, "onnx", dataclasses.replace(
+        FORMATS["onnx"], exporter=f"{__name__}:broken_onnx_export"))
     out = checkpoint.parent / "failed"
     with pytest.raises(MvkitError, match="aten::weird"):
         export(checkpoint, "onnx", out_dir=out)
     assert list(out.iterdir()) == []
-    with pytest.raises(MvkitError, match="unknown export format"):
+    with pytest.raises(MvkitError, match="unknown format"):
         export(checkpoint, "tflite-but-misspelled")
+    with pytest.raises(MvkitError, match="onnx export does not take --precision"):
+        export(checkpoint, "onnx", precision="fp32")
 
 
 def test_bench_compares_artifacts_in_one_table(checkpoint, onnx_artifact, photos, flowers_subset, tmp_path):
@@ -108,7 +118,7 @@ def test_bench_compares_artifacts_in_one_table(checkpoint, onnx_artifact, photos
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved[0]["agreement"] == 1.0 and saved[1]["agreement"] == 1.0
     assert saved[1]["top1"] == pytest.approx(saved[0]["top1"])
-    assert "| flowers.onnx | onnx |" in (tmp_path / "bench.md").read_text()
+    assert "| flowers.onnx | onnx | verified |" in (tmp_path / "bench.md").read_text()
 
 
 def test_static_int8_onnx_is_calibrated_on_real_photos_and_verified(onnx_artifact, flowers_subset):
@@ -132,7 +142,7 @@ def test_quantize_without_calibration_data_fails_cleanly(onnx_artifact, tmp_path
     before = sorted(p.name for p in onnx_artifact.path.parent.iterdir())
     with pytest.raises(MvkitError, match="calibration data"):
         quantize_onnx_static(onnx_artifact.path, str(tmp_path / "missing"), count=8)
-    with pytest.raises(MvkitError, match="unknown calibration 'entropy'"):
+    with pytest.raises(MvkitError, match="--calibration must be percentile or minmax, not 'entropy'"):
         quantize_onnx_static(onnx_artifact.path, str(tmp_path / "missing"), count=8, calibration="entropy")
     assert sorted(p.name for p in onnx_artifact.path.parent.iterdir()) == before
 
@@ -140,7 +150,8 @@ def test_quantize_without_calibration_data_fails_cleanly(onnx_artifact, tmp_path
 def test_dynamic_quantization_reports_its_small_reach(checkpoint, flowers_subset):
     from mvkit.compress.dynamic import quantize_dynamic_linear
 
-    artifact, summary = quantize_dynamic_linear(checkpoint)
+    artifact = quantize_dynamic_linear(checkpoint)
+    summary = artifact.extra["note"]
     assert "1 Linear layers" in summary and "use --method ptq" in summary  # only the head of a conv net
     assert artifact.extra["linear_weight_share"] < 0.01
     report = verify(artifact.path, str(flowers_subset), threshold=0.0)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mvkit.errors import MvkitError
+from mvkit.files import write_atomically
 from mvkit.preprocess import Preprocess
 
 SIDECAR_SUFFIX = ".mvkit.json"
@@ -22,19 +22,6 @@ SIDECAR_SUFFIX = ".mvkit.json"
 
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -52,6 +39,22 @@ class Artifact:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def resolved_source(self) -> str | None:
+        """The source as a usable path when it is a file (recorded relative to the sidecar's folder, so a run
+        folder can be moved or used from anywhere), else as recorded (a model name)."""
+        if self.source is None:
+            return None
+        beside = Path(self.path).parent / self.source
+        if not Path(self.source).is_absolute() and beside.exists():
+            return str(beside)
+        return self.source
+
+    def _stored_source(self) -> str | None:
+        """A file source is stored relative to the sidecar's folder; a model name as it is."""
+        if self.source is None or not Path(self.source).exists():
+            return self.source
+        return os.path.relpath(Path(self.source).resolve(), Path(self.path).resolve().parent)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
@@ -59,7 +62,7 @@ class Artifact:
             "num_classes": self.num_classes,
             "labels": list(self.labels),
             "preprocess": self.preprocess.to_dict(),
-            "source": self.source,
+            "source": self._stored_source(),
             "metrics": self.metrics,
             "extra": self.extra,
         }
@@ -76,10 +79,19 @@ class Artifact:
         if not side.exists():
             raise MvkitError(
                 f"{path} has no sidecar {side.name}: mvkit cannot tell which model, labels and preprocessing "
-                "it holds. Pass a model name with --weights instead, or re-save it with mvkit."
+                "it holds. Export it again with `mvkit export` (for raw weights: a model name with --weights)."
             )
         try:
             data = json.loads(side.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            labels = data["labels"]
+            if not isinstance(labels, list) or not labels or not all(isinstance(l, str) and l for l in labels):
+                raise ValueError("labels must be a non-empty list of non-empty strings")
+            if len(set(labels)) != len(labels):
+                raise ValueError("labels must be unique")
+            if not isinstance(data.get("extra", {}), dict) or not isinstance(data.get("metrics", {}), dict):
+                raise ValueError("extra and metrics must be objects")
             return cls(
                 path=path,
                 format=data["format"],
@@ -90,5 +102,6 @@ class Artifact:
                 metrics=data.get("metrics", {}),
                 extra=data.get("extra", {}),
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise MvkitError(f"sidecar {side} is damaged ({exc}); re-create the artifact") from exc
+        except (KeyError, ValueError, TypeError, MvkitError) as exc:
+            problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise MvkitError(f"sidecar {side} is damaged ({problem}); export the artifact again") from None

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -33,9 +33,15 @@ WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensor
 
 
 @app.callback()
-def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library log messages.")) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=error_console, show_path=False)])
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                              help="Show third-party libraries' output and log messages.")) -> None:
+    """Without -v, libraries' output goes to a log file (see mvkit.quiet); mvkit's own warnings still show."""
+
+
+def print_json(data) -> None:
+    """JSON on standard output, nothing else (no markup, no wrapping)."""
+    console.file.write(json.dumps(data, indent=2) + "\n")
+    console.file.flush()
 
 
 @contextmanager
@@ -53,7 +59,7 @@ def _report_skipped(skipped: list) -> None:
     if skipped:
         error_console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
         for path, reason in skipped:
-            error_console.print(f"  {path}: {reason}")
+            error_console.print(f"  {escape(str(path))}: {escape(reason)}")
 
 
 @app.command("models")
@@ -63,7 +69,13 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
     rows = describe_zoo()
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
+        return
+    if not console.is_terminal:  # piped: one plain tab-separated line per model, no table borders to wrap
+        console.file.write("name\trole\tparams_m\tgmacs\tinput\tnormalization\tpretrained weights\n")
+        for row in rows:
+            console.file.write("\t".join(str(row[k]) for k in ("name", "role", "params_m", "gmacs", "input_size",
+                                                                "normalization", "weights")) + "\n")
         return
     table = Table(title="mvkit model zoo (any other timm model name works too)")
     for column in ("name", "role", "params M", "GMACs", "input", "normalization", "pretrained weights"):
@@ -83,7 +95,7 @@ def predict_command(
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
     topk: int = typer.Option(5, "--topk", "-k", help="How many labels to show per photo."),
-    batch_size: int = typer.Option(16, help="Photos per forward pass."),
+    batch_size: int = typer.Option(16, min=1, help="Photos per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Top-k labels with probabilities for a photo or a folder of photos."""
@@ -92,13 +104,13 @@ def predict_command(
     predictor = as_predictor(model, pretrained=pretrained, weights=weights)
     predictions, skipped = predict_files(predictor, inputs, topk=topk, batch_size=batch_size)
     if as_json:
-        print(json.dumps({"predictions": [p.to_dict() for p in predictions],
-                          "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}, indent=2))
+        print_json({"predictions": [p.to_dict() for p in predictions],
+                    "skipped": [{"path": str(p), "reason": r} for p, r in skipped]})
     else:
         for prediction in predictions:
-            console.print(f"[bold]{prediction.path}[/bold]")
+            console.print(f"[bold]{escape(str(prediction.path))}[/bold]")
             for label, probability in prediction.top:
-                console.print(f"  {probability:7.2%}  {label}")
+                console.print(f"  {probability:7.2%}  {escape(label)}")
         _report_skipped(skipped)
     if not predictions:
         raise typer.Exit(1)
@@ -116,7 +128,7 @@ def eval_command(
     seed: int = typer.Option(0, help="Seed of the train/val split."),
     split_file: Optional[Path] = typer.Option(None, help="Split file to reuse or write (default OUT/split.json)."),
     out: Path = typer.Option(Path("runs/eval"), help="Folder for metrics.json, confusion.png, split.json."),
-    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
@@ -143,7 +155,7 @@ def eval_command(
     png = plot_confusion(result, out / "confusion.png", title=f"{model} on {data} ({split})")
     _report_skipped(splits.skipped)
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print_json(result.to_dict())
         return
     table = Table(title=f"{model} on {data} ({split}, {result.count} images)")
     table.add_column("class")
@@ -169,7 +181,7 @@ def scan_command(
     with progress_bars() as start:
         report = scan_images(files, on_progress=start("checking photos", len(files)))
     if as_json:
-        print(json.dumps({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad]}, indent=2))
+        print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad]})
     else:
         console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
         _report_skipped(report.bad)
@@ -253,101 +265,110 @@ def train_command(
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
 
 
+def _parse_sizes(sizes: Optional[str]) -> Optional[list[int]]:
+    if sizes is None:
+        return None
+    try:
+        values = [int(side) for side in sizes.split(",") if side.strip()]
+    except ValueError:
+        raise MvkitError(f"--sizes takes input sides separated by commas, e.g. 192,224,256; got {sizes!r}") from None
+    if not values or min(values) < 32:
+        raise MvkitError(f"--sizes: every side must be at least 32 px, got {sizes!r}")
+    return values
+
+
+def _warn_random_weights(model: str, pretrained: bool, weights: Optional[Path]) -> None:
+    if not Path(model).exists() and not pretrained and weights is None:
+        error_console.print(f"[bold yellow]warning:[/bold yellow] {escape(model)} has random weights (no --pretrained, "
+                            "no --weights): fine for speed tests, its answers mean nothing")
+
+
 @app.command("export")
 def export_command(
     model: str = ModelArg,
     formats: List[str] = typer.Option(["onnx"], "--format", "-f",
-                                      help="coreml, executorch, onnx, torchscript or all (every format installed); repeat for several."),
+                                      help="coreml, executorch, onnx, litert, torchscript, or all (every format installed); repeat for several."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
     sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share)."),
-    precision: str = typer.Option("fp16", help="Core ML compute precision: fp16, fp32, or mixed (fp16 but the first two "
-                                  "convolutions in fp32: less fp16 error, but those layers leave the Neural Engine)."),
-    target: str = typer.Option("iOS16", help="Core ML minimum deployment target: iOS15..iOS18."),
-    compress: str = typer.Option("none", help="Core ML weight compression: none, int8, palettize4, palettize6, palettize8, prune50."),
+    precision: Optional[str] = typer.Option(None, help="Core ML compute precision: fp16 (default), fp32, or mixed (fp16 but "
+                                            "the first two convolutions in fp32: less fp16 error, but those layers leave the Neural Engine)."),
+    target: Optional[str] = typer.Option(None, help="Core ML minimum deployment target: iOS15..iOS18 (default iOS16)."),
+    compress: Optional[str] = typer.Option(None, help="Core ML weight compression: none (default), int8, palettize4, palettize6, palettize8, prune50."),
 ) -> None:
-    """Export a checkpoint to on-device formats; each file gets a sidecar with its labels and preprocessing."""
+    """Export a checkpoint to on-device formats; each file gets a sidecar with its labels and preprocessing.
+    With several formats, one that fails is reported and the others are still written (exit 1)."""
     from mvkit.bench import file_size_mb
-    from mvkit.export import FORMATS, available_formats, export
+    from mvkit.export import available_formats, default_out_dir, export, plan_export
+    from mvkit.files import check_writable
+    from mvkit.formats import get_format
+    from mvkit.models import load_model
 
-    chosen = available_formats() if "all" in formats else formats
-    for fmt in chosen:
-        if fmt not in FORMATS:
-            raise MvkitError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)} or all")
-        options = {}
-        if fmt == "coreml":
-            options = {"sizes": [int(s) for s in sizes.split(",")] if sizes else None, "precision": precision,
-                       "target": target, "compression": compress}
-        with console.status(f"exporting {fmt}..."):
-            artifact = export(model, fmt, out, pretrained=pretrained, weights=weights, **options)
-        console.print(f"{fmt}: {artifact.path} ({file_size_mb(artifact.path):.1f} MB)")
+    given = {name: value for name, value in {"sizes": _parse_sizes(sizes), "precision": precision, "target": target,
+                                             "compression": compress}.items() if value is not None}
+    names = available_formats() if "all" in formats else list(dict.fromkeys(formats))
+    options = {}
+    for fmt in names:  # every check before any conversion
+        takes = {option.name for option in get_format(fmt).options}
+        options[fmt] = {name: value for name, value in given.items() if name in takes}
+        plan_export(fmt, options[fmt])
+    unused = [name for name in given if not any(name in chosen for chosen in options.values())]
+    if unused:
+        plan_export(names[0], {name: given[name] for name in unused})  # refuses them by name
+    out_dir = out or default_out_dir(model)
+    check_writable(out_dir)
+    _warn_random_weights(model, pretrained, weights)
+    net = load_model(model, pretrained=pretrained, weights=weights)
+    failed = []
+    for fmt in names:
+        try:
+            with console.status(f"exporting {fmt}..."):
+                artifact = export(model, fmt, out_dir, pretrained=pretrained, weights=weights, model=net, **options[fmt])
+        except MvkitError as exc:
+            if len(names) == 1:
+                raise
+            print_error(str(exc))
+            failed.append(fmt)
+            continue
+        console.print(f"{fmt}: {escape(str(artifact.path))} ({file_size_mb(artifact.path):.1f} MB)")
         if artifact.extra.get("note"):
-            console.print(f"  note: {artifact.extra['note']}")
+            console.print(f"  note: {escape(artifact.extra['note'])}")
         if artifact.extra.get("ops_outside_delegate"):
             console.print(f"  ops left outside the XNNPACK delegate: {', '.join(artifact.extra['ops_outside_delegate'])}")
+    if failed:
+        console.print(f"[red]failed:[/red] {', '.join(failed)}; the other formats were written")
+        raise typer.Exit(1)
 
 
 @app.command("quantize")
 def quantize_command(
-    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors), or a float ONNX artifact for --format onnx."),
-    method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only."),
+    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors), or a float ONNX artifact for -f onnx."),
+    method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only (TorchScript)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration (and QAT training) photos: class folders, CSV or builtin:fashion."),
-    count: int = typer.Option(256, help="Calibration photos, spread over the classes."),
-    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK), litert (PT2E, litert-torch; optional extra) or all (those installed)."),
-    epochs: int = typer.Option(1, help="qat: fine-tuning epochs."),
-    lr: float = typer.Option(1e-5, help="qat: learning rate."),
-    calibration: str = typer.Option("percentile", help="ptq onnx: activation ranges from the 99.999th percentile "
-                                    "of a histogram (percentile) or from the observed extremes (minmax)."),
+    count: int = typer.Option(256, min=1, help="Calibration photos, spread over the classes."),
+    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK), litert (PT2E, litert-torch; optional extra) or all (those installed); qat: executorch; dynamic: torchscript."),
+    epochs: Optional[int] = typer.Option(None, help="qat: fine-tuning epochs (1)."),
+    lr: Optional[float] = typer.Option(None, help="qat: learning rate (1e-5)."),
+    calibration: Optional[str] = typer.Option(None, help="ptq onnx: activation ranges from the 99.999th percentile "
+                                              "of a histogram (percentile, default) or from the observed extremes (minmax)."),
 ) -> None:
     """Compress a model: static int8 calibrated on real photos, QAT, or dynamic int8 of Linear layers."""
-    from mvkit.artifact import Artifact, sidecar_path
-    from mvkit.export import available_formats, export
+    from mvkit.compress import plan_quantize, quantize
 
-    if method not in ("ptq", "qat", "dynamic"):
-        raise MvkitError(f"--method must be ptq, qat or dynamic, not {method!r}")
-    if method == "dynamic":
-        from mvkit.compress.dynamic import quantize_dynamic_linear
-
-        artifact, summary = quantize_dynamic_linear(model)
-        console.print(summary)
-        console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
-        return
-    if calib is None:
-        raise MvkitError(f"--method {method} needs calibration photos: --calib DATA")
-    if not sidecar_path(model).exists():
-        raise MvkitError(f"{model} is not an mvkit artifact (no sidecar)")
-    source_format = Artifact.load(model).format
-    wanted = ["onnx", "executorch", "litert"] if "all" in formats else formats
-    if method == "qat" or source_format == "onnx":
-        wanted = ["executorch"] if method == "qat" else ["onnx"]
-    wanted = [f for f in wanted if f in available_formats()] or wanted
-    artifacts = []
-    for fmt in wanted:
-        if fmt == "onnx":
-            from mvkit.compress.onnx_int8 import quantize_onnx_static
-
-            source = model if source_format == "onnx" else export(model, "onnx").path
-            with progress_bars() as start:
-                artifacts.append(quantize_onnx_static(source, calib, count, on_progress=start("calibrating onnx", count),
-                                                      calibration=calibration))
-        elif fmt == "executorch":
-            from mvkit.compress.pt2e import quantize_executorch
-
-            total = None if method == "qat" else count
-            with progress_bars() as start:
-                artifacts.append(quantize_executorch(model, calib, count, method=method, qat_epochs=epochs, qat_lr=lr,
-                                                     on_progress=start(f"{method} executorch", total)))
-        elif fmt == "litert":
-            from mvkit.compress.litert_int8 import quantize_litert
-
-            with progress_bars() as start:
-                artifacts.append(quantize_litert(model, calib, count, on_progress=start("calibrating litert", count)))
-        else:
-            raise MvkitError(f"int8 --format must be onnx, executorch, litert or all, not {fmt!r}")
-    for artifact in artifacts:
-        console.print(f"{artifact.extra['quantization']}: {artifact.path} ({artifact.path.stat().st_size / 1e6:.1f} MB)")
-        console.print(f"check it: mvkit verify {artifact.path} --data {calib}")
+    given = {name: value for name, value in {"epochs": epochs, "lr": lr, "calibration": calibration}.items()
+             if value is not None}
+    plans = plan_quantize(model, method, formats, calib, given)
+    for plan in plans:
+        with progress_bars() as start:
+            bar = start(f"{plan.method} {plan.fmt}", count if plan.entry.calibrated and plan.method == "ptq" else None)
+            artifact = quantize(plan, model, calib, count, on_progress=bar)
+        console.print(f"{artifact.extra['quantization']}: {escape(str(artifact.path))} "
+                      f"({artifact.path.stat().st_size / 1e6:.1f} MB)")
+        if artifact.extra.get("note"):
+            console.print(f"  note: {escape(artifact.extra['note'])}")
+        if calib:
+            console.print(f"check it: mvkit verify {escape(str(artifact.path))} --data {escape(calib)}")
 
 
 @app.command("verify")
@@ -366,7 +387,7 @@ def verify_command(
         report = verify(artifact, data, threshold=threshold, limit=limit, reference=reference,
                         progress=start)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
     else:
         verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
         runtime = f" (run by {report.runtime})" if report.runtime else ""
@@ -393,37 +414,53 @@ def verify_command(
 @app.command("bench")
 def bench_command(
     artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
-    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every format, then bench all."),
+    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format, then bench all; a format that fails gets a failed row."),
     data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part)."),
-    limit: int = typer.Option(200, help="Photos used for accuracy/agreement."),
-    rounds: int = typer.Option(30, help="Interleaved latency rounds (batch 1)."),
-    batch: int = typer.Option(8, help="Batch size for throughput."),
+    limit: int = typer.Option(200, min=1, help="Photos used for accuracy/agreement."),
+    rounds: int = typer.Option(30, min=1, help="Interleaved latency rounds (batch 1)."),
+    batch: int = typer.Option(8, min=1, help="Batch size for throughput."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak RSS in a fresh process per artifact."),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for bench.json and bench.md."),
 ) -> None:
     """Latency p50/p90, throughput, peak memory, size, accuracy and agreement of artifacts, side by side."""
-    from mvkit.bench import add_accuracy, bench, markdown_table, write_results
+    from mvkit.bench import add_accuracy, bench, failed_row, markdown_table, write_results
+    from mvkit.data.datasets import check_data_spec
     from mvkit.data.images import load_image
     from mvkit.demo import sample_photos
     from mvkit.export import available_formats, export
+    from mvkit.files import check_writable
+    from mvkit.models import load_model
 
     paths = list(artifacts or [])
+    if all_formats is None and not paths:
+        raise MvkitError("give artifacts to bench, or --all-formats CHECKPOINT")
+    for path in paths + ([all_formats] if all_formats else []):
+        if not path.exists():
+            raise MvkitError(f"{path} does not exist")
+    if data:
+        check_data_spec(data, "--data")
+    check_writable(out)
+    export_failures = []
     if all_formats is not None:
         paths.append(all_formats)
+        net = load_model(all_formats)
         for fmt in available_formats():
-            with console.status(f"exporting {fmt}..."):
-                paths.append(export(all_formats, fmt).path)
-    if not paths:
-        raise MvkitError("give artifacts to bench, or --all-formats CHECKPOINT")
+            try:
+                with console.status(f"exporting {fmt}..."):
+                    paths.append(export(all_formats, fmt, model=net).path)
+            except MvkitError as exc:
+                export_failures.append(failed_row(all_formats, fmt, exc))
     photos = [load_image(p) for p in sample_photos()]
     with progress_bars() as start:
         rows = bench(paths, photos, rounds=rounds, batch=batch, measure_memory=memory,
                      on_progress=start("latency rounds", rounds))
         if data:
             add_accuracy(rows, data, limit)
+    rows += export_failures
     write_results(rows, out)
-    console.print(markdown_table(rows))
-    console.print(f"threads: {rows[0].threads}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    console.print(markdown_table(rows), markup=False)
+    threads = sorted({row.threads for row in rows if row.threads})
+    console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
 
 @app.command("demo")
@@ -450,16 +487,42 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
     console.print(result.bench_table)
 
 
-def main() -> None:
-    """Entry point: user errors print one clear line and exit 2, without a traceback."""
-    try:
-        app()
-    except MvkitError as exc:
-        error_console.print(f"[bold red]error:[/bold red] {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+def _command_name(argv: list[str]) -> str:
+    return next((arg for arg in argv if not arg.startswith("-")), "mvkit")
+
+
+def print_error(message: str) -> None:
+    error_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one clear `error:` line and exit 2, without a traceback; third-party
+    output goes to a log file unless -v (mvkit.quiet)."""
+    from mvkit.quiet import route_logging, third_party_to_log
+
+    argv = (sys.argv[1:] if argv is None else argv) or ["--help"]
+    verbose = any(arg in ("-v", "--verbose") for arg in argv)
+    command = _command_name(argv)
+    quiet = not verbose and "--help" not in argv  # typer prints help on sys.stdout
+    with third_party_to_log([console, error_console], command, not quiet) as log_file:
+        handler = logging.FileHandler(log_file) if log_file else None
+        route_logging(error_console, verbose, handler)
+        try:
+            code = app(args=argv, prog_name="mvkit", standalone_mode=False)
+        except MvkitError as exc:
+            print_error(str(exc))
+            code = 2
+        except typer.TyperException as exc:  # usage errors: unknown option, bad value
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            print_error(f"{message} (see `mvkit {command} --help`)" if command != "mvkit" else message)
+            code = getattr(exc, "exit_code", 2)
+        except KeyboardInterrupt:
+            error_console.print("[yellow]interrupted[/yellow]")
+            code = 130
+        finally:
+            if handler:
+                handler.close()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

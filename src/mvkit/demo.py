@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from mvkit.bench import add_accuracy, bench, markdown_table, write_results
-from mvkit.compress.onnx_int8 import quantize_onnx_static
+from mvkit.compress import plan_quantize, quantize
 from mvkit.data.datasets import load_data
 from mvkit.evaluate import evaluate, plot_confusion
 from mvkit.export import available_formats, export
@@ -97,17 +97,13 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
 
     formats = available_formats()
-    ui.log(f"[5/6] Export to {', '.join(formats)}; static int8 calibrated on real training photos")
-    exported = {fmt: export(result.checkpoint, fmt).path for fmt in formats}
-    artifacts = [result.checkpoint] + list(exported.values())
-    if "onnx" in exported:
-        artifacts.append(quantize_onnx_static(exported["onnx"], "builtin:fashion", count=256,
-                                              on_progress=ui.start("calibrating onnx int8", 256)).path)
-    if "executorch" in exported:
-        from mvkit.compress.pt2e import quantize_executorch
-
-        artifacts.append(quantize_executorch(result.checkpoint, "builtin:fashion", count=256,
-                                             on_progress=ui.start("calibrating executorch int8", 256)).path)
+    int8_plans = plan_quantize(result.checkpoint, "ptq", ["all"], "builtin:fashion")
+    ui.log(f"[5/6] Export to {', '.join(formats)}; static int8 ({', '.join(p.fmt for p in int8_plans)}) "
+           "calibrated on real training photos")
+    artifacts = [result.checkpoint] + [export(result.checkpoint, fmt, model=reloaded).path for fmt in formats]
+    for plan in int8_plans:
+        artifacts.append(quantize(plan, result.checkpoint, "builtin:fashion", 256,
+                                  on_progress=ui.start(f"calibrating {plan.fmt} int8", 256)).path)
 
     ui.log("[6/6] Verify every artifact against the checkpoint on val photos, then bench them side by side")
     rows = bench(artifacts, [data.val.image(i) for i in range(4)], rounds=20, batch=8,

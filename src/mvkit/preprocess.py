@@ -6,8 +6,11 @@ the live engine, so a model sees identical inputs from training to phone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming", "random")
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,22 @@ class Preprocess:
     interpolation: str  # "bicubic", "bilinear", "nearest"
     mean: tuple[float, float, float]  # per channel, on pixels scaled to [0, 1]
     std: tuple[float, float, float]
+
+    def __post_init__(self):
+        """Refuse values no model can be fed with (a hand-edited sidecar, a --img-size 0)."""
+        from mvkit.errors import MvkitError
+
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 16 <= self.size <= 4096:
+            raise MvkitError(f"preprocess size must be a whole number of pixels from 16 to 4096, not {self.size!r}")
+        if not 0.05 <= self.crop_pct <= 2.0:
+            raise MvkitError(f"preprocess crop_pct must be in [0.05, 2], not {self.crop_pct!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise MvkitError(f"preprocess interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"not {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise MvkitError(f"preprocess mean and std need 3 values (R, G, B), got {self.mean} and {self.std}")
+        if not all(v > 0 and math.isfinite(v) for v in self.std) or not all(math.isfinite(v) for v in self.mean):
+            raise MvkitError(f"preprocess std must be positive and mean finite, got mean {self.mean}, std {self.std}")
 
     @classmethod
     def from_timm_cfg(cls, cfg: dict[str, Any]) -> "Preprocess":
@@ -49,6 +68,8 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+        if isinstance(data["size"], float) and not data["size"].is_integer():
+            raise ValueError(f"size must be a whole number, not {data['size']}")
         return cls(
             size=int(data["size"]),
             crop_pct=float(data["crop_pct"]),

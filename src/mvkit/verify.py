@@ -9,9 +9,10 @@ from typing import Callable
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.data.datasets import load_data, take_evenly
+from mvkit.data.datasets import DataSplits, load_data_as_trained, take_evenly
 from mvkit.errors import MvkitError
 from mvkit.evaluate import _dataset_to_model_index
+from mvkit.formats import FORMATS, resolve
 from mvkit.predict import as_predictor
 from mvkit.runtime import Predictor, load_predictor
 
@@ -83,9 +84,13 @@ def coreml_structure(path: Path | str) -> tuple[dict, list[str]]:
 
 def reference_predictor(artifact: Artifact) -> Predictor:
     """The model the artifact was exported from, in PyTorch."""
-    if artifact.source is None:
+    source = artifact.resolved_source()
+    if source is None:
         raise MvkitError(f"{artifact.path} does not record its source checkpoint; give one with --reference")
-    return as_predictor(artifact.source, pretrained=bool(artifact.extra.get("source_pretrained")),
+    if Path(source).suffix == ".safetensors" and not Path(source).exists():
+        raise MvkitError(f"{artifact.path} was made from {source}, which is not there any more; give the "
+                         "checkpoint with --reference")
+    return as_predictor(source, pretrained=bool(artifact.extra.get("source_pretrained")),
                         weights=artifact.extra.get("source_weights"))
 
 
@@ -95,13 +100,21 @@ def _accuracy(probabilities: np.ndarray, labels: np.ndarray, index: list[int] | 
     return float((probabilities.argmax(axis=1) == np.asarray(index)[labels]).mean())
 
 
-def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit: int | None = None,
+def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float = 0.99, limit: int | None = None,
            reference: str | Path | None = None, split: str = "val", batch_size: int = 32,
-           progress: Callable[[str, int], Callable[[int], None]] | None = None) -> VerifyReport:
-    """`progress(description, total)` -> advance(n), e.g. the CLI's rich bars: one for each model."""
+           progress: Callable[[str, int], Callable[[int], None]] | None = None,
+           decoded: dict | None = None) -> VerifyReport:
+    """`data`: a dataset spec (split as the source checkpoint was trained, when it recorded its split) or
+    DataSplits already loaded. `progress(description, total)` -> advance(n): one bar for each model.
+    `decoded`: a dict shared by several calls, so each split of the data is decoded once."""
+    if not 0.0 <= threshold <= 1.0:
+        raise MvkitError(f"--threshold must be in [0, 1], not {threshold}")
+    if limit is not None and limit < 1:
+        raise MvkitError(f"--limit must be at least 1, not {limit}")
     structure, problems = None, None
-    if Artifact.load(Path(artifact_path)).format == "coreml":  # structure first, then numbers
-        structure, problems = coreml_structure(artifact_path)
+    row = FORMATS.get(Artifact.load(Path(artifact_path)).format)
+    if row is not None and row.structure_check:  # structure first, then numbers
+        structure, problems = resolve(row.structure_check)(artifact_path)
     candidate = load_predictor(artifact_path)
     same_file = reference is not None and Path(reference).exists() and \
         Path(reference).resolve() == Path(artifact_path).resolve()
@@ -109,7 +122,7 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
         baseline = candidate
     else:
         baseline = as_predictor(reference) if reference else reference_predictor(candidate.artifact)
-    splits = load_data(data)
+    splits = data if isinstance(data, DataSplits) else load_data_as_trained(data, candidate.artifact, decoded)
     dataset = splits.val if split == "val" else splits.train
     if limit:
         dataset = take_evenly(dataset, limit)
@@ -131,7 +144,7 @@ def verify(artifact_path: Path | str, data: str, threshold: float = 0.99, limit:
             dataset, batch_size, bar("mvkit interpreter"))[0]
         cross_check = dict(zip(("agreement", "max_abs_prob_diff", "mean_abs_prob_diff"), compare(interpreted, ours)))
     return VerifyReport(
-        artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.source),
+        artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.resolved_source()),
         count=len(labels), agreement=agreement, max_abs_prob_diff=max_difference,
         mean_abs_prob_diff=mean_difference, artifact_top1=_accuracy(ours, labels, index),
         reference_top1=_accuracy(theirs, labels, index), threshold=threshold,

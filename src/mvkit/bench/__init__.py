@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from mvkit.errors import MvkitError
 from mvkit.runtime import Predictor, load_predictor
 
 
@@ -30,16 +31,23 @@ from mvkit.runtime import Predictor, load_predictor
 class BenchRow:
     artifact: str
     format: str
-    file_mb: float
-    params_m: float | None
-    threads: int
-    latency_p50_ms: float
-    latency_p90_ms: float
-    batch: int
-    throughput_img_s: float
-    peak_rss_mb: float | None
+    # exported / loaded / verified / below threshold / failed: reason (as `yolo benchmark`: a failing format
+    # gets its row, the table goes on)
+    status: str = "loaded"
+    file_mb: float | None = None
+    params_m: float | None = None
+    threads: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p90_ms: float | None = None
+    batch: int | None = None
+    throughput_img_s: float | None = None
+    peak_rss_mb: float | None = None
     top1: float | None = None
     agreement: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.status.startswith("failed")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,10 +100,37 @@ def _params_m(predictor: Predictor) -> float | None:
 SETTLE_S = 0.2  # pause before each timed call, longer than OpenBLAS's default spin-wait (2**28 cycles)
 
 
+def failed_row(path: Path | str, fmt: str, error: Exception) -> BenchRow:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return BenchRow(artifact=str(path), format=fmt, status=f"failed: {reason}")
+
+
 def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup: int = 3, batch: int = 8,
           measure_memory: bool = True, on_progress: Callable[[int], None] | None = None) -> list[BenchRow]:
-    """Time every artifact on the same real photos; returns one row per artifact."""
-    predictors = [load_predictor(p) for p in paths]
+    """Time every artifact on the same real photos; returns one row per artifact, in order. An artifact that
+    cannot be loaded or run gets a failed row; the others are still measured."""
+    from mvkit.artifact import Artifact
+
+    loaded, failed = {}, {}
+    for index, path in enumerate(paths):
+        try:
+            predictor = load_predictor(path)
+            predictor.run(predictor.prepare(photos[:1]))
+            loaded[index] = predictor
+        except MvkitError as exc:
+            try:
+                fmt = Artifact.load(Path(path)).format
+            except MvkitError:
+                fmt = "?"
+            failed[index] = failed_row(path, fmt, exc)
+    measured = iter(_bench_loaded([paths[i] for i in loaded], list(loaded.values()), photos, rounds, warmup, batch,
+                                  measure_memory, on_progress))
+    return [failed[i] if i in failed else next(measured) for i in range(len(paths))]
+
+
+def _bench_loaded(paths: list[Path], predictors: list[Predictor], photos: list[Image.Image], rounds: int,
+                  warmup: int, batch: int, measure_memory: bool,
+                  on_progress: Callable[[int], None] | None) -> list[BenchRow]:
     singles = [p.prepare(photos[:1]) for p in predictors]
     batches = [p.prepare((photos * batch)[:batch]) for p in predictors]
     for predictor, single in zip(predictors, singles):
@@ -121,7 +156,7 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
     for path, predictor, single, times, speeds in zip(paths, predictors, singles, latencies, throughputs):
         rows.append(BenchRow(
             artifact=str(path), format=predictor.artifact.format, file_mb=round(file_size_mb(Path(path)), 2),
-            params_m=_params_m(predictor), threads=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
+            params_m=_params_m(predictor), threads=predictor.threads,
             latency_p50_ms=float(np.percentile(times, 50)), latency_p90_ms=float(np.percentile(times, 90)),
             batch=batch, throughput_img_s=float(np.median(speeds)),
             peak_rss_mb=peak_rss_mb(Path(path), single) if measure_memory else None))
@@ -129,26 +164,38 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
 
 
 def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> list:
-    """Fill top-1 and agreement of each row by verifying it on real photos; returns the VerifyReports.
-    A checkpoint is its own reference: agreement 1 by definition, accuracy measured."""
+    """Fill top-1, agreement and status of each measured row by verifying it on real photos; returns the
+    VerifyReports. A checkpoint is its own reference: agreement 1 by definition, accuracy measured. The data is
+    decoded once per split, not once per row."""
     from mvkit.verify import verify
 
+    decoded: dict = {}
     reports = []
     for row in rows:
+        if not row.ok:
+            continue
         reference = row.artifact if row.format == "safetensors" else None
-        report = verify(row.artifact, data, limit=limit, reference=reference)
+        try:
+            report = verify(row.artifact, data, limit=limit, reference=reference, decoded=decoded)
+        except MvkitError as exc:
+            row.status = failed_row(row.artifact, row.format, exc).status
+            continue
         row.top1, row.agreement = report.artifact_top1, report.agreement
+        row.status = "verified" if report.passed else "below threshold"
         reports.append(report)
     return reports
 
 
 def markdown_table(rows: list[BenchRow]) -> str:
-    lines = ["| artifact | format | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| artifact | format | status | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-        lines.append(f"| {Path(r.artifact).name} | {r.format} | {r.file_mb:.1f} | {cell(r.params_m, '.2f')} | {r.threads} | "
-                     f"{r.latency_p50_ms:.1f} | {r.latency_p90_ms:.1f} | {r.throughput_img_s:.1f} ({r.batch}) | "
+        status = r.status.replace("|", "/")[:120]
+        throughput = "-" if r.throughput_img_s is None else f"{r.throughput_img_s:.1f} ({r.batch})"
+        lines.append(f"| {Path(r.artifact).name} | {r.format} | {status} | {cell(r.file_mb, '.1f')} | "
+                     f"{cell(r.params_m, '.2f')} | {cell(r.threads, 'd')} | {cell(r.latency_p50_ms, '.1f')} | "
+                     f"{cell(r.latency_p90_ms, '.1f')} | {throughput} | "
                      f"{cell(r.peak_rss_mb, '.0f')} | {cell(r.top1, '.1%')} | {cell(r.agreement, '.1%')} |")
     return "\n".join(lines)
 

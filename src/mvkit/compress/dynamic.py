@@ -13,10 +13,12 @@ import torch
 from torch import nn
 
 from mvkit.artifact import Artifact
+from mvkit.files import atomic_output
 from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
 
 
-def quantize_dynamic_linear(checkpoint: Path, out: Path | None = None) -> tuple[Artifact, str]:
+def quantize_dynamic_linear(checkpoint: Path, out: Path | None = None) -> Artifact:
+    """The format table's dynamic entry (TorchScript); what it did is in the artifact's `note`."""
     from torch.ao.quantization import quantize_dynamic
     from torch.ao.quantization.quantization_mappings import get_default_dynamic_quant_module_mappings
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
@@ -33,18 +35,15 @@ def quantize_dynamic_linear(checkpoint: Path, out: Path | None = None) -> tuple[
         size = preprocess_of(model).size
         traced = torch.jit.trace(quantized.eval(), torch.zeros(1, 3, size, size), check_trace=False)
     target = Path(out) if out else checkpoint.with_name(checkpoint.stem + ".dynamic-int8.torchscript.pt")
-    partial = target.with_name("." + target.name + ".partial")
-    try:
+    with atomic_output(target) as partial:
         torch.jit.save(traced, str(partial))
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
     share = linear / total
     summary = (f"dynamic int8 quantized {sum(1 for m in model.modules() if isinstance(m, nn.Linear))} Linear layers "
                f"holding {share:.0%} of the weights; convolutions stay float"
                + ("; on this conv-heavy model expect little change in size or speed: use --method ptq" if share < 0.5 else ""))
     artifact = Artifact(path=target, format="torchscript", model_name=architecture_of(model), labels=labels_of(model),
                         preprocess=preprocess_of(model), source=str(checkpoint),
-                        extra={"quantization": "dynamic int8 (Linear only)", "linear_weight_share": share})
+                        extra={"quantization": "dynamic int8 (Linear only)", "linear_weight_share": share,
+                               "note": summary})
     artifact.save()
-    return artifact, summary
+    return artifact

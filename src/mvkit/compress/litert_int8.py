@@ -14,7 +14,8 @@ from mvkit.artifact import Artifact
 from mvkit.compress.calibration import calibration_batches
 from mvkit.compress.pt2e import (Progress, calibrate_graph, fuse_conv_clamp, in_modules, kept_float,
                                  load_float_checkpoint)
-from mvkit.errors import MvkitError
+from mvkit.errors import MvkitError, require_extra
+from mvkit.files import atomic_output
 from mvkit.export.graph import capture, conversion_error, ready_for_export, swap_modules
 from mvkit.models import architecture_of, labels_of, preprocess_of
 from mvkit.runtime import load_predictor
@@ -55,12 +56,10 @@ def write_out_silu(model: nn.Module) -> nn.Module:
 
 def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
                     on_progress: Progress = None) -> Artifact:
-    try:
-        import litert_torch
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-        from litert_torch.quantize.quant_config import QuantConfig
-    except ImportError as exc:
-        raise MvkitError("LiteRT int8 needs its extra: pip install 'mvkit[litert]' (in its own environment)") from exc
+    require_extra("litert", ("litert_torch",), "LiteRT int8")
+    import litert_torch
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "LiteRT int8")
@@ -87,12 +86,11 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
             return graph
 
     quantizer = KeepFloatQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
+    batches = calibration_batches(load_predictor(checkpoint), data, count)
     graph = capture(write_out_silu(ready_for_export(model, size)), example, fmt="litert int8").module()
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8.tflite")
-    partial = target.with_name(f".{target.stem}.partial.tflite")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_output(target) as partial:
             warnings.simplefilter("ignore")
             prepared = prepare_pt2e(graph, quantizer)
             calibrate_graph(prepared, batches, on_progress)
@@ -101,20 +99,18 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
             # weights (without it the .tflite keeps float weights and is no smaller)
             litert_torch.convert(converted, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(
                 str(partial))
-        partial.replace(target)
     except MvkitError:
         raise
     except Exception as exc:
         raise conversion_error("litert int8", architecture_of(model), exc, None,
                                "Use ONNX or ExecuTorch int8 instead, or report the operator to litert-torch.") from exc
-    finally:
-        partial.unlink(missing_ok=True)
     artifact = Artifact(path=target, format="litert", model_name=source.model_name, labels=labels_of(model),
                         preprocess=source.preprocess, source=str(checkpoint),
                         extra={"batch": 1, "input": "image", "layout": "NCHW", "softmax_in_graph": False,
                                "quantization": "static int8 PT2E (litert-torch quantizer), int8 per-channel symmetric "
                                                "weights, int8 activations, first conv and classifier float",
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
-                               "params": sum(p.numel() for p in model.parameters())})
+                               "params": sum(p.numel() for p in model.parameters()),
+                               **({"split": source.extra["split"]} if source.extra.get("split") else {})})
     artifact.save()
     return artifact

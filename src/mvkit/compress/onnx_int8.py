@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Callable
 
 
-from mvkit.artifact import Artifact
+from mvkit.artifact import Artifact, sidecar_path
 from mvkit.compress.calibration import calibration_batches
-from mvkit.errors import MvkitError
+from mvkit.errors import MvkitError, require_extra
+from mvkit.files import atomic_output, remove
 from mvkit.runtime import load_predictor
 
 
@@ -46,7 +47,56 @@ def layer_norm_nodes(graph) -> list[str]:
     return [node.name for node in graph.node if node.op_type == "LayerNormalization"]
 
 
-CALIBRATION_METHODS = ("minmax", "percentile")
+def _exported_from(float_onnx: Path, checkpoint: Path) -> bool:
+    """Whether a float ONNX artifact was exported from this checkpoint after its last change (reusable)."""
+    try:
+        artifact = Artifact.load(float_onnx)
+    except MvkitError:
+        return False
+    source = artifact.resolved_source()
+    return (artifact.format == "onnx" and not artifact.extra.get("quantization") and source is not None
+            and Path(source).resolve() == checkpoint.resolve()
+            and float_onnx.stat().st_mtime >= checkpoint.stat().st_mtime)
+
+
+def x86_without_vnni() -> bool:
+    """An x86 CPU without VNNI (AVX2 / AVX-512F only) multiplies uint8 x int8 with vpmaddubsw, whose int16 sums
+    saturate: ONNX Runtime's documentation asks for 7-bit weights (reduce_range) there. On a fine-tuned
+    EfficientNet-Lite0 on such a CPU (AMD EPYC, AVX2), int8 with 8-bit weights agreed with the float model on
+    8 of 15 flower photos."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686"):
+        return False
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return not any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def quantize_onnx(source: Path, data: str, count: int = 256, out: Path | None = None,
+                  on_progress: Callable[[int], None] | None = None, calibration: str = "percentile") -> Artifact:
+    """The format table's ONNX int8 entry: from a float ONNX artifact, or from a checkpoint (exported to float
+    ONNX beside it first; removed again if this command made it and quantization fails)."""
+    source = Path(source)
+    if Artifact.load(source).format == "onnx":
+        return quantize_onnx_static(source, data, count, out, on_progress, calibration)
+    from mvkit.export import export
+
+    float_path = source.with_name(source.name.removesuffix(".safetensors") + ".onnx")
+    made_here = not float_path.exists()
+    if not made_here and _exported_from(float_path, source):
+        return quantize_onnx_static(float_path, data, count, out, on_progress, calibration)
+    float_onnx = export(source, "onnx").path
+    try:
+        return quantize_onnx_static(float_onnx, data, count, out, on_progress, calibration)
+    except BaseException:
+        if made_here:
+            remove(float_onnx)
+            remove(sidecar_path(float_onnx))
+        raise
 
 
 def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path | None = None,
@@ -55,20 +105,19 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     not stretch the int8 grid) or "minmax" (the observed extremes; 7x faster to calibrate). On the fine-tuned
     EfficientNet-Lite0 (flowers128 val, 698 photos, 256 calibration photos) percentile loses 0.14 points of
     top-1 and minmax 1.15 (BENCHMARKS.md)."""
-    try:
-        import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as exc:
-        raise MvkitError("ONNX quantization needs its extra: pip install 'mvkit[onnx]'") from exc
-    if calibration not in CALIBRATION_METHODS:
-        raise MvkitError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    require_extra("onnx", ("onnx", "onnxruntime.quantization"), "ONNX int8")
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration not in ("minmax", "percentile"):
+        raise MvkitError(f"--calibration must be percentile or minmax, not {calibration!r}")
     source = Artifact.load(fp32_path)
     if source.format != "onnx" or source.extra.get("quantization"):
         raise MvkitError(f"{fp32_path} is not a float ONNX artifact; export one with `mvkit export -f onnx`")
     float_predictor = load_predictor(fp32_path)
-    batches = calibration_batches(float_predictor.prepare, data, count)
+    batches = calibration_batches(float_predictor, data, count)
     input_name = float_predictor.input_name
 
     class Reader(CalibrationDataReader):
@@ -91,25 +140,25 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
             return None if batch is None else {input_name: batch}
 
     target = Path(out) if out else fp32_path.with_name(fp32_path.name.replace(".onnx", ".int8.onnx"))
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    reduce_range = x86_without_vnni()
+    with tempfile.TemporaryDirectory(dir=target.parent) as work, atomic_output(target) as partial:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
-        partial = Path(work) / "int8.onnx"
         quantize_static(str(prepared), str(partial), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method={"minmax": CalibrationMethod.MinMax,
                                           "percentile": CalibrationMethod.Percentile}[calibration],
                         nodes_to_exclude=float_nodes(graph) + layer_norm_nodes(graph) + attention_softmax_nodes(graph),
+                        reduce_range=reduce_range,
                         extra_options={"CalibStridedMinMax": 1})
-        partial.replace(target)
     scheme = ("static int8 QDQ, uint8 activations, int8 per-channel weights (first conv, classifier, layer norms, "
               "attention softmax and weights x values float)")
     artifact = Artifact(path=target, format="onnx", model_name=source.model_name, labels=source.labels,
-                        preprocess=source.preprocess, source=source.source,
+                        preprocess=source.preprocess, source=source.resolved_source(),
                         extra={**source.extra, "quantization": scheme,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
-                               "calibration": calibration,
+                               "calibration": calibration, "reduce_range": reduce_range,
                                "float_artifact": str(fp32_path)})
     artifact.save()
     return artifact

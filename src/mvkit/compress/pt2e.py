@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import random
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,8 @@ from torch import nn
 
 from mvkit.artifact import Artifact
 from mvkit.compress.calibration import calibration_batches
-from mvkit.errors import MvkitError
+from mvkit.errors import MvkitError, require_extra
+from mvkit.files import atomic_output
 from mvkit.export.graph import capture
 from mvkit.models import architecture_of, labels_of, load_checkpoint, preprocess_of
 from mvkit.runtime import load_predictor
@@ -78,11 +78,9 @@ def load_float_checkpoint(checkpoint: Path, purpose: str) -> tuple[Path, Artifac
 
 
 def _quantizer(model: nn.Module, is_qat: bool, also_float: list[str] = ()):
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                             get_symmetric_quantization_config)
-    except ImportError as exc:
-        raise MvkitError("PT2E int8 for ExecuTorch needs its extra: pip install 'mvkit[executorch]'") from exc
+    require_extra("executorch", ("executorch", "torchao"), "PT2E int8 for ExecuTorch")
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
 
     class ClampFusingXNNPACKQuantizer(XNNPACKQuantizer):
         def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -169,8 +167,8 @@ def fold_batch_norms(graph: torch.fx.GraphModule) -> None:
     _fuse_conv_bn_(graph)
 
 
-def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str, epochs: int, lr: float,
-                  on_progress: Progress) -> None:
+def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str, source: Artifact, epochs: int,
+                  lr: float, on_progress: Progress) -> None:
     """A short fine-tune of the fake-quantized graph on the training photos, taught by the float model itself:
     the loss is the KL divergence from the float model's predictions on the same augmented photo, so QAT
     recovers what quantization changed instead of moving on to new answers (with the label loss and
@@ -178,18 +176,25 @@ def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str,
     1.3 points of top-1).
     Batches of 16 photos (the QAT graph is captured with a dynamic batch). BatchNorm is frozen, folded into the
     convs before training (fold_batch_norms), and frozen BN is the usual way to end a QAT fine-tune."""
-    from mvkit.data.datasets import load_data
-    from mvkit.train.batches import model_input, to_unit_range, train_transform
-    from mvkit.train.losses import teacher_loss
+    from mvkit.data.datasets import load_data_as_trained
+    from mvkit.train.batches import train_transform
+    from mvkit.train.state import seeded
 
     preprocess = preprocess_of(teacher)
-    dataset = load_data(data).train
+    dataset = copy.copy(load_data_as_trained(data, source).train)
     dataset.transform = train_transform(preprocess.size, preprocess.interpolation, 0.5)
     optimizer = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    torch.manual_seed(0)  # augmentation draws from the global generators: torch's and Python's
-    random.seed(0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=QAT_BATCH, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))
+    # augmentation draws from the global generators (torch's, Python's): seeded here, the caller's restored after
+    with seeded(0):
+        _qat_epochs(prepared, teacher, loader, preprocess, optimizer, epochs, on_progress)
+
+
+def _qat_epochs(prepared, teacher, loader, preprocess, optimizer, epochs: int, on_progress: Progress) -> None:
+    from mvkit.train.batches import model_input, to_unit_range
+    from mvkit.train.losses import teacher_loss
+
     for _ in range(epochs):
         for images, _ in loader:
             pixels = model_input(to_unit_range(images), preprocess)
@@ -243,21 +248,17 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
     size = preprocess_of(model).size
     # QAT's teacher: its own copy, as the captured graph may share parameter tensors with `model`
     teacher = copy.deepcopy(model).eval() if method == "qat" else None
-    batches = calibration_batches(load_predictor(checkpoint).prepare, data, count)
+    batches = calibration_batches(load_predictor(checkpoint), data, count)
     prepared = prepare_int8_graph(model, method, batches, on_progress)  # calibration progress: ptq only
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method == "qat":
-            _qat_finetune(prepared, teacher, data, qat_epochs, qat_lr, on_progress)
+            _qat_finetune(prepared, teacher, data, source, qat_epochs, qat_lr, on_progress)
         converted = convert_pt2e(prepared)
         program = capture(converted, torch.zeros(1, 3, size, size), fmt="executorch int8")
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.{method}-int8.pte")
-    partial = target.with_name(f".{target.name}.partial")
-    try:
+    with atomic_output(target) as partial:
         extra = lower_to_pte(program, partial, architecture_of(model))
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
     description = ("static int8 PT2E (XNNPACK quantizer), int8 per-channel symmetric weights, int8 activations, "
                    "first conv, classifier and layer norms float"
                    + (f", quantization-aware fine-tuned {qat_epochs} epoch(s) from PTQ's ranges, taught by the float model"
@@ -266,6 +267,22 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
                         preprocess=source.preprocess, source=str(checkpoint),
                         extra={**extra, "quantization": description, "method": method,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
-                               "params": sum(p.numel() for p in model.parameters())})
+                               "params": sum(p.numel() for p in model.parameters()),
+                               **({"split": source.extra["split"]} if source.extra.get("split") else {})})
     artifact.save()
     return artifact
+
+
+def quantize_executorch_ptq(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
+                            on_progress: Progress = None) -> Artifact:
+    """The format table's ExecuTorch ptq entry."""
+    return quantize_executorch(checkpoint, data, count, method="ptq", out=out, on_progress=on_progress)
+
+
+def quantize_executorch_qat(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
+                            on_progress: Progress = None, epochs: int = 1, lr: float = 1e-5) -> Artifact:
+    """The format table's ExecuTorch qat entry."""
+    if epochs < 1 or lr <= 0:
+        raise MvkitError(f"qat needs --epochs >= 1 and a positive --lr (got {epochs} and {lr})")
+    return quantize_executorch(checkpoint, data, count, method="qat", qat_epochs=epochs, qat_lr=lr, out=out,
+                               on_progress=on_progress)

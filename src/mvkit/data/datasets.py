@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mvkit.artifact import write_atomically
+from mvkit.files import write_atomically
 from mvkit.data.images import list_files, load_image, scan_images
 from mvkit.errors import MvkitError
 
@@ -49,6 +49,9 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
     def name_of(self, index: int) -> str:
         return str(self.samples[index][0])
+
+    def target(self, index: int) -> int:
+        return self.samples[index][1]
 
     def image(self, index: int) -> Image.Image:
         return load_image(self.samples[index][0])
@@ -78,6 +81,9 @@ class ArrayImageDataset(torch.utils.data.Dataset):
 
     def name_of(self, index: int) -> str:
         return f"{self.name}[{index}]"
+
+    def target(self, index: int) -> int:
+        return int(self.labels[index])
 
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")
@@ -194,6 +200,23 @@ def _write_split_file(split_file: Path, root: Path, seed: int, val_fraction: flo
     }, indent=1).encode())
 
 
+def check_data_spec(spec: str | Path, what: str = "dataset") -> None:
+    """The quick checks of a dataset spec (it names a built-in set, an existing folder or a CSV), so a command can
+    refuse a wrong path before it converts or trains anything."""
+    text = str(spec)
+    if text.startswith(BUILTIN_PREFIX):
+        if text[len(BUILTIN_PREFIX):] not in BUILTIN_SETS:
+            raise MvkitError(f"{what}: unknown built-in dataset {text!r}; available: "
+                             + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS))
+        return
+    path = Path(text)
+    if not path.exists():
+        raise MvkitError(f"{what} {path} does not exist (give a folder of class folders, a CSV manifest, "
+                         f"or {BUILTIN_PREFIX}fashion)")
+    if path.is_file() and path.suffix.lower() != ".csv":
+        raise MvkitError(f"{what} {path} is a file but not a .csv manifest")
+
+
 def load_data(
     spec: str | Path,
     val: str | Path | None = None,
@@ -208,15 +231,11 @@ def load_data(
     if spec_text.startswith(BUILTIN_PREFIX):
         return load_builtin(spec_text[len(BUILTIN_PREFIX):])
 
+    check_data_spec(spec_text)
     path = Path(spec_text)
-    if not path.exists():
-        raise MvkitError(f"dataset {path} does not exist (give a folder of class folders, a CSV manifest, "
-                         f"or {BUILTIN_PREFIX}fashion)")
 
     # Gather (file, label, split or None) rows.
     if path.is_file():
-        if path.suffix.lower() != ".csv":
-            raise MvkitError(f"{path} is a file but not a .csv manifest")
         rows = _read_manifest(path)
         root = path.parent
     else:
@@ -269,3 +288,31 @@ def load_data(
         skipped=report.bad,
         split_file=Path(split_file) if split_file else None,
     )
+
+
+def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:
+    """What a checkpoint's sidecar keeps of the split it was trained on (see load_data_as_trained)."""
+    text = str(spec)
+    data = text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve())
+    return {"data": data, "val_fraction": val_fraction, "seed": seed,
+            "split_file": str(Path(split_file).resolve()) if split_file else None}
+
+
+def load_data_as_trained(spec: str, artifact, decoded: dict | None = None) -> DataSplits:
+    """`spec` split as the artifact's source checkpoint was trained on it, when the checkpoint recorded its split
+    (otherwise the default split): so "val" never holds photos the model was trained on. `decoded`: a dict
+    kept by the caller across calls, so each distinct split is decoded once."""
+    record = artifact.extra.get("split") or {}
+    text = str(spec)
+    same = record.get("data") == (text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve()))
+    split_file = record.get("split_file") if same else None
+    options = {"val_fraction": record.get("val_fraction", 0.2) if same else 0.2,
+               "seed": record.get("seed", 0) if same else 0,
+               "split_file": Path(split_file) if split_file and Path(split_file).exists() else None}
+    key = (text, options["val_fraction"], options["seed"], str(options["split_file"]))
+    if decoded is not None and key in decoded:
+        return decoded[key]
+    splits = load_data(spec, **options)
+    if decoded is not None:
+        decoded[key] = splits
+    return splits

@@ -1,108 +1,67 @@
-"""Export: one table of formats drives export, loading and benchmarking (as in Ultralytics' exporter).
+"""Export: a checkpoint (or a zoo model with weights) to one format of the format table (mvkit.formats).
 
-Each format writes its file under a temporary name and renames it only when complete, then writes the
-Artifact sidecar (format, Preprocess, labels, source). A failed conversion leaves nothing behind.
+Each format writes its file under a temporary name, renamed only when complete, then the Artifact sidecar
+(format, Preprocess, labels, source). A failed conversion leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from torch import nn
+from typing import Any
 
 from mvkit.artifact import Artifact
 from mvkit.errors import MvkitError
+from mvkit.files import atomic_output
+from mvkit.formats import Format, available_formats, get_format, resolve
 from mvkit.models import architecture_of, labels_of, load_model, preprocess_of
+
+__all__ = ["ExportPlan", "available_formats", "export", "plan_export", "target_path"]
 
 
 @dataclass(frozen=True)
-class ExportFormat:
-    name: str
-    suffix: str
-    extra: str | None  # the pip extra its converter needs
-    export: Callable[..., dict[str, Any]]  # (model, path, **options) writes the file, returns sidecar extras
-    runtime: str  # what runs it
-    module: str  # the import that tells whether its converter is installed
+class ExportPlan:
+    """One format's export, checked before any conversion: the row, its full options, and the file it writes."""
+    row: Format
+    options: dict[str, Any]
 
 
-def _coreml(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
-    from mvkit.export.coreml import export_coreml
-
-    return export_coreml(model, path, **options)
-
-
-def _executorch(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
-    from mvkit.export.executorch import export_executorch
-
-    return export_executorch(model, path, **options)
+def plan_export(fmt: str, options: dict[str, Any] | None = None) -> ExportPlan:
+    """Check a format and the options the user gave for it (refused by name if the format does not take them)."""
+    row = get_format(fmt)
+    if row.exporter is None:
+        raise MvkitError(f"{fmt} is not an export format; choose from {', '.join(available_formats())}")
+    row.require_export()
+    return ExportPlan(row, row.check_options(options or {}))
 
 
-def _litert(model: nn.Module, path: Path, **options: Any) -> dict[str, Any]:
-    from mvkit.export.litert import export_litert
-
-    return export_litert(model, path, **options)
-
-
-def _onnx(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
-    from mvkit.export.onnx import export_onnx
-
-    return export_onnx(model, path)
+def target_path(stem: str, out_dir: Path, plan: ExportPlan) -> Path:
+    """Variants of one format get their own names: model.fp32.mlpackage, model.int8.mlpackage."""
+    tags = [str(plan.options[option.name]) for option in plan.row.options
+            if option.in_file_name and plan.options[option.name] != option.default]
+    return out_dir / f"{stem}{''.join('.' + t for t in tags)}{plan.row.suffix}"
 
 
-def _torchscript(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
-    from mvkit.export.torchscript import export_torchscript
-
-    return export_torchscript(model, path)
-
-
-FORMATS: dict[str, ExportFormat] = {
-    "coreml": ExportFormat("coreml", ".mlpackage", "coreml", _coreml, "Core ML (macOS/iOS)", "coremltools"),
-    "executorch": ExportFormat("executorch", ".pte", "executorch", _executorch, "ExecuTorch XNNPACK", "executorch"),
-    "onnx": ExportFormat("onnx", ".onnx", "onnx", _onnx, "onnxruntime", "onnxscript"),
-    "litert": ExportFormat("litert", ".tflite", "litert", _litert, "LiteRT interpreter", "litert_torch"),
-    "torchscript": ExportFormat("torchscript", ".torchscript.pt", None, _torchscript, "torch.jit", "torch"),
-}
-
-
-def available_formats() -> list[str]:
-    """Formats whose converter is installed here (`all` means these)."""
-    return [name for name, spec in FORMATS.items() if importlib.util.find_spec(spec.module) is not None]
+def default_out_dir(model_spec: str | Path) -> Path:
+    source = Path(model_spec)
+    return source.parent if source.is_file() else Path("runs/export")
 
 
 def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretrained: bool = False,
-           weights: Path | None = None, **options: Any) -> Artifact:
+           weights: Path | None = None, model=None, **options: Any) -> Artifact:
     """Export a checkpoint (or a zoo model with pretrained/weights) to one format; returns its Artifact.
-    `options` go to the format's converter (Core ML: sizes, precision, target, compression)."""
-    if fmt not in FORMATS:
-        raise MvkitError(f"unknown export format {fmt!r}; available here: {', '.join(FORMATS)}")
-    spec = FORMATS[fmt]
-    model = load_model(model_spec, pretrained=pretrained, weights=weights).eval()
+    `options`: the format's own (Core ML: sizes, precision, target, compression); others are refused.
+    `model`: the already loaded model of `model_spec`, to load it once for several formats (not changed)."""
+    plan = plan_export(fmt, options)
+    model = (model if model is not None else load_model(model_spec, pretrained=pretrained, weights=weights)).eval()
     source_path = Path(model_spec)
-    stem = source_path.stem if source_path.exists() else architecture_of(model)
-    out_dir = Path(out_dir) if out_dir else (source_path.parent if source_path.exists() else Path("runs/export"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # variants of one format get their own names: model.int8.mlpackage, model.fp32.mlpackage
-    tags = [str(options[k]) for k in ("precision", "compression") if options.get(k) not in (None, "fp16", "none")]
-    target = out_dir / f"{stem}{''.join('.' + t for t in tags)}{spec.suffix}"
-    partial = target.with_name(f".{target.stem}.partial{spec.suffix}")  # converters check the suffix
-    try:
-        extra = spec.export(model, partial, **options)
-        if target.is_dir():
-            shutil.rmtree(target)
-        partial.replace(target)
-    except MvkitError:
-        raise
-    except Exception as exc:
-        raise MvkitError(f"{fmt} export of {architecture_of(model)} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
+    stem = source_path.name.removesuffix(".safetensors") if source_path.is_file() else architecture_of(model)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(model_spec)
+    target = target_path(stem, out_dir, plan)
+    with atomic_output(target) as partial:
+        extra = resolve(plan.row.exporter)(model, partial, **plan.options)
+    if source_path.is_file() and Artifact.load(source_path).extra.get("split"):  # the split it was trained on
+        extra["split"] = Artifact.load(source_path).extra["split"]
     artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
                         preprocess=preprocess_of(model), source=str(model_spec),
                         extra={**extra, "params": sum(p.numel() for p in model.parameters()),

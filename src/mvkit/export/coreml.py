@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,8 +24,6 @@ from mvkit.export.graph import TOTAL_STRIDE, capture, conversion_error, ready_fo
 from mvkit.models import architecture_of, labels_of, preprocess_of
 
 GUIDE_SIZES = (192, 224, 256)
-TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18")
-COMPRESSIONS = ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50")
 
 
 class CoreMLClassifier(nn.Module):
@@ -106,7 +105,7 @@ def compress(mlmodel, method: str):
     if method == "prune50":
         config = cto.OptimizationConfig(global_config=cto.OpMagnitudePrunerConfig(target_sparsity=0.5))
         return cto.prune_weights(mlmodel, config)
-    raise MvkitError(f"unknown Core ML compression {method!r}; choose from {', '.join(COMPRESSIONS)}")
+    raise ValueError(f"unknown Core ML compression {method!r}")  # the format table checks it first
 
 
 def quiet_coremltools() -> None:
@@ -121,7 +120,6 @@ def quiet_coremltools() -> None:
 # to fp16 moved probabilities by 0.021 and the stem's by 0.005, every other layer's by < 0.003; keeping both in
 # fp32 cut the top-1 flips among the 40 closest calls of the val split from 5 to 1.
 FP32_LEADING_CONVS = 2
-PRECISIONS = ("fp16", "fp32", "mixed")
 
 
 def compute_precision(precision: str):
@@ -145,18 +143,11 @@ def compute_precision(precision: str):
 
 
 def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = None, precision: str = "fp16",
-                  target: str = "iOS16", compression: str = "none", **_: Any) -> dict[str, Any]:
+                  target: str = "iOS16", compression: str = "none") -> dict[str, Any]:
+    """Options are checked against the format table (mvkit.formats) before this runs."""
     quiet_coremltools()
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise MvkitError("Core ML export needs its extra: pip install 'mvkit[coreml]'") from exc
-    if target not in TARGETS:
-        raise MvkitError(f"--target must be one of {', '.join(TARGETS)}, not {target!r}")
-    if precision not in PRECISIONS:
-        raise MvkitError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if compression not in COMPRESSIONS:
-        raise MvkitError(f"--compress must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    import coremltools as ct
+
     name, labels, preprocess = architecture_of(model), labels_of(model), preprocess_of(model)
     chosen, note = choose_sizes(model, sizes)
     default = preprocess.size if preprocess.size in chosen else chosen[-1]
@@ -192,10 +183,11 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
     mlmodel.input_description["image"] = (
         f"RGB photo, {'/'.join(map(str, chosen))} px square; resize the shorter side to size / {preprocess.crop_pct:g} "
         "and center-crop (Vision: imageCropAndScaleOption = .centerCrop)")
+    # JSON: ImageNet labels contain commas, and an app reads these with JSONSerialization / json.loads
     mlmodel.user_defined_metadata.update({
-        "mvkit.preprocess": str(preprocess.to_dict()),
-        "mvkit.labels": ",".join(labels),
-        "mvkit.sizes": ",".join(map(str, chosen)),
+        "mvkit.preprocess": json.dumps(preprocess.to_dict()),
+        "mvkit.labels": json.dumps(list(labels)),
+        "mvkit.sizes": json.dumps(chosen),
         "mvkit.compression": compression,
     })
     mlmodel.save(str(path))

@@ -88,14 +88,6 @@ def ready_for_xnnpack(model: nn.Module, size: int) -> tuple[nn.Module, list[str]
     return ready, for_xnnpack(ready)
 
 
-def _require_executorch():
-    try:
-        from executorch.exir import to_edge_transform_and_lower  # noqa: F401
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner  # noqa: F401
-    except ImportError as exc:
-        raise MvkitError("ExecuTorch export needs its extra: pip install 'mvkit[executorch]'") from exc
-
-
 def lower_to_pte(program: torch.export.ExportedProgram, path: Path, model_name: str) -> dict[str, Any]:
     """Lower an exported program to XNNPACK and write the .pte; reports how much of the graph was delegated."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -118,8 +110,7 @@ def lower_to_pte(program: torch.export.ExportedProgram, path: Path, model_name: 
             "input": "image", "softmax_in_graph": False}
 
 
-def export_executorch(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
-    _require_executorch()
+def export_executorch(model: nn.Module, path: Path) -> dict[str, Any]:
     size = preprocess_of(model).size
     ready, _ = ready_for_xnnpack(model, size)
     program = capture(ready, torch.zeros(1, 3, size, size), fmt="executorch")

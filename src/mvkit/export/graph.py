@@ -133,7 +133,7 @@ def capture(model: nn.Module, example: torch.Tensor, dynamic_shapes: Any = None,
             return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MvkitError(f"{fmt}: torch.export could not capture {type(model).__name__}: {first_line}") from exc
+        raise ConversionError(f"{fmt}: torch.export could not capture {type(model).__name__}: {first_line}") from exc
 
 
 _OP_PATTERNS = [
@@ -169,11 +169,15 @@ def layer_of(program: torch.export.ExportedProgram | None, operator: str | None,
     return None
 
 
+class ConversionError(MvkitError):
+    """A converter refused the model: the message names the operator and layer where it can."""
+
+
 def conversion_error(fmt: str, model_name: str, exc: Exception, program: torch.export.ExportedProgram | None,
-                     fix: str, prefix: str = "") -> MvkitError:
+                     fix: str, prefix: str = "") -> ConversionError:
     """One message with the operator, the layer it came from, the converter's own words and a fix."""
     message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     operator = operator_in(str(exc))
     layer = layer_of(program, operator, prefix)
     where = (f" at operator {operator}" if operator else "") + (f" in layer {layer}" if layer else "")
-    return MvkitError(f"{fmt} conversion of {model_name} failed{where}: {type(exc).__name__}: {message}. {fix}")
+    return ConversionError(f"{fmt} conversion of {model_name} failed{where}: {type(exc).__name__}: {message}. {fix}")

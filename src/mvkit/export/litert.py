@@ -13,16 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvkit.errors import MvkitError
 from mvkit.export.graph import conversion_error, ready_for_export
 from mvkit.models import architecture_of, preprocess_of
 
 
-def export_litert(model: nn.Module, path: Path, **_: Any) -> dict[str, Any]:
-    try:
-        import litert_torch
-    except ImportError as exc:
-        raise MvkitError("LiteRT export needs its extra: pip install 'mvkit[litert]'") from exc
+def export_litert(model: nn.Module, path: Path) -> dict[str, Any]:
+    import litert_torch
+
     size = preprocess_of(model).size
     ready = ready_for_export(model, size)
     try:

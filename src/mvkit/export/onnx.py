@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvkit.errors import MvkitError
-from mvkit.export.graph import ready_for_export, swap_modules
-from mvkit.models import preprocess_of
+from mvkit.export.graph import conversion_error, ready_for_export, swap_modules
+from mvkit.models import architecture_of, preprocess_of
 
 OPSET = 18
 
@@ -41,20 +40,19 @@ def flatten_linears(model: nn.Module) -> None:
 
 
 def export_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise MvkitError("ONNX export needs its extra: pip install 'mvkit[onnx]'") from exc
     size = preprocess_of(model).size
-    model = ready_for_export(model, size)
-    flatten_linears(model)
+    ready = ready_for_export(model, size)
+    flatten_linears(ready)
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, opset_version=OPSET,
-                          external_data=False, verbose=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(ready, (example,), str(path), input_names=["image"], output_names=["logits"],
+                              dynamic_shapes={"x": {0: batch}}, dynamo=True, opset_version=OPSET,
+                              external_data=False, verbose=False)
+    except Exception as exc:
+        raise conversion_error("onnx", architecture_of(model), exc, None,
+                               "Export ExecuTorch or TorchScript instead, or report the operator to PyTorch.") from exc
     return {"opset": OPSET, "input": "image", "output": "logits", "softmax_in_graph": False,
             "dynamic_batch": True}

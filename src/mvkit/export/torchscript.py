@@ -10,15 +10,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvkit.models import preprocess_of
+from mvkit.export.graph import conversion_error
+from mvkit.models import architecture_of, preprocess_of
 
 
 def export_torchscript(model: nn.Module, path: Path) -> dict[str, Any]:
     size = preprocess_of(model).size
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; this format is for old apps
-        traced = torch.jit.trace(model, torch.zeros(1, 3, size, size), check_trace=False)
-        traced = torch.jit.freeze(traced.eval())
-        torch.jit.save(traced, str(path))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated; this format is for old apps
+            traced = torch.jit.trace(model, torch.zeros(1, 3, size, size), check_trace=False)
+            traced = torch.jit.freeze(traced.eval())
+    except Exception as exc:
+        raise conversion_error("torchscript", architecture_of(model), exc, None,
+                               "Export ExecuTorch or ONNX instead.") from exc
+    torch.jit.save(traced, str(path))
     return {"traced": True, "mobile_optimized": False,
             "note": "for new apps use ExecuTorch: optimize_for_mobile and the lite interpreter are deprecated"}

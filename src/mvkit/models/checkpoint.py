@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from torch import nn
 
 from mvkit.artifact import Artifact, sidecar_path
 from mvkit.errors import MvkitError
+from mvkit.files import atomic_output
 from mvkit.models.zoo import architecture_of, create_model, labels_of, preprocess_of
 
 
@@ -19,10 +19,8 @@ def save_checkpoint(model: nn.Module, path: Path | str, metrics: dict[str, Any] 
                     source: str | None = None, extra: dict[str, Any] | None = None) -> Artifact:
     """Write weights atomically (temp file + rename) and then the sidecar."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_safetensors(model, str(tmp), metadata={"architecture": architecture_of(model)})
-    os.replace(tmp, path)
+    with atomic_output(path) as partial:
+        save_safetensors(model, str(partial), metadata={"architecture": architecture_of(model)})
     artifact = Artifact(path=path, format="safetensors", model_name=architecture_of(model),
                         labels=labels_of(model), preprocess=preprocess_of(model), source=source,
                         metrics=metrics or {}, extra=extra or {})

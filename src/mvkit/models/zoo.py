@@ -57,8 +57,8 @@ def resolve_name(name: str) -> str:
         return _BY_NAME[name].timm_name
     if timm.is_model(name):
         return name
-    candidates = list(_BY_NAME) + timm.list_models()
-    close = difflib.get_close_matches(name, candidates, n=3)
+    by_lower = {candidate.lower(): candidate for candidate in [*timm.list_models(), *_BY_NAME]}  # one each
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3)]
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise MvkitError(f"unknown model {name!r}.{hint} `mvkit models` lists the zoo; any timm model name works too.")
 

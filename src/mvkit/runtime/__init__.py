@@ -1,4 +1,5 @@
-"""Runtimes: load any artifact (checkpoint, .onnx, .pte, .mlpackage, TorchScript) as a Predictor with one call."""
+"""Runtimes: load any artifact (checkpoint, .onnx, .pte, .mlpackage, TorchScript) as a Predictor with one call.
+Which Predictor runs which format is the `loader` of its row in the format table (mvkit.formats)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,8 @@ from pathlib import Path
 
 from mvkit.artifact import Artifact, sidecar_path
 from mvkit.errors import MvkitError
+from mvkit.formats import FORMATS, resolve
 from mvkit.runtime.base import Predictor
-
-# artifact format -> function(artifact) -> Predictor; imported lazily so heavy runtimes load only when used.
-def _loaders():
-    def onnx(artifact):
-        from mvkit.runtime.onnx_runtime import OnnxPredictor
-
-        return OnnxPredictor(artifact)
-
-    def executorch(artifact):
-        from mvkit.runtime.executorch_runtime import ExecutorchPredictor
-
-        return ExecutorchPredictor(artifact)
-
-    def coreml(artifact):
-        from mvkit.runtime.coreml_runtime import CoreMLPredictor
-
-        return CoreMLPredictor(artifact)
-
-    def litert(artifact):
-        from mvkit.runtime.litert_runtime import LiteRTPredictor
-
-        return LiteRTPredictor(artifact)
-
-    from mvkit.runtime.torch_runtime import checkpoint_predictor, torchscript_predictor
-
-    return {"safetensors": checkpoint_predictor, "onnx": onnx, "torchscript": torchscript_predictor,
-            "executorch": executorch, "coreml": coreml, "litert": litert}
 
 
 def load_predictor(path: Path | str) -> Predictor:
@@ -44,10 +19,19 @@ def load_predictor(path: Path | str) -> Predictor:
         raise MvkitError(f"{path} has no sidecar {sidecar_path(path).name}; export it with `mvkit export` so that "
                          "its labels and preprocessing travel with it")
     artifact = Artifact.load(path)
-    loaders = _loaders()
-    if artifact.format not in loaders:
-        raise MvkitError(f"no runtime for {artifact.format} artifacts on this machine (known: {', '.join(loaders)})")
-    return loaders[artifact.format](artifact)
+    row = FORMATS.get(artifact.format)
+    if row is None:
+        raise MvkitError(f"{sidecar_path(path)} names format {artifact.format!r}, which mvkit cannot run "
+                         f"(known: {', '.join(FORMATS)})")
+    row.require_runtime()
+    try:
+        return resolve(row.loader)(artifact)
+    except MvkitError:
+        raise
+    except Exception as exc:  # the runtime's own parser refused the file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MvkitError(f"{path} cannot be loaded by {row.runtime} ({type(exc).__name__}: {reason[:300]}); the "
+                         f"file is damaged, truncated or not a {artifact.format} file: export it again") from exc
 
 
 def is_artifact(path: Path | str) -> bool:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from mvkit.artifact import Artifact
+from mvkit.errors import MvkitError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,6 +35,11 @@ class Predictor:
     def name(self) -> str:
         return f"{self.artifact.format} ({Path(self.artifact.path).name})"
 
+    @property
+    def threads(self) -> int:
+        """Threads the runtime computes with (PyTorch's own setting; other runtimes override it)."""
+        return torch.get_num_threads()
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -41,20 +47,20 @@ class Predictor:
         return torch.stack([self.transform(image) for image in images]).numpy()
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self.run(self.prepare(images))
+        probabilities = self.run(self.prepare(images))
+        if probabilities.shape[-1] != len(self.labels):
+            raise MvkitError(f"{self.artifact.path} outputs {probabilities.shape[-1]} classes but its sidecar lists "
+                             f"{len(self.labels)} labels: the sidecar belongs to another model; export it again")
+        return probabilities
 
     def predict_dataset(self, dataset, batch_size: int = 32,
                         on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities [N, classes], labels [N]) over a dataset whose items are (PIL image, label)."""
-        saved_transform, dataset.transform = dataset.transform, None
+        """(probabilities [N, classes], labels [N]) over a dataset of photos (its transform is not used)."""
         probabilities, labels = [], []
-        try:
-            for start in range(0, len(dataset), batch_size):
-                items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-                probabilities.append(self.predict_images([image for image, _ in items]))
-                labels.extend(label for _, label in items)
-                if on_progress:
-                    on_progress(len(items))
-        finally:
-            dataset.transform = saved_transform
+        for start in range(0, len(dataset), batch_size):
+            indices = range(start, min(start + batch_size, len(dataset)))
+            probabilities.append(self.predict_images([dataset.image(i) for i in indices]))
+            labels.extend(dataset.target(i) for i in indices)
+            if on_progress:
+                on_progress(len(indices))
         return np.concatenate(probabilities), np.asarray(labels)

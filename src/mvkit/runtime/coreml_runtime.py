@@ -5,6 +5,8 @@ interpreter on macOS too, fed the same 8-bit pixels as Core ML, to cross-check t
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import platform
 
 import numpy as np
@@ -17,8 +19,8 @@ from mvkit.runtime.base import Predictor
 class CoreMLPredictor(Predictor):
     def __init__(self, artifact: Artifact, interpreter: bool = False):
         default = int(artifact.extra.get("default_size", artifact.preprocess.size))
-        if default != artifact.preprocess.size:  # the package only takes its enumerated sizes
-            artifact.preprocess = artifact.preprocess.with_changes(size=default)
+        if default != artifact.preprocess.size:  # the package only takes its enumerated sizes (caller's copy kept)
+            artifact = dataclasses.replace(artifact, preprocess=artifact.preprocess.with_changes(size=default))
         super().__init__(artifact)
         self.mean = np.asarray(artifact.preprocess.mean, dtype=np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(artifact.preprocess.std, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -33,6 +35,10 @@ class CoreMLPredictor(Predictor):
             from mvkit.coreml.interpreter import Program
 
             self.program = Program(artifact.path)
+
+    @property
+    def threads(self) -> int:
+        return os.cpu_count() or 1  # Core ML schedules itself; numpy's BLAS uses every core
 
     @property
     def runtime(self) -> str:

@@ -7,21 +7,22 @@ import os
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.errors import MvkitError
 from mvkit.runtime.base import Predictor, softmax
 
 
 class LiteRTPredictor(Predictor):
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact)
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:
-            raise MvkitError("LiteRT support needs its extra: pip install 'mvkit[litert]'") from exc
-        self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=threads or os.cpu_count() or 1)
+        from ai_edge_litert.interpreter import Interpreter  # installed: the format table checks it first
+        self._threads = threads or os.cpu_count() or 1
+        self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=self._threads)
         self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         logits = []

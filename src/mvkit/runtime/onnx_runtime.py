@@ -7,7 +7,6 @@ import os
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.errors import MvkitError
 from mvkit.runtime.base import Predictor, softmax
 
 
@@ -24,14 +23,17 @@ def session_options(threads: int | None = None):
 class OnnxPredictor(Predictor):
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MvkitError("ONNX support needs its extra: pip install 'mvkit[onnx]'") from exc
-        self.session = ort.InferenceSession(str(artifact.path), session_options(threads),
+        import onnxruntime as ort  # installed: the format table checks it first
+        options = session_options(threads)
+        self._threads = options.intra_op_num_threads
+        self.session = ort.InferenceSession(str(artifact.path), options,
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.outputs_probabilities = bool(artifact.extra.get("softmax_in_graph", False))
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         output = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import io
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from mvkit.artifact import write_atomically
+from mvkit.files import write_atomically
 from mvkit.errors import MvkitError
 
 
@@ -59,6 +60,17 @@ def _as_tuples(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_as_tuples(v) for v in value)
     return value
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python's, numpy's and torch's global generators for a block, then give the caller's states back."""
+    saved = capture_rng()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        restore_rng(saved)
 
 
 def seed_everything(seed: int) -> None:
