@@ -72,7 +72,7 @@ def test_qat_graph_is_the_float_model_until_fake_quantization(flowers_checkpoint
 
     model = load_checkpoint(flowers_checkpoint)
     reference = copy.deepcopy(model).eval()
-    batches = calibration_batches(load_predictor(flowers_checkpoint).prepare, str(flowers_subset), 16)
+    batches = calibration_batches(load_predictor(flowers_checkpoint), str(flowers_subset), 16)
     pixels = torch.from_numpy(np.concatenate(batches))
     graph = prepare_int8_graph(model, "qat", batches)
     with torch.no_grad():

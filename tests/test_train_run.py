@@ -83,21 +83,90 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(flowers_subset, tmp
     assert load_state(out / "resume.pt")["progress"].epoch == 1
 
 
-def test_ctrl_c_saves_the_resume_state(flowers_subset, tmp_path, monkeypatch):
+def test_ctrl_c_stops_at_the_batch_boundary_and_saves_the_resume_state(flowers_subset, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_loss = train_loop.label_loss
 
-    def interrupt_on_third(*args, **kwargs):
+    def interrupt_in_third(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
+        if calls["n"] == 3:  # a real SIGINT, in the middle of the third batch
+            os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_loop, "label_loss", interrupt_on_third)
-    with pytest.raises(MvkitError, match="--resume"):
+    monkeypatch.setattr(train_loop, "label_loss", interrupt_in_third)
+    with pytest.raises(MvkitError, match="stopped by SIGINT.*--resume"):
         train(tiny_recipe(flowers_subset, tmp_path / "run"))
     progress = load_state(tmp_path / "run" / "resume.pt")["progress"]
-    assert (progress.epoch, progress.batch, progress.updates) == (0, 2, 2)
+    assert (progress.epoch, progress.batch, progress.updates) == (0, 3, 3)  # the third batch was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+
+
+def _weights(path: Path) -> dict:
+    return load_file(path)
+
+
+@pytest.mark.parametrize("signal_number, at_forward", [(signal.SIGINT, 3), (signal.SIGTERM, 11), (signal.SIGINT, 10)])
+def test_sigint_or_sigterm_anywhere_then_resume_gives_the_uninterrupted_weights(flowers_subset, tmp_path,
+                                                                                 signal_number, at_forward):
+    """The signal lands inside a forward pass (mid-batch; forward 10 is a validation batch at the end of epoch
+    1: 8 training batches, then 2 of validation); the resumed run ends with exactly the weights of a run that
+    was never interrupted."""
+    recipe = dict(epochs=2, deterministic=True)
+    train(tiny_recipe(flowers_subset, tmp_path / "straight", **recipe))
+    out = tmp_path / "interrupted"
+    calls = {"n": 0}
+
+    def send_signal(module, args):
+        calls["n"] += 1
+        if calls["n"] == at_forward:
+            os.kill(os.getpid(), signal_number)
+
+    original = train_loop._build_student
+
+    def watched(recipe, classes):
+        model = original(recipe, classes)
+        model.register_forward_pre_hook(send_signal)
+        return model
+
+    train_loop._build_student = watched
+    try:
+        with pytest.raises(MvkitError, match=f"stopped by {signal.Signals(signal_number).name}"):
+            train(tiny_recipe(flowers_subset, out, **recipe))
+    finally:
+        train_loop._build_student = original
+    train(build_recipe(recipe_file=out / "recipe.yaml"), resume=True)
+    straight, again = _weights(tmp_path / "straight" / "last.safetensors"), _weights(out / "last.safetensors")
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
+
+
+def test_a_second_training_into_the_same_folder_is_refused(flowers_subset, tmp_path):
+    out = tmp_path / "run"
+    with train_loop.run_folder_lock(out, main_process=True):  # a first run holding the folder
+        with pytest.raises(MvkitError, match="in use by another mvkit train"):
+            train(tiny_recipe(flowers_subset, out, epochs=1))
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+    train(tiny_recipe(flowers_subset, out, epochs=1))  # free again once the first has finished
+
+
+def test_a_run_that_fails_its_checks_leaves_no_folder(flowers_subset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(MvkitError, match="fewer than one batch"):
+        train(tiny_recipe(flowers_subset, out, batch_size=512))
+    assert not out.exists()
+
+
+def test_a_moved_run_folder_resumes_from_anywhere(flowers_subset, tmp_path, monkeypatch):
+    first = tmp_path / "first"
+    train(tiny_recipe(flowers_subset, first, epochs=1))
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    first.rename(moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    recipe = build_recipe(recipe_file=moved / "recipe.yaml", epochs=2, out=str(moved))
+    result = train(recipe, resume=True)
+    assert [row["epoch"] for row in result.history] == [1, 2] and (moved / "last.safetensors").exists()
+    assert not first.exists()
 
 
 def _cli(*args: str) -> list[str]:

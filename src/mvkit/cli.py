@@ -132,23 +132,18 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
-    import torch
-
     from mvkit.data import load_data
+    from mvkit.data.datasets import combined
     from mvkit.evaluate import evaluate, plot_confusion
     from mvkit.models import load_model
 
     if split not in ("val", "train", "all"):
         raise MvkitError(f"--split must be val, train or all, not {split!r}")
-    net = load_model(model, pretrained=pretrained, weights=weights)
+    net = load_model(model, pretrained=pretrained, weights=weights, require_weights=True)
     with progress_bars() as start:
         splits = load_data(data, val=val, val_fraction=val_fraction, seed=seed,
                            split_file=split_file or out / "split.json", on_scan_progress=start("checking photos", None))
-        dataset = {"val": splits.val, "train": splits.train}.get(split)
-        if dataset is None:
-            dataset = torch.utils.data.ConcatDataset([splits.train, splits.val])
-            dataset.classes = splits.classes
-            dataset.transform = None
+        dataset = {"val": splits.val, "train": splits.train}.get(split) or combined(splits.train, splits.val)
         result = evaluate(net, dataset, batch_size=batch_size, on_progress=start("evaluating", len(dataset)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
@@ -177,9 +172,11 @@ def scan_command(
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")
-    files = list_files(data)
+    unlisted: list = []
+    files = list_files(data, unlisted)
     with progress_bars() as start:
         report = scan_images(files, on_progress=start("checking photos", len(files)))
+    report.bad = unlisted + report.bad
     if as_json:
         print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad]})
     else:
@@ -228,12 +225,14 @@ def train_command(
     save_every_steps: Optional[int] = typer.Option(None, help="Also save the resume state every N optimizer steps."),
 ) -> None:
     """Fine-tune, train from scratch or distil, on CPU, one GPU or many (launch with `accelerate launch`)."""
+    from dataclasses import replace
+
     from mvkit.train import TrainUI, build_recipe, load_recipe, train
 
     if resume:
         if not (out / "recipe.yaml").exists():
             raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
-        recipe = load_recipe(out / "recipe.yaml")
+        recipe = replace(load_recipe(out / "recipe.yaml"), out=str(out))  # the folder may have moved
     else:
         if recipe_file is None and (model is None or data is None):
             raise MvkitError("give MODEL and DATA, a --recipe file that names them, or --resume with the --out of an earlier run")
@@ -495,34 +494,41 @@ def print_error(message: str) -> None:
     error_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
 
 
+def run(argv: list[str]) -> int:
+    """Run one command line; returns its exit status. User errors print one `error:` line (status 2), never a
+    traceback."""
+    command = _command_name(argv)
+    try:
+        code = app(args=argv, prog_name="mvkit", standalone_mode=False)
+    except MvkitError as exc:
+        print_error(str(exc))
+        return 2
+    except typer.TyperException as exc:  # usage errors: unknown option, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print_error(f"{message} (see `mvkit {command} --help`)" if command != "mvkit" else message)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        error_console.print("[yellow]interrupted[/yellow]")
+        return 130
+    return code if isinstance(code, int) else 0
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one clear `error:` line and exit 2, without a traceback; third-party
-    output goes to a log file unless -v (mvkit.quiet)."""
+    """Entry point: `run` with third-party output sent to a log file unless -v (mvkit.quiet)."""
     from mvkit.quiet import route_logging, third_party_to_log
 
     argv = (sys.argv[1:] if argv is None else argv) or ["--help"]
     verbose = any(arg in ("-v", "--verbose") for arg in argv)
-    command = _command_name(argv)
     quiet = not verbose and "--help" not in argv  # typer prints help on sys.stdout
-    with third_party_to_log([console, error_console], command, not quiet) as log_file:
+    with third_party_to_log([console, error_console], _command_name(argv), not quiet) as log_file:
         handler = logging.FileHandler(log_file) if log_file else None
         route_logging(error_console, verbose, handler)
         try:
-            code = app(args=argv, prog_name="mvkit", standalone_mode=False)
-        except MvkitError as exc:
-            print_error(str(exc))
-            code = 2
-        except typer.TyperException as exc:  # usage errors: unknown option, bad value
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            print_error(f"{message} (see `mvkit {command} --help`)" if command != "mvkit" else message)
-            code = getattr(exc, "exit_code", 2)
-        except KeyboardInterrupt:
-            error_console.print("[yellow]interrupted[/yellow]")
-            code = 130
+            code = run(argv)
         finally:
             if handler:
                 handler.close()
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mvkit.data.datasets import with_transform
 from mvkit.errors import MvkitError
 from mvkit.inference import predict_probabilities
 from mvkit.models.zoo import labels_of, preprocess_of
@@ -50,7 +51,7 @@ def evaluate(
     """Evaluate with the model's own eval transform; dataset classes are matched to model labels by name."""
     model_labels = labels_of(model)
     to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))
-    dataset.transform = preprocess_of(model).eval_transform()
+    dataset = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's dataset is not changed
     probabilities, targets = predict_probabilities(model, dataset, batch_size, num_workers, on_progress)
     true_model_index = to_model[targets]
     k = min(5, len(model_labels))
@@ -75,16 +76,14 @@ def evaluate(
 
 def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix as a PNG; counts written in the cells for up to 20 classes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
     n_rows, n_cols = result.confusion.shape
     columns = result.classes + (["(other)"] if n_cols > n_rows else [])
     totals = result.confusion.sum(axis=1, keepdims=True).clip(min=1)
     side = max(4.0, 0.5 * n_cols + 2)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
     image = ax.imshow(result.confusion / totals, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n_cols), columns, rotation=45, ha="right")
     ax.set_yticks(range(n_rows), result.classes)
@@ -102,5 +101,4 @@ def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matri
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

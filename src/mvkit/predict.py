@@ -23,13 +23,14 @@ class Prediction:
         return {"path": str(self.path), "top": [{"label": label, "probability": p} for label, p in self.top]}
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Photos named directly, plus every image file below named folders."""
+def collect_inputs(inputs: list[Path], problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Photos named directly, plus every image file below named folders (what cannot be listed goes to
+    `problems`)."""
     files: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            files += [p for p in list_files(item) if is_image_file(p)]
+            files += [p for p in list_files(item, problems) if is_image_file(p)]
         elif item.exists():
             files.append(item)
         else:
@@ -50,7 +51,7 @@ def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = F
         return load_predictor(model)
     from mvkit.models import load_model
 
-    return model_predictor(load_model(model, pretrained=pretrained, weights=weights))
+    return model_predictor(load_model(model, pretrained=pretrained, weights=weights, require_weights=True))
 
 
 def predict_files(
@@ -62,7 +63,9 @@ def predict_files(
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predictions for every readable photo, and the (path, reason) of every file skipped."""
     predictor = as_predictor(model)
-    report = scan_images(collect_inputs(inputs))
+    unlisted: list[tuple[Path, str]] = []
+    report = scan_images(collect_inputs(inputs, unlisted))
+    report.bad = unlisted + report.bad
     k = min(topk, len(predictor.labels))
     predictions = []
     for start in range(0, len(report.good), batch_size):

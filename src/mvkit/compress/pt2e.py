@@ -58,7 +58,11 @@ def fuse_conv_clamp(graph: torch.fx.GraphModule) -> None:
 def kept_float(model: nn.Module) -> list[str]:
     """Module names that stay float: the first conv and the classifier (see onnx_int8.float_nodes for why)."""
     cfg = getattr(model, "pretrained_cfg", {})
-    return [str(cfg[key]) for key in ("first_conv", "classifier") if cfg.get(key)]
+    names = []
+    for key in ("first_conv", "classifier"):
+        value = cfg.get(key)
+        names += [str(v) for v in value] if isinstance(value, (tuple, list)) else [str(value)] if value else []
+    return names  # distilled models name two classifiers: ('head', 'head_dist')
 
 
 def in_modules(node: torch.fx.Node, names: list[str]) -> bool:
@@ -162,9 +166,9 @@ def fold_batch_norms(graph: torch.fx.GraphModule) -> None:
     ("TODO: allow setting eps" in torchao 0.18 qat_utils.py). EfficientNet-Lite0's BatchNorms use 1e-3, so channels
     with a small running variance were scaled wrongly: untrained QAT agreed with a Lite0 checkpoint on 85% of
     flowers128 val where PTQ agreed on 94%. Graph captured in eval mode."""
-    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+    from mvkit.compat import fuse_conv_bn
 
-    _fuse_conv_bn_(graph)
+    fuse_conv_bn(graph)
 
 
 def _qat_finetune(prepared: torch.fx.GraphModule, teacher: nn.Module, data: str, source: Artifact, epochs: int,

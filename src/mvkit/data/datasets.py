@@ -10,6 +10,7 @@ and an optional separate val tree.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -100,6 +101,12 @@ class DataSplits:
     classes: list[str]
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # bad files found by the scan
     split_file: Path | None = None
+    pending_split: tuple | None = None  # a new split not written yet (load_data(write_split=False))
+
+    def save_split(self) -> None:
+        if self.pending_split is not None:
+            _write_split_file(*self.pending_split)
+            self.pending_split = None
 
     def set_transforms(self, train: Callable | None, val: Callable | None) -> None:
         self.train.transform = train
@@ -115,6 +122,22 @@ def take_evenly(dataset: torch.utils.data.Dataset, count: int) -> torch.utils.da
         return ImageFileDataset([dataset.samples[i] for i in picks], dataset.classes, dataset.transform)
     return ArrayImageDataset(dataset.images[picks], dataset.labels[picks], dataset.classes, dataset.name,
                              dataset.transform)
+
+
+def with_transform(dataset: torch.utils.data.Dataset, transform: Callable | None) -> torch.utils.data.Dataset:
+    """A shallow copy of the dataset with another transform: the caller's dataset is left as it was."""
+    view = copy.copy(dataset)
+    view.transform = transform
+    return view
+
+
+def combined(first: torch.utils.data.Dataset, second: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+    """Both parts of a split as one dataset of the same kind (e.g. to evaluate on all photos)."""
+    if isinstance(first, ImageFileDataset):
+        return ImageFileDataset(first.samples + second.samples, first.classes, first.transform)
+    return ArrayImageDataset(np.concatenate([first.images, second.images]),
+                             np.concatenate([first.labels, second.labels]), first.classes, first.name,
+                             first.transform)
 
 
 def class_histogram(dataset: torch.utils.data.Dataset) -> dict[str, int]:
@@ -142,28 +165,75 @@ def load_builtin(name: str) -> DataSplits:
 # ---- folders and manifests ---------------------------------------------------------------------------
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError:
+        raise MvkitError(f"cannot read the folder {root}: permission denied") from None
 
 
-def _read_tree(root: Path) -> list[tuple[Path, str]]:
-    """(file, class name) for every file below each class folder of root."""
+def _read_tree(root: Path, problems: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """(file, class name) for every file below each class folder of root; a class folder without files is
+    reported (it would otherwise vanish from the classes)."""
     folders = _class_folders(root)
     if not folders:
         raise MvkitError(f"{root} holds no class folders; expected one folder of photos per class "
                          f"(e.g. {root}/cat/*.jpg, {root}/dog/*.jpg) or a CSV manifest")
-    return [(path, folder.name) for folder in folders for path in list_files(folder)]
+    rows = []
+    for folder in folders:
+        files = list_files(folder, problems)
+        if not files:
+            log.warning("class folder %s holds no files: class %r is left out", folder, folder.name)
+        rows += [(path, folder.name) for path in files]
+    return rows
+
+
+# split values a manifest may use, case-insensitive
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
 
 
 def _read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
-    with csv_path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise MvkitError(f"{csv_path}: a manifest needs a header with columns path,label[,split]; "
-                             f"found {reader.fieldnames}")
-        rows = []
-        for row in reader:
-            path = Path(row["path"])
-            rows.append((path if path.is_absolute() else csv_path.parent / path, row["label"], row.get("split") or None))
+    """Rows of a path,label[,split] CSV; relative paths are relative to the CSV's folder. Refuses empty labels,
+    unknown split values and a path listed with two labels; drops exact duplicate rows (they would leak one
+    photo into both train and val) with a warning."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [name.strip() for name in reader.fieldnames or []]
+            if not {"path", "label"} <= set(fields):
+                raise MvkitError(f"{csv_path}: a manifest needs a header with columns path,label[,split]; "
+                                 f"found {reader.fieldnames}")
+            reader.fieldnames = fields
+            raw = list(reader)
+    except UnicodeDecodeError as exc:
+        raise MvkitError(f"{csv_path} is not a UTF-8 text CSV ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise MvkitError(f"{csv_path} is not a readable CSV: {exc}") from None
+    rows, label_of, duplicates = [], {}, 0
+    for line, row in enumerate(raw, start=2):
+        text, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not text:
+            raise MvkitError(f"{csv_path}, line {line}: empty path")
+        if not label:
+            raise MvkitError(f"{csv_path}, line {line}: {text} has an empty label")
+        split_text = (row.get("split") or "").strip()
+        split = SPLIT_NAMES.get(split_text.lower()) if split_text else None
+        if split_text and split is None:
+            raise MvkitError(f"{csv_path}, line {line}: split {split_text!r} is not train or val (also accepted: "
+                             "training, valid, validation; leave it empty to let mvkit split)")
+        path = Path(text)
+        path = path if path.is_absolute() else csv_path.parent / path
+        key = str(path.resolve())
+        if key in label_of:
+            if label_of[key] != (label, split):
+                raise MvkitError(f"{csv_path}, line {line}: {text} is listed twice, as {label_of[key][0]!r} "
+                                 f"({label_of[key][1] or 'no split'}) and {label!r} ({split or 'no split'}); "
+                                 "keep one row per photo")
+            duplicates += 1
+            continue
+        label_of[key] = (label, split)
+        rows.append((path, label, split))
+    if duplicates:
+        log.warning("%s: %d duplicate rows left out (each photo is used once)", csv_path, duplicates)
     if not rows:
         raise MvkitError(f"{csv_path} lists no photos")
     return rows
@@ -186,8 +256,31 @@ def stratified_split(labels: list[str], val_fraction: float, seed: int) -> tuple
 
 
 def _load_split_file(split_file: Path, root: Path) -> dict[str, list[Path]]:
-    data = json.loads(split_file.read_text())
-    return {part: [root / rel for rel in data[part]] for part in ("train", "val")}
+    try:
+        data = json.loads(split_file.read_text())
+        return {part: [root / rel for rel in data[part]] for part in ("train", "val")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MvkitError(f"split file {split_file} is damaged ({exc}); delete it to split again") from None
+
+
+def _check_split_root(split_file: Path, root: Path) -> None:
+    """A split file is for one dataset: refuse one written for another (e.g. a reused --out folder)."""
+    try:
+        recorded = json.loads(split_file.read_text()).get("root")
+    except (ValueError, AttributeError):
+        return  # _load_split_file reports the damage
+    if recorded and Path(recorded) != root.resolve() and (Path(recorded) / ".").exists():
+        raise MvkitError(f"split file {split_file} was made for {recorded}, not {root.resolve()}: use another "
+                         "--out (or --split-file), or delete it to split this data anew")
+
+
+def _relative_or_absolute(path: Path, root: Path) -> str:
+    """Paths under root are stored relative to it (the data folder can move); others (a manifest's absolute
+    paths) as they are."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path.resolve())
 
 
 def _write_split_file(split_file: Path, root: Path, seed: int, val_fraction: float,
@@ -195,8 +288,8 @@ def _write_split_file(split_file: Path, root: Path, seed: int, val_fraction: flo
     # Atomic: processes of a distributed run may write and read it at the same moment.
     write_atomically(split_file, json.dumps({
         "root": str(root.resolve()), "seed": seed, "val_fraction": val_fraction,
-        "train": [str(p.relative_to(root)) for p in train],
-        "val": [str(p.relative_to(root)) for p in val],
+        "train": [_relative_or_absolute(p, root) for p in train],
+        "val": [_relative_or_absolute(p, root) for p in val],
     }, indent=1).encode())
 
 
@@ -224,9 +317,11 @@ def load_data(
     seed: int = 0,
     split_file: Path | None = None,
     on_scan_progress: Callable[[int], None] | None = None,
+    write_split: bool = True,
 ) -> DataSplits:
     """Resolve a dataset spec into train/val datasets whose items are (PIL RGB image, label) until a
-    transform is set. Bad files are skipped and listed in `skipped`."""
+    transform is set. Bad files are skipped and listed in `skipped`. A new split is written to `split_file`
+    now, or with write_split=False when the caller calls DataSplits.save_split() (after its own checks)."""
     spec_text = str(spec)
     if spec_text.startswith(BUILTIN_PREFIX):
         return load_builtin(spec_text[len(BUILTIN_PREFIX):])
@@ -234,6 +329,11 @@ def load_data(
     check_data_spec(spec_text)
     path = Path(spec_text)
 
+    if not 0.0 < val_fraction < 1.0:
+        raise MvkitError(f"val fraction must be between 0 and 1, got {val_fraction}")
+    if val is not None and not Path(val).is_dir():
+        raise MvkitError(f"val folder {val} does not exist")
+    unlisted: list[tuple[Path, str]] = []  # what list_files could not read
     # Gather (file, label, split or None) rows.
     if path.is_file():
         rows = _read_manifest(path)
@@ -243,29 +343,35 @@ def load_data(
         train_dir = path / "train"
         val_dir = next((path / n for n in VAL_FOLDER_NAMES if (path / n).is_dir()), None)
         if val is None and train_dir.is_dir() and val_dir is not None:
-            rows = [(p, c, "train") for p, c in _read_tree(train_dir)] + [(p, c, "val") for p, c in _read_tree(val_dir)]
+            rows = ([(p, c, "train") for p, c in _read_tree(train_dir, unlisted)]
+                    + [(p, c, "val") for p, c in _read_tree(val_dir, unlisted)])
         else:
-            rows = [(p, c, None) for p, c in _read_tree(path)]
+            rows = [(p, c, None) for p, c in _read_tree(path, unlisted)]
     if val is not None:
-        val_path = Path(val)
-        if not val_path.is_dir():
-            raise MvkitError(f"val folder {val_path} does not exist")
-        rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(val_path)]
+        rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(Path(val), unlisted)]
 
     report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress)
+    report.bad = unlisted + report.bad
     good = set(report.good)
     rows = [row for row in rows if row[0] in good]
     classes = sorted({label for _, label, _ in rows})
     if not rows:
         raise MvkitError(f"no readable photos in {path}")
+    if len(classes) < 2:
+        raise MvkitError(f"{path} holds one class ({classes[0]!r}): a classifier needs photos of at least two classes")
     index = {name: i for i, name in enumerate(classes)}
+    pending_split = None
 
     if any(split is not None for _, _, split in rows):
         train_rows = [(p, index[c]) for p, c, s in rows if s != "val"]
         val_rows = [(p, index[c]) for p, c, s in rows if s == "val"]
+        if not val_rows:
+            raise MvkitError(f"{path} marks no photo as val: give some rows split=val, or leave the split column "
+                             "empty to let mvkit split")
     else:
         label_of = {p: c for p, c, _ in rows}
         if split_file is not None and Path(split_file).exists():
+            _check_split_root(Path(split_file), root)
             parts = _load_split_file(Path(split_file), root)
             train_files = [p for p in parts["train"] if p in label_of]
             val_files = [p for p in parts["val"] if p in label_of]
@@ -277,7 +383,10 @@ def load_data(
             train_idx, val_idx = stratified_split([c for _, c, _ in rows], val_fraction, seed)
             train_files, val_files = [files[i] for i in train_idx], [files[i] for i in val_idx]
             if split_file is not None:
-                _write_split_file(Path(split_file), root, seed, val_fraction, train_files, val_files)
+                pending_split = (Path(split_file), root, seed, val_fraction, train_files, val_files)
+                if write_split:
+                    _write_split_file(*pending_split)
+                    pending_split = None
         train_rows = [(p, index[label_of[p]]) for p in train_files]
         val_rows = [(p, index[label_of[p]]) for p in val_files]
 
@@ -287,6 +396,7 @@ def load_data(
         classes=classes,
         skipped=report.bad,
         split_file=Path(split_file) if split_file else None,
+        pending_split=pending_split,
     )
 
 

@@ -8,6 +8,7 @@ EXIF orientation, refusing decompression bombs and the scan that collects the fi
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from mvkit.errors import MvkitError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -24,7 +27,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-class BadImageError(Exception):
+class BadImageError(MvkitError):
     """A file that cannot be used as a photo; the message says why."""
 
 
@@ -76,6 +79,12 @@ def load_image(path: Path | str) -> Image.Image:
         raise BadImageError(f"refused as a possible decompression bomb: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise BadImageError("not an image Pillow can read (wrong extension or corrupt header)") from exc
+    except FileNotFoundError as exc:
+        raise BadImageError("missing: the file is not there (deleted, moved, or a broken link)") from exc
+    except PermissionError as exc:
+        raise BadImageError("unreadable: permission denied") from exc
+    except IsADirectoryError as exc:
+        raise BadImageError("a folder, not a photo") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(f"corrupt or truncated: {exc}") from exc
 
@@ -115,12 +124,40 @@ def scan_images(
                 report.good.append(path)
             else:
                 report.bad.append((path, problem))
-                log.warning("skipping %s: %s", path, problem)
+                log.info("skipping %s: %s", path, problem)  # callers list them
             if on_progress:
                 on_progress(1)
     return report
 
 
-def list_files(folder: Path) -> list[Path]:
-    """Every non-hidden file below folder, sorted, so listings are the same on every machine."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def list_files(folder: Path, problems: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Every non-hidden file below folder, sorted, so listings are the same on every machine. Symlinked folders
+    are followed once; what cannot be listed (an unreadable folder, a symlink loop, a broken link) is appended
+    to `problems` as (path, reason) and logged, never dropped silently."""
+    problems = problems if problems is not None else []
+    first_new = len(problems)
+    found: list[Path] = []
+    seen: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        problems.append((Path(error.filename), f"unreadable folder: {error.strerror or error}"))
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a symlink back up the tree: listed once, not forever
+            problems.append((Path(root), "symlink loop: this folder links back to one already listed"))
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(root) / name
+            if name.startswith("."):
+                continue
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink():
+                problems.append((path, "broken link: it points to a file that is not there"))
+    for path, reason in problems[first_new:]:
+        log.info("skipping %s: %s", path, reason)  # callers report them with the unreadable photos
+    return sorted(found)

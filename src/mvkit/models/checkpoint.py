@@ -34,7 +34,15 @@ def load_checkpoint(path: Path | str) -> nn.Module:
     if artifact.format != "safetensors":
         raise MvkitError(f"{path} is a {artifact.format} artifact, not a checkpoint; use its runtime instead")
     model = create_model(artifact.model_name, labels=artifact.labels, preprocess=artifact.preprocess)
-    missing, unexpected = load_safetensors_into(model, str(path), strict=False)
+    try:
+        missing, unexpected = load_safetensors_into(model, str(path), strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: the sidecar's labels or model do not fit the weights
+        detail = str(exc).strip().splitlines()[-1][:300]
+        raise MvkitError(f"{path} does not fit its sidecar ({artifact.model_name}, {len(artifact.labels)} labels): "
+                         f"{detail}") from None
+    except Exception as exc:  # safetensors' own errors: truncated or not a safetensors file
+        raise MvkitError(f"{path} is not a readable safetensors file ({type(exc).__name__}: {exc}); it is "
+                         "damaged or truncated: use another checkpoint (last.safetensors) or train again") from None
     if missing or unexpected:
         raise MvkitError(f"{path} does not match {artifact.model_name}: missing {sorted(missing)[:3]}, "
                          f"unexpected {sorted(unexpected)[:3]}")
@@ -42,12 +50,18 @@ def load_checkpoint(path: Path | str) -> nn.Module:
 
 
 def load_model(spec: str | Path, pretrained: bool = False, weights: Path | str | None = None,
-               num_classes: int | None = None) -> nn.Module:
-    """MODEL as the CLI takes it: an mvkit checkpoint file, or a zoo/timm name (+ --pretrained/--weights)."""
+               num_classes: int | None = None, require_weights: bool = False) -> nn.Module:
+    """MODEL as the CLI takes it: an mvkit checkpoint file, or a zoo/timm name (+ --pretrained/--weights).
+    require_weights: refuse a model name without weights (its random answers would look like real ones)."""
     path = Path(spec)
     if path.exists() and sidecar_path(path).exists():
         return load_checkpoint(path)
     if path.exists() and path.is_file():
         raise MvkitError(f"{path} is a file but has no mvkit sidecar; to load raw weights use a model name "
                          f"with --weights {path}")
+    if path.suffix in (".safetensors", ".onnx", ".pte", ".pt", ".mlpackage", ".tflite") and not path.exists():
+        raise MvkitError(f"{path} does not exist")
+    if require_weights and not pretrained and weights is None:
+        raise MvkitError(f"{spec} without --pretrained or --weights has random weights, so its answers would mean "
+                         "nothing: add --pretrained (or --weights FILE)")
     return create_model(str(spec), num_classes=num_classes, pretrained=pretrained, weights=weights)

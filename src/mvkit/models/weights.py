@@ -88,14 +88,18 @@ def _is_counter(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _head_prefix(model: nn.Module) -> str:
-    return str(getattr(model, "pretrained_cfg", {}).get("classifier", "head")) + "."
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Key prefixes of the classifier(s): timm's `classifier` is a name or, for distilled models, a tuple
+    (DeiT: ('head', 'head_dist'))."""
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "head")
+    names = classifier if isinstance(classifier, (tuple, list)) else (classifier,)
+    return tuple(str(name) + "." for name in names)
 
 
 def _map_in_order(state: dict[str, torch.Tensor], model: nn.Module, source_head: str, layout: str) -> dict[str, torch.Tensor]:
     """Pair source and target tensors by position (body) and copy the head only where shapes agree."""
     target = model.state_dict()
-    target_head = _head_prefix(model)
+    target_head = _head_prefixes(model)
     source_body = [(k, v) for k, v in state.items() if not _is_counter(k) and not k.startswith(source_head)]
     source_headers = [(k, v) for k, v in state.items() if k.startswith(source_head)]
     target_body = [k for k in target if not _is_counter(k) and not k.startswith(target_head)]
@@ -130,7 +134,7 @@ def to_timm_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict
     if layout == "lukemelas":
         return _map_in_order(state, model, "_fc.", layout)
     target = model.state_dict()
-    head = _head_prefix(model)
+    head = _head_prefixes(model)
     state = {k: v for k, v in state.items() if not (k.startswith(head) and k in target and v.shape != target[k].shape)}
     return state
 
@@ -139,7 +143,7 @@ def load_weights(model: nn.Module, path: Path | str) -> bool:
     """Load a weights file of any accepted layout into model, in place; missing head tensors are allowed.
     Returns whether the classifier head was loaded too (False: the checkpoint had another number of classes)."""
     state = to_timm_state_dict(read_state_dict(path), model)
-    head = _head_prefix(model)
+    head = _head_prefixes(model)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shape mismatches

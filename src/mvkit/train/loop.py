@@ -9,6 +9,7 @@ stops with the last good checkpoint intact.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import os
@@ -23,8 +24,10 @@ import torch
 from torch import nn
 
 from mvkit.artifact import Artifact, sidecar_path
-from mvkit.data.datasets import DataSplits, class_histogram, load_data
+from mvkit.compat import reset_accelerate_precision
+from mvkit.data.datasets import DataSplits, class_histogram, load_data, split_record
 from mvkit.errors import MvkitError
+from mvkit.files import check_writable
 from mvkit.evaluate import evaluate, plot_confusion
 from mvkit.models import create_model, labels_of, load_model, preprocess_of, save_checkpoint, set_preprocess
 from mvkit.train.batches import model_input, to_unit_range, train_transform
@@ -71,18 +74,83 @@ def _out_paths(out: Path) -> dict[str, Path]:
         "confusion": "confusion.png"}.items()}
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) during training ask the run to stop at the next batch boundary, where
+    model, optimizer, schedule and RNG states belong together, so a resumed run is exactly the uninterrupted one.
+    A signal landing mid-batch and saved there would keep RNG states that the unfinished batch had drawn from.
+    A second signal, or one outside the training loop, stops at once (KeyboardInterrupt). kill -9 cannot be
+    caught: the state saved last (each epoch, or every --save-every-steps) is what resumes."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self.armed = False  # True while a stop can wait for the batch boundary
+
+    def _handle(self, number, frame) -> None:
+        if not self.armed or self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(number).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    @contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        try:
+            previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill` (SIGTERM) saves the resume state like Ctrl-C does; kill -9 cannot be caught."""
-    try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except ValueError:  # not the main thread
+def run_folder_lock(out: Path, main_process: bool) -> Iterator[None]:
+    """One writer per run folder: a second `mvkit train` into the same --out is refused while the first runs.
+    flock is released by the system when the process ends, even on kill -9."""
+    if not main_process:
         yield
         return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock_path = out / ".lock"
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise MvkitError(f"{out} is in use by another mvkit train ({holder}); wait for it to finish or choose "
+                         "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        if created and [p.name for p in out.iterdir()] == [".lock"]:  # a run that failed its checks: no trace
+            lock_path.unlink(missing_ok=True)
+            out.rmdir()
+
+
+@contextmanager
+def deterministic_algorithms(on: bool) -> Iterator[None]:
+    """torch.use_deterministic_algorithms for the run, then as the caller had it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def _build_student(recipe: TrainRecipe, classes: list[str]) -> nn.Module:
@@ -149,13 +217,11 @@ def _write_metrics(paths: dict[str, Path], history: list[dict[str, float]]) -> N
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
     epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
     loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
     loss_ax.set_xlabel("epoch")
@@ -168,37 +234,60 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     acc_ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
-def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
-    """Run (or resume) a training run into recipe.out."""
+@dataclass
+class _Run:
+    """Everything one training run holds, built (and checked) before the first step."""
+    recipe: TrainRecipe
+    paths: dict[str, Path]
+    accelerator: object
+    data: DataSplits
+    model: nn.Module  # as prepared by accelerate
+    plain_model: nn.Module
+    teacher: nn.Module | None
+    student_pre: object
+    teacher_pre: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    ema: object
+    mixup: object
+    batches_per_epoch: int
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.plain_model
+
+    def save_resume_state(self) -> None:
+        if self.main:
+            save_state(self.paths["state"], self.progress, self.plain_model, self.optimizer, self.scheduler,
+                       self.ema)
+
+
+def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: TrainUI) -> _Run:
+    """Data, models, optimizer and resume state, every check done; recipe.yaml and split.json are written only
+    once all of them passed, so a run that fails its checks leaves nothing."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from timm.data import Mixup
     from timm.utils import ModelEmaV3
 
-    ui = ui or TrainUI()
-    recipe.validate()
-    out = Path(recipe.out)
-    paths = _out_paths(out)
     # Several processes without CUDA (torchrun / accelerate launch on CPUs): accelerate only picks the gloo
     # backend when told to run on the CPU.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    # accelerate keeps one global precision per process; a second run (API, benchmarks) may want another.
-    # Only the precision state is reset: the distributed state (process group) stays.
-    AcceleratorState._reset_state(reset_partial_state=False)
+    reset_accelerate_precision()
     accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=multi_cpu)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    if recipe.deterministic:
-        torch.use_deterministic_algorithms(True)
     seed_everything(recipe.seed)
 
     data: DataSplits = load_data(recipe.data, val=recipe.val, val_fraction=recipe.val_fraction,
-                                 seed=recipe.split_seed, split_file=paths["split"])
-    if data.skipped and accelerator.is_main_process:
-        ui.log(f"skipped {len(data.skipped)} unreadable photos: " + ", ".join(str(p) for p, _ in data.skipped[:5]))
+                                 seed=recipe.split_seed, split_file=paths["split"], write_split=False)
+    if len(data.val) == 0:
+        raise MvkitError(f"{recipe.data} leaves no photo for val; give more photos per class or a --val folder")
     model = _build_student(recipe, data.classes)
     teacher = _build_teacher(recipe, data.classes)
     student_pre = preprocess_of(model)
@@ -206,15 +295,6 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
     canvas = max(student_pre.size, teacher_pre.size if teacher_pre else 0)
     data.set_transforms(train_transform(canvas, student_pre.interpolation, recipe.scale_min),
                         student_pre.eval_transform())
-    if accelerator.is_main_process:
-        recipe.save(paths["recipe"])
-        histogram = class_histogram(data.train)
-        ui.log(f"{len(data.train)} train / {len(data.val)} val photos, {len(data.classes)} classes: "
-               + ", ".join(f"{name} {count}" for name, count in histogram.items()))
-        if teacher is not None:
-            ui.log(f"teacher {recipe.teacher}: input {teacher_pre.size} px, mean {teacher_pre.mean}; "
-                   f"student {student_pre.size} px, mean {student_pre.mean}")
-
     batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
                                           rank, world).batches_per_epoch()
     if batches_per_epoch == 0:
@@ -230,8 +310,8 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
     mixup = Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha, prob=recipe.mix_prob,
                   switch_prob=recipe.mix_switch_prob, label_smoothing=recipe.label_smoothing,
                   num_classes=len(data.classes)) if recipe.uses_mixing else None
-
-    progress = Progress()
+    run = _Run(recipe, paths, accelerator, data, model, plain_model, teacher, student_pre, teacher_pre, optimizer,
+               scheduler, ema, mixup, batches_per_epoch)
     if resume:
         state = load_state(paths["state"])
         plain_model.load_state_dict(state["model"])
@@ -239,120 +319,169 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None and state["ema"] is not None:
             ema.load_state_dict(state["ema"])
-        progress = state["progress"]
+        run.progress = state["progress"]
         restore_rng(state["rng"])
-        ui.log(f"resumed at epoch {progress.epoch + 1}, batch {progress.batch}")
+        ui.log(f"resumed at epoch {run.progress.epoch + 1}, batch {run.progress.batch}")
+    if run.main:  # every check passed: now the run folder gets its files
+        data.save_split()
+        recipe.save(paths["recipe"])
+        if data.skipped:
+            ui.log(f"skipped {len(data.skipped)} unreadable photos: " + ", ".join(str(p) for p, _ in data.skipped[:5]))
+        histogram = class_histogram(data.train)
+        ui.log(f"{len(data.train)} train / {len(data.val)} val photos, {len(data.classes)} classes: "
+               + ", ".join(f"{name} {count}" for name, count in histogram.items()))
+        if teacher is not None:
+            ui.log(f"teacher {recipe.teacher}: input {teacher_pre.size} px, mean {teacher_pre.mean}; "
+                   f"student {student_pre.size} px, mean {student_pre.mean}")
+    return run
 
-    def save_resume_state() -> None:
-        if accelerator.is_main_process:
-            save_state(paths["state"], progress, plain_model, optimizer, scheduler, ema)
 
-    def eval_model() -> nn.Module:
-        return ema.module if ema is not None else plain_model
+def _train_one_epoch(run: _Run, stop: StopRequest, ui: TrainUI) -> tuple[float, float, int, float]:
+    """Train from the saved position to the end of the epoch, or to the batch boundary where a stop was asked;
+    returns (loss sum, correct, photos seen, seconds)."""
+    recipe, progress, accelerator = run.recipe, run.progress, run.accelerator
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    epoch = progress.epoch
+    if progress.batch == 0:  # a fresh epoch: its randomness depends on (seed, epoch) only
+        seed_everything(recipe.seed * 1000 + epoch * 10 + rank)
+    sampler = EpochBatchSampler(run.data.train.targets, recipe.batch_size, recipe.seed, epoch, rank, world,
+                                balanced=recipe.balanced, start_batch=progress.batch)
+    # Its own generator: creating the loader must not draw from the global RNG, or a resumed run would be one
+    # draw off the uninterrupted one.
+    loader = torch.utils.data.DataLoader(run.data.train, batch_sampler=sampler, num_workers=recipe.workers,
+                                         generator=torch.Generator().manual_seed(recipe.seed + epoch))
+    update = ui.start_epoch(epoch, recipe.epochs, run.batches_per_epoch) if run.main else (lambda done, stats: None)
+    run.model.train()
+    if recipe.freeze_backbone:
+        run.plain_model.eval()  # frozen body: keep BatchNorm statistics as pretrained
+    loss_sum, correct, seen, started = 0.0, 0.0, 0, time.perf_counter()
+    for raw, targets in loader:
+        raw, targets = to_unit_range(raw.to(device)), targets.to(device)
+        hard_targets = targets
+        if run.mixup is not None:
+            raw, targets = run.mixup(raw, targets)
+        with accelerator.autocast():
+            logits = run.model(model_input(raw, run.student_pre))
+            if run.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = run.teacher(model_input(raw, run.teacher_pre))
+                loss = distillation_loss(logits, teacher_logits, targets, recipe.distill_alpha,
+                                         recipe.distill_temperature, recipe.label_smoothing)
+            else:
+                loss = label_loss(logits, targets, recipe.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at epoch {epoch + 1}, batch {progress.batch + 1}. The last "
+                f"good checkpoint is intact ({run.paths['last'].name}, {run.paths['state'].name} in "
+                f"{run.paths['state'].parent}). Lower --lr, use fp32 (--mixed-precision no) or check the data.")
+        run.optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        run.optimizer.step()
+        progress.updates += 1
+        progress.batch += 1
+        run.scheduler.step_update(progress.updates)
+        if run.ema is not None:
+            run.ema.update(run.plain_model, step=progress.updates)
+        loss_sum += loss.item() * len(raw)
+        correct += float((logits.argmax(-1) == hard_targets).sum())
+        seen += len(raw)
+        update(progress.batch, {"loss": loss_sum / seen, "acc": correct / seen,
+                                "img_s": seen * world / max(time.perf_counter() - started, 1e-9)})
+        if recipe.save_every_steps and progress.updates % recipe.save_every_steps == 0:
+            run.save_resume_state()
+        if stop.requested:
+            break
+    return loss_sum, correct, seen, time.perf_counter() - started
 
-    stopped_early = False
-    images_seen, train_seconds = 0, 0.0
-    with _sigterm_as_interrupt():
-        try:
-            while progress.epoch < recipe.epochs:
-                epoch = progress.epoch
-                if progress.batch == 0:  # a fresh epoch: its randomness depends on (seed, epoch) only
-                    seed_everything(recipe.seed * 1000 + epoch * 10 + rank)
-                sampler = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, epoch, rank, world,
-                                            balanced=recipe.balanced, start_batch=progress.batch)
-                # Its own generator: creating the loader must not draw from the global RNG, or a resumed run
-                # would be one draw off the uninterrupted one.
-                loader = torch.utils.data.DataLoader(data.train, batch_sampler=sampler, num_workers=recipe.workers,
-                                                     generator=torch.Generator().manual_seed(recipe.seed + epoch))
-                update = ui.start_epoch(epoch, recipe.epochs, batches_per_epoch) if accelerator.is_main_process \
-                    else (lambda done, stats: None)
-                model.train()
-                if recipe.freeze_backbone:
-                    plain_model.eval()  # frozen body: keep BatchNorm statistics as pretrained
-                loss_sum, correct, seen, started = 0.0, 0.0, 0, time.perf_counter()
-                for raw, targets in loader:
-                    raw, targets = to_unit_range(raw.to(device)), targets.to(device)
-                    hard_targets = targets
-                    if mixup is not None:
-                        raw, targets = mixup(raw, targets)
-                    with accelerator.autocast():
-                        logits = model(model_input(raw, student_pre))
-                        if teacher is not None:
-                            with torch.no_grad():
-                                teacher_logits = teacher(model_input(raw, teacher_pre))
-                            loss = distillation_loss(logits, teacher_logits, targets, recipe.distill_alpha,
-                                                     recipe.distill_temperature, recipe.label_smoothing)
-                        else:
-                            loss = label_loss(logits, targets, recipe.label_smoothing)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at epoch {epoch + 1}, batch {progress.batch + 1}. The last "
-                            f"good checkpoint is intact ({paths['last'].name}, {paths['state'].name} in {out}). "
-                            "Lower --lr, use fp32 (--mixed-precision no) or check the data.")
-                    optimizer.zero_grad(set_to_none=True)
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    progress.updates += 1
-                    progress.batch += 1
-                    scheduler.step_update(progress.updates)
-                    if ema is not None:
-                        ema.update(plain_model, step=progress.updates)
-                    loss_sum += loss.item() * len(raw)
-                    correct += float((logits.argmax(-1) == hard_targets).sum())
-                    seen += len(raw)
-                    elapsed = time.perf_counter() - started
-                    update(progress.batch, {"loss": loss_sum / seen, "acc": correct / seen,
-                                            "img_s": seen * world / max(elapsed, 1e-9)})
-                    if recipe.save_every_steps and progress.updates % recipe.save_every_steps == 0:
-                        save_resume_state()
-                epoch_seconds = time.perf_counter() - started
-                images_seen += seen * world
-                train_seconds += epoch_seconds
 
-                if world > 1:  # BatchNorm statistics drift apart per process: average them once an epoch
-                    _average_buffers(plain_model, accelerator)
-                val_loss, val_top1 = _validate(eval_model(), data.val, recipe.batch_size, device, rank, world,
-                                               lambda t: accelerator.reduce(t, reduction="sum"))
-                progress.epoch += 1
-                progress.batch = 0
-                row = {"epoch": progress.epoch, "train_loss": loss_sum / max(seen, 1),
-                       "train_top1": correct / max(seen, 1), "val_loss": val_loss, "val_top1": val_top1,
-                       "lr": optimizer.param_groups[0]["lr"], "train_img_s": seen * world / max(epoch_seconds, 1e-9)}
-                progress.history.append(row)
-                improved = val_loss < progress.best_val_loss
-                if improved:
-                    progress.best_val_loss, progress.best_epoch = val_loss, progress.epoch
-                    progress.epochs_without_improvement = 0
-                else:
-                    progress.epochs_without_improvement += 1
-                if accelerator.is_main_process:
-                    metrics = {k: row[k] for k in ("epoch", "val_loss", "val_top1")}
-                    save_checkpoint(eval_model(), paths["last"], metrics=metrics, source=recipe.model)
-                    if improved:
-                        save_checkpoint(eval_model(), paths["best"], metrics=metrics, source=recipe.model)
-                    _write_metrics(paths, progress.history)
-                    ui.log(f"epoch {progress.epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, "
-                           f"val loss {val_loss:.4f}, val top-1 {val_top1:.2%}{' (best)' if improved else ''}")
-                save_resume_state()
-                accelerator.wait_for_everyone()
-                if recipe.patience and progress.epochs_without_improvement >= recipe.patience:
-                    stopped_early = True
-                    ui.log(f"early stop: val loss has not improved for {recipe.patience} epochs")
-                    break
-        except KeyboardInterrupt:
-            save_resume_state()
-            raise MvkitError(f"interrupted at epoch {progress.epoch + 1}, batch {progress.batch}; state saved to "
-                             f"{paths['state']}. Continue with: mvkit train --resume --out {out}")
-
-    result = TrainResult(out=out, best_checkpoint=paths["best"], last_checkpoint=paths["last"],
-                         history=progress.history, best_epoch=progress.best_epoch, stopped_early=stopped_early,
-                         train_images_per_second=images_seen / train_seconds if train_seconds else 0.0,
-                         updates=progress.updates, model=eval_model())
-    if accelerator.is_main_process and progress.history:
-        plot_curves(progress.history, paths["curves"])
-        best = load_model(paths["best"])
-        evaluation = evaluate(best, data.val, batch_size=recipe.batch_size)
-        plot_confusion(evaluation, paths["confusion"], title=f"{recipe.model}, best epoch {progress.best_epoch}")
-        result.val_top1 = evaluation.top1
+def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: float, ui: TrainUI) -> bool:
+    """Validation, metrics, best/last checkpoints and the resume state after a complete epoch; returns whether
+    early stopping ends the run."""
+    recipe, progress, accelerator = run.recipe, run.progress, run.accelerator
+    world = accelerator.num_processes
+    if world > 1:  # BatchNorm statistics drift apart per process: average them once an epoch
+        _average_buffers(run.plain_model, accelerator)
+    val_loss, val_top1 = _validate(run.eval_model(), run.data.val, recipe.batch_size, accelerator.device,
+                                   accelerator.process_index, world,
+                                   lambda t: accelerator.reduce(t, reduction="sum"))
+    progress.epoch += 1
+    progress.batch = 0
+    row = {"epoch": progress.epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
+           "val_loss": val_loss, "val_top1": val_top1, "lr": run.optimizer.param_groups[0]["lr"],
+           "train_img_s": seen * world / max(seconds, 1e-9)}
+    progress.history.append(row)
+    improved = val_loss < progress.best_val_loss
+    if improved:
+        progress.best_val_loss, progress.best_epoch = val_loss, progress.epoch
+        progress.epochs_without_improvement = 0
+    else:
+        progress.epochs_without_improvement += 1
+    if run.main:
+        metrics = {k: row[k] for k in ("epoch", "val_loss", "val_top1")}
+        record = {"split": split_record(recipe.data, recipe.val_fraction, recipe.split_seed, run.paths["split"])}
+        save_checkpoint(run.eval_model(), run.paths["last"], metrics=metrics, source=recipe.model, extra=record)
+        if improved:
+            save_checkpoint(run.eval_model(), run.paths["best"], metrics=metrics, source=recipe.model, extra=record)
+        _write_metrics(run.paths, progress.history)
+        ui.log(f"epoch {progress.epoch}/{recipe.epochs}: train loss {row['train_loss']:.4f}, "
+               f"val loss {val_loss:.4f}, val top-1 {val_top1:.2%}{' (best)' if improved else ''}")
+    run.save_resume_state()
     accelerator.wait_for_everyone()
+    if recipe.patience and progress.epochs_without_improvement >= recipe.patience:
+        ui.log(f"early stop: val loss has not improved for {recipe.patience} epochs")
+        return True
+    return False
+
+
+def _interrupted(run: _Run, how: str) -> MvkitError:
+    out = run.paths["state"].parent
+    return MvkitError(f"{how} at epoch {run.progress.epoch + 1}, batch {run.progress.batch}; state saved to "
+                      f"{run.paths['state']}. Continue with: mvkit train --resume --out {out}")
+
+
+def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
+    """Run (or resume) a training run into recipe.out."""
+    ui = ui or TrainUI()
+    recipe.validate()
+    out = Path(recipe.out)
+    paths = _out_paths(out)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        check_writable(out)
+    stop = StopRequest()
+    with run_folder_lock(out, main_process), deterministic_algorithms(recipe.deterministic), stop.installed():
+        run = _set_up(recipe, resume, paths, ui)
+        stopped_early = False
+        images_seen, train_seconds = 0, 0.0
+        try:
+            stop.armed = True
+            while run.progress.epoch < recipe.epochs and not stop.requested:
+                loss_sum, correct, seen, seconds = _train_one_epoch(run, stop, ui)
+                images_seen += seen * run.accelerator.num_processes
+                train_seconds += seconds
+                if stop.requested and run.progress.batch < run.batches_per_epoch:
+                    break  # stopped at a batch boundary inside the epoch
+                if _end_epoch(run, loss_sum, correct, seen, seconds, ui):
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:  # a second signal: stop now; the state saved last is what resumes
+            stop.armed = False
+            raise MvkitError(f"stopped at once (second interrupt); the resume state saved last is kept in "
+                             f"{paths['state']}. Continue with: mvkit train --resume --out {out}") from None
+        stop.armed = False
+        if stop.requested:
+            run.save_resume_state()
+            raise _interrupted(run, f"stopped by {stop.signal_name}")
+        result = TrainResult(out=out, best_checkpoint=paths["best"], last_checkpoint=paths["last"],
+                             history=run.progress.history, best_epoch=run.progress.best_epoch,
+                             stopped_early=stopped_early,
+                             train_images_per_second=images_seen / train_seconds if train_seconds else 0.0,
+                             updates=run.progress.updates, model=run.eval_model())
+        if run.main and run.progress.history:
+            plot_curves(run.progress.history, paths["curves"])
+            best = load_model(paths["best"])
+            evaluation = evaluate(best, run.data.val, batch_size=recipe.batch_size)
+            plot_confusion(evaluation, paths["confusion"], title=f"{recipe.model}, best epoch {run.progress.best_epoch}")
+            result.val_top1 = evaluation.top1
+        run.accelerator.wait_for_everyone()
     return result

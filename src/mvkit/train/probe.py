@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mvkit.data.datasets import with_transform
+from mvkit.errors import MvkitError
 from mvkit.models.zoo import preprocess_of
 
 
@@ -18,7 +20,7 @@ from mvkit.models.zoo import preprocess_of
 def extract_features(model: nn.Module, dataset: torch.utils.data.Dataset, batch_size: int = 64,
                      on_progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled pre-logit features (what the classifier sees) and labels, using the model's eval transform."""
-    dataset.transform = preprocess_of(model).eval_transform()
+    dataset = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's is not changed
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     features, labels = [], []
     model.eval()
@@ -34,10 +36,11 @@ def fit_linear_head(model: nn.Module, dataset: torch.utils.data.Dataset, epochs:
                     lr: float = 1e-2, weight_decay: float = 1e-4, seed: int = 0,
                     on_progress: Callable[[int], None] | None = None) -> nn.Module:
     """Train model's classifier (an nn.Linear) on cached features with AdamW; the body is untouched."""
-    features, labels = extract_features(model, dataset, on_progress=on_progress)
     head = model.get_classifier()
     if not isinstance(head, nn.Linear):
-        raise TypeError(f"linear probe needs an nn.Linear classifier, found {type(head).__name__}")
+        raise MvkitError(f"a linear probe (head-only fit) needs an nn.Linear classifier; "
+                         f"{type(model).__name__} has a {type(head).__name__}: train it with --preset head-only")
+    features, labels = extract_features(model, dataset, on_progress=on_progress)
     generator = torch.Generator().manual_seed(seed)
     # Standardise features for a well-conditioned problem, then fold the scaling back into the head.
     # The floor on std keeps rarely-active features from getting huge folded weights, which would make the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -77,6 +77,17 @@ class TrainRecipe:
             raise MvkitError(f"mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise MvkitError("epochs, batch_size and lr must be positive")
+        if self.img_size is not None and not 16 <= self.img_size <= 4096:
+            raise MvkitError(f"img_size must be from 16 to 4096 pixels, not {self.img_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise MvkitError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
+        if self.workers < 0 or self.save_every_steps < 0 or (self.patience is not None and self.patience < 1):
+            raise MvkitError("workers and save_every_steps must be >= 0, patience >= 1 (or empty: no early stop)")
+        for name in ("weight_decay", "warmup_epochs", "min_lr", "label_smoothing", "mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise MvkitError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if not 0.0 <= self.mix_prob <= 1.0 or not 0.0 < self.scale_min <= 1.0 or not 0.0 < self.ema_decay < 1.0:
+            raise MvkitError("mix_prob must be in [0, 1], scale_min in (0, 1], ema_decay in (0, 1)")
         if self.uses_mixing and self.batch_size % 2:
             raise MvkitError(f"MixUp/CutMix need an even batch size, got {self.batch_size}")
         if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
@@ -96,17 +107,68 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "warmup_epochs": 3.0, "epochs": 100, "patience": None},
 }
 FIELD_NAMES = {f.name for f in fields(TrainRecipe)}
+# field name -> its type as text: "float", "int | None", ...
+_HINTS = {name: hint.__name__ if isinstance(hint, type) else str(hint)
+          for name, hint in get_type_hints(TrainRecipe).items()}
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """The keys of a YAML recipe, each checked and converted to its field's type (PyYAML reads `1e-4` as a
+    string: YAML 1.1 wants a dot in a float)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MvkitError(f"recipe file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise MvkitError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    except UnicodeDecodeError:
+        raise MvkitError(f"{path} is not a UTF-8 text file") from None
+    if not isinstance(loaded, dict):
+        raise MvkitError(f"{path} must hold `key: value` lines, not a {type(loaded).__name__}")
+    unknown = set(map(str, loaded)) - FIELD_NAMES
+    if unknown:
+        raise MvkitError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(FIELD_NAMES)}")
+    return {name: coerce(name, value, str(path)) for name, value in loaded.items()}
+
+
+def coerce(name: str, value: Any, where: str) -> Any:
+    """`value` as the type of recipe field `name`, or a clear error."""
+    hint = _HINTS[name]
+    if value is None:
+        if "None" in hint:
+            return None
+        raise MvkitError(f"{where}: {name} needs a value")
+    try:
+        if hint.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "false", "yes", "no"):
+                return str(value).lower() in ("true", "yes")
+            raise ValueError
+        if hint.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value)) if isinstance(value, str) else int(value)
+        if hint.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(value, (dict, list)):
+            raise ValueError
+        return str(value)
+    except ValueError:
+        kind = hint.split(" ")[0]
+        raise MvkitError(f"{where}: {name} must be {kind}, not {value!r}") from None
 
 
 def build_recipe(preset: str | None = None, recipe_file: Path | None = None, **overrides: Any) -> TrainRecipe:
     """Preset defaults, then the YAML file, then explicit overrides (None means 'not given')."""
     values: dict[str, Any] = {}
     if recipe_file is not None:
-        loaded = yaml.safe_load(Path(recipe_file).read_text()) or {}
-        unknown = set(loaded) - FIELD_NAMES
-        if unknown:
-            raise MvkitError(f"{recipe_file}: unknown recipe keys {sorted(unknown)}; known: {sorted(FIELD_NAMES)}")
-        values.update(loaded)
+        values.update(read_recipe_file(recipe_file))
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(given) - FIELD_NAMES
     if unknown:
@@ -115,9 +177,21 @@ def build_recipe(preset: str | None = None, recipe_file: Path | None = None, **o
     if preset not in PRESETS:
         raise MvkitError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     recipe = replace(TrainRecipe(), **PRESETS[preset], preset=preset)
-    return replace(recipe, **{**values, **given}).validate()
+    return with_absolute_paths(replace(recipe, **{**values, **given})).validate()
+
+
+PATH_FIELDS = ("model", "data", "val", "teacher", "teacher_weights", "weights")
+
+
+def with_absolute_paths(recipe: TrainRecipe) -> TrainRecipe:
+    """Files and folders the recipe names, made absolute, so recipe.yaml works from any working directory (the
+    run folder itself is given again on --resume, so it can move)."""
+    folders = ("data", "val")  # the others name files; a zoo name is left as it is
+    changes = {name: str(Path(getattr(recipe, name)).resolve()) for name in PATH_FIELDS
+               if getattr(recipe, name) and (Path(getattr(recipe, name)).is_file()
+                                             or (name in folders and Path(getattr(recipe, name)).exists()))}
+    return replace(recipe, **changes)
 
 
 def load_recipe(path: Path) -> TrainRecipe:
-    data = yaml.safe_load(Path(path).read_text())
-    return replace(TrainRecipe(), **data).validate()
+    return replace(TrainRecipe(), **read_recipe_file(path)).validate()

@@ -99,6 +99,9 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise MvkitError(f"resume state {path} is unreadable ({exc}); start again without --resume") from exc
+        # torch's message ends with advice to set weights_only=False: never for a file we did not check
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise MvkitError(f"resume state {path} is unreadable or holds more than tensors ({reason}); it is not "
+                         "loaded. Start again without --resume (or into a new --out)") from None
     state["progress"] = Progress(**state["progress"])
     return state
