@@ -279,7 +279,7 @@ def _parse_sizes(sizes: Optional[str]) -> Optional[list[int]]:
 def _warn_random_weights(model: str, pretrained: bool, weights: Optional[Path]) -> None:
     if not Path(model).exists() and not pretrained and weights is None:
         error_console.print(f"[bold yellow]warning:[/bold yellow] {escape(model)} has random weights (no --pretrained, "
-                            "no --weights): fine for speed tests, its answers mean nothing")
+                            "no --weights): fine for speed tests, its answers mean nothing", soft_wrap=True)
 
 
 @app.command("export")
@@ -317,8 +317,8 @@ def export_command(
         plan_export(names[0], {name: given[name] for name in unused})  # refuses them by name
     out_dir = out or default_out_dir(model)
     check_writable(out_dir)
-    _warn_random_weights(model, pretrained, weights)
     net = load_model(model, pretrained=pretrained, weights=weights)
+    _warn_random_weights(model, pretrained, weights)
     failed = []
     for fmt in names:
         try:

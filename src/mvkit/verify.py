@@ -9,12 +9,12 @@ from typing import Callable
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.data.datasets import DataSplits, load_data_as_trained, take_evenly
+from mvkit.data.datasets import DataSplits, check_data_spec, load_data_as_trained, take_evenly
 from mvkit.errors import MvkitError
 from mvkit.evaluate import _dataset_to_model_index
 from mvkit.formats import FORMATS, resolve
 from mvkit.predict import as_predictor
-from mvkit.runtime import Predictor, load_predictor
+from mvkit.runtime import Predictor, load_predictor, reading
 
 
 @dataclass
@@ -111,10 +111,13 @@ def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float =
         raise MvkitError(f"--threshold must be in [0, 1], not {threshold}")
     if limit is not None and limit < 1:
         raise MvkitError(f"--limit must be at least 1, not {limit}")
+    if not isinstance(data, DataSplits):
+        check_data_spec(data, "--data")
     structure, problems = None, None
     row = FORMATS.get(Artifact.load(Path(artifact_path)).format)
     if row is not None and row.structure_check:  # structure first, then numbers
-        structure, problems = resolve(row.structure_check)(artifact_path)
+        with reading(Path(artifact_path), row.name, "mvkit's structure check"):
+            structure, problems = resolve(row.structure_check)(artifact_path)
     candidate = load_predictor(artifact_path)
     same_file = reference is not None and Path(reference).exists() and \
         Path(reference).resolve() == Path(artifact_path).resolve()

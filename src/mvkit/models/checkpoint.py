@@ -12,7 +12,7 @@ from torch import nn
 from mvkit.artifact import Artifact, sidecar_path
 from mvkit.errors import MvkitError
 from mvkit.files import atomic_output
-from mvkit.models.zoo import architecture_of, create_model, labels_of, preprocess_of
+from mvkit.models.zoo import architecture_of, create_model, labels_of, preprocess_of, resolve_name
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, metrics: dict[str, Any] | None = None,
@@ -61,6 +61,7 @@ def load_model(spec: str | Path, pretrained: bool = False, weights: Path | str |
                          f"with --weights {path}")
     if path.suffix in (".safetensors", ".onnx", ".pte", ".pt", ".mlpackage", ".tflite") and not path.exists():
         raise MvkitError(f"{path} does not exist")
+    resolve_name(str(spec))  # an unknown name fails first, with suggestions
     if require_weights and not pretrained and weights is None:
         raise MvkitError(f"{spec} without --pretrained or --weights has random weights, so its answers would mean "
                          "nothing: add --pretrained (or --weights FILE)")

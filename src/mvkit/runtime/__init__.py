@@ -3,7 +3,9 @@ Which Predictor runs which format is the `loader` of its row in the format table
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from mvkit.artifact import Artifact, sidecar_path
 from mvkit.errors import MvkitError
@@ -24,14 +26,21 @@ def load_predictor(path: Path | str) -> Predictor:
         raise MvkitError(f"{sidecar_path(path)} names format {artifact.format!r}, which mvkit cannot run "
                          f"(known: {', '.join(FORMATS)})")
     row.require_runtime()
-    try:
+    with reading(path, artifact.format, row.runtime):
         return resolve(row.loader)(artifact)
+
+
+@contextmanager
+def reading(path: Path, fmt: str, reader: str) -> Iterator[None]:
+    """A file that a runtime's own parser refuses (truncated, damaged) becomes one clear MvkitError."""
+    try:
+        yield
     except MvkitError:
         raise
-    except Exception as exc:  # the runtime's own parser refused the file
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MvkitError(f"{path} cannot be loaded by {row.runtime} ({type(exc).__name__}: {reason[:300]}); the "
-                         f"file is damaged, truncated or not a {artifact.format} file: export it again") from exc
+        raise MvkitError(f"{path} cannot be read by {reader} ({type(exc).__name__}: {reason[:300]}); the "
+                         f"file is damaged, truncated or not a {fmt} file: export it again") from exc
 
 
 def is_artifact(path: Path | str) -> bool:

@@ -134,10 +134,10 @@ def run_folder_lock(out: Path, main_process: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        lock_path.unlink(missing_ok=True)  # removed while still held: a second writer fails fast, never waits
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-        if created and [p.name for p in out.iterdir()] == [".lock"]:  # a run that failed its checks: no trace
-            lock_path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):  # a run that failed its checks leaves no folder
             out.rmdir()
 
 
@@ -279,6 +279,7 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     # Several processes without CUDA (torchrun / accelerate launch on CPUs): accelerate only picks the gloo
     # backend when told to run on the CPU.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    state = load_state(paths["state"]) if resume else None  # a damaged state fails before any other work
     reset_accelerate_precision()
     accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=multi_cpu)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -312,8 +313,7 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
                   num_classes=len(data.classes)) if recipe.uses_mixing else None
     run = _Run(recipe, paths, accelerator, data, model, plain_model, teacher, student_pre, teacher_pre, optimizer,
                scheduler, ema, mixup, batches_per_epoch)
-    if resume:
-        state = load_state(paths["state"])
+    if state is not None:
         plain_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

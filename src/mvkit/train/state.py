@@ -9,6 +9,7 @@ plain containers, so numpy's RNG state is stored as a tensor.
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -98,10 +99,13 @@ def load_state(path: Path) -> dict[str, Any]:
         raise MvkitError(f"no resume state at {path}: nothing to resume (start without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        # torch's message ends with advice to set weights_only=False: never for a file we did not check
+    except pickle.UnpicklingError:
+        # not torch's message: it advises weights_only=False, which would run whatever the file holds
+        raise MvkitError(f"resume state {path} holds Python objects besides tensors, so it is not loaded (it was "
+                         "not written by mvkit). Start again without --resume, or into a new --out") from None
+    except Exception as exc:  # truncated or not a torch file
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise MvkitError(f"resume state {path} is unreadable or holds more than tensors ({reason}); it is not "
-                         "loaded. Start again without --resume (or into a new --out)") from None
+        raise MvkitError(f"resume state {path} is unreadable ({type(exc).__name__}: {reason}). Start again "
+                         "without --resume, or into a new --out") from None
     state["progress"] = Progress(**state["progress"])
     return state

@@ -1,0 +1,241 @@
+"""Hostile inputs through the command line: each case gives one `error:` line, exit status 2, no traceback, and
+leaves nothing behind. Grow this module with every case found.
+
+The cases run in-process through `mvkit.cli.run`, the function `mvkit` itself calls (the entry point adds only
+the log-file redirection, tested at the end with a real `mvkit` process)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mvkit.cli import run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def assert_refused(capsys, argv: list[str], folder: Path, *needles: str) -> str:
+    """Runs argv; checks status 2, exactly one `error:` line, no traceback, and that `folder` is unchanged."""
+    before = tree(folder)
+    code = run([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert code == 2, (code, captured.err, captured.out)
+    error_lines = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    for needle in needles:
+        assert needle in captured.err, (needle, captured.err)
+    assert tree(folder) == before, "a refused command left files behind"
+    return captured.err
+
+
+@pytest.fixture(scope="module")
+def exported(flowers_checkpoint, tmp_path_factory):
+    """The real fine-tuned checkpoint and its exports, copied per test by `copy_artifact`."""
+    from mvkit.export import available_formats, export
+
+    folder = tmp_path_factory.mktemp("hostile_exports")
+    checkpoint = folder / "flowers.safetensors"
+    shutil.copy(flowers_checkpoint, checkpoint)
+    shutil.copy(str(flowers_checkpoint) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
+    paths = {"safetensors": checkpoint}
+    for fmt in ("onnx", "torchscript", "executorch", "coreml"):
+        if fmt in available_formats():
+            paths[fmt] = export(checkpoint, fmt).path
+    return paths
+
+
+def copy_artifact(source: Path, folder: Path) -> Path:
+    target = folder / source.name
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    shutil.copy(str(source) + ".mvkit.json", str(target) + ".mvkit.json")
+    return target
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: max(64, path.stat().st_size // 3)])
+
+
+# ---- files that are damaged or do not fit ------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, part", [("safetensors", None), ("onnx", None), ("torchscript", None),
+                                       ("executorch", None), ("coreml", "Data/com.apple.CoreML/weights/weight.bin"),
+                                       ("coreml", "Data/com.apple.CoreML/model.mlmodel")])
+def test_truncated_artifacts_are_refused_by_predict_and_verify(exported, fmt, part, photos, flowers_subset,
+                                                                tmp_path, capsys):
+    if fmt not in exported:
+        pytest.skip(f"{fmt} extra not installed")
+    artifact = copy_artifact(exported[fmt], tmp_path)
+    truncate(artifact / part if part else artifact)
+    assert_refused(capsys, ["predict", artifact, photos["coffee"]], tmp_path, "error:")
+    assert_refused(capsys, ["verify", artifact, "--data", flowers_subset], tmp_path, "error:")
+
+
+def edit_sidecar(artifact: Path, change) -> None:
+    side = Path(str(artifact) + ".mvkit.json")
+    data = json.loads(side.read_text())
+    change(data)
+    side.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda d: d.update(labels=d["labels"][:3]), "3 labels"),
+    (lambda d: d["preprocess"].update(size=0), "preprocess size"),
+    (lambda d: d["preprocess"].update(std=[0.0, 0.2, 0.2]), "std must be positive"),
+    (lambda d: d["preprocess"].update(mean=[0.5]), "3 values"),
+    (lambda d: d.update(labels="daisy,rose"), "list"),
+    (lambda d: d.pop("format"), "missing key"),
+])
+def test_a_sidecar_that_does_not_fit_the_model_is_refused(exported, change, needle, photos, tmp_path, capsys):
+    for fmt in ("safetensors", "onnx"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        artifact = copy_artifact(exported[fmt], folder)
+        edit_sidecar(artifact, change)
+        assert_refused(capsys, ["predict", artifact, photos["coffee"]], tmp_path, needle)
+
+
+def test_a_sidecar_that_is_not_json_is_refused(exported, photos, tmp_path, capsys):
+    artifact = copy_artifact(exported["onnx"], tmp_path)
+    Path(str(artifact) + ".mvkit.json").write_text("{not json")
+    assert_refused(capsys, ["predict", artifact, photos["coffee"]], tmp_path, "damaged")
+
+
+# ---- no silent wrong answer ---------------------------------------------------------------------------
+
+def test_a_model_name_without_weights_is_refused_by_predict_and_eval(photos, flowers_subset, tmp_path, capsys):
+    assert_refused(capsys, ["predict", "tf_efficientnet_lite0", photos["coffee"]], tmp_path, "--pretrained")
+    assert_refused(capsys, ["eval", "mobilevit_xxs", flowers_subset, "--out", tmp_path / "eval"], tmp_path,
+                   "random weights")
+
+
+def test_weights_with_another_class_count_are_refused_for_predict(exported, photos, tmp_path, capsys):
+    # a real timm state dict (the fine-tuned Lite0's safetensors) whose head has 5 classes, not ImageNet's 1000
+    assert_refused(capsys, ["predict", "tf_efficientnet_lite0", "--weights", exported["safetensors"], photos["coffee"]],
+                   tmp_path, "another number of classes")
+
+
+# ---- options checked before any work -------------------------------------------------------------------
+
+def test_export_checks_every_format_and_option_first(exported, tmp_path, capsys):
+    checkpoint = copy_artifact(exported["safetensors"], tmp_path)
+    assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "-f", "bogus"], tmp_path, "unknown format 'bogus'")
+    assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "--precision", "fp32"], tmp_path,
+                   "does not take --precision")
+    assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--precision", "fp8"], tmp_path, "fp16, fp32, mixed")
+    assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--sizes", "224,abc"], tmp_path, "--sizes")
+    assert_refused(capsys, ["export", tmp_path / "missing.safetensors"], tmp_path, "does not exist")
+
+
+def test_quantize_checks_calibration_data_format_and_method_first(exported, tmp_path, capsys):
+    checkpoint = copy_artifact(exported["safetensors"], tmp_path)
+    onnx_file = copy_artifact(exported["onnx"], tmp_path)
+    assert_refused(capsys, ["quantize", checkpoint, "--calib", tmp_path / "missing"], tmp_path, "does not exist")
+    assert_refused(capsys, ["quantize", checkpoint], tmp_path, "--calib")
+    assert_refused(capsys, ["quantize", checkpoint, "--method", "qat", "-f", "onnx", "--calib", "builtin:fashion"],
+                   tmp_path, "makes no onnx artifact")
+    assert_refused(capsys, ["quantize", onnx_file, "-f", "executorch", "--calib", "builtin:fashion"], tmp_path,
+                   "not a onnx artifact")
+    assert_refused(capsys, ["quantize", checkpoint, "-f", "onnx", "--epochs", "3", "--calib", "builtin:fashion"],
+                   tmp_path, "--epochs")
+    assert_refused(capsys, ["quantize", checkpoint, "--method", "int4", "--calib", "builtin:fashion"], tmp_path,
+                   "--method")
+
+
+def test_predict_and_bench_refuse_bad_numbers(photos, tmp_path, capsys):
+    assert_refused(capsys, ["predict", "tf_efficientnet_lite0", "--pretrained", photos["coffee"], "--batch-size", "0"],
+                   tmp_path, "--batch-size")
+    assert_refused(capsys, ["bench", "--rounds", "0", photos["coffee"]], tmp_path, "--rounds")
+    assert_refused(capsys, ["predict", "MobileViT_XXS", photos["coffee"]], tmp_path, "mobilevit_xxs")
+
+
+# ---- training inputs ----------------------------------------------------------------------------------
+
+def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_path, capsys):
+    out = tmp_path / "run"
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed\n")
+    assert_refused(capsys, ["train", "--recipe", bad_yaml, "--out", out], tmp_path, "not valid YAML", "line")
+    wrong_type = tmp_path / "wrong.yaml"
+    wrong_type.write_text(f"model: mobilevit_xxs\ndata: {flowers_subset}\nepochs: many\n")
+    assert_refused(capsys, ["train", "--recipe", wrong_type, "--out", out], tmp_path, "epochs must be int")
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "0", "--out", out], tmp_path,
+                   "img_size")
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--no-pretrained", "--batch-size", "512",
+                            "--out", out], tmp_path, "fewer than one batch")
+    assert not out.exists()
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(flowers_subset, tmp_path):
+    from mvkit.train import build_recipe
+
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(f"model: mobilevit_xxs\ndata: {flowers_subset}\nlr: 1e-4\nweight_decay: 5e-2\n")
+    recipe = build_recipe(recipe_file=recipe_file)
+    assert recipe.lr == 1e-4 and recipe.weight_decay == 0.05
+
+
+def write_manifest(path: Path, rows: list[tuple]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"][: len(rows[0])])
+        writer.writerows(rows)
+    return path
+
+
+def flower_files(flowers_subset: Path, per_class: int = 4) -> list[tuple[Path, str]]:
+    return [(p, folder.name) for folder in sorted(flowers_subset.iterdir())
+            for p in sorted(folder.glob("*.jpg"))[:per_class]]
+
+
+@pytest.mark.parametrize("rows, needle", [
+    (lambda files: [(str(p), "") for p, _ in files], "empty label"),
+    (lambda files: [(str(p), c) for p, c in files] + [(str(files[0][0]), "rose")], "listed twice"),
+    (lambda files: [(str(p), c, "test") for p, c in files], "split 'test'"),
+    (lambda files: [(str(p), "daisy") for p, _ in files], "one class"),
+    (lambda files: [(str(p), c, "train") for p, c in files], "no photo as val"),
+])
+def test_manifest_mistakes_are_refused_before_training(flowers_subset, tmp_path, rows, needle, capsys):
+    manifest = write_manifest(tmp_path / "photos.csv", rows(flower_files(flowers_subset)))
+    assert_refused(capsys, ["train", "mobilevit_xxs", manifest, "--no-pretrained", "--out", tmp_path / "run"],
+                   tmp_path, needle)
+
+
+def test_a_corrupt_resume_state_is_refused_without_unpickling(tmp_path, capsys):
+    import pickle
+
+    from mvkit.train import build_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    build_recipe(model="mobilevit_xxs", data="builtin:fashion", out=str(out), pretrained=False).save(out / "recipe.yaml")
+    (out / "resume.pt").write_bytes(pickle.dumps({"model": object()}))
+    err = assert_refused(capsys, ["train", "--resume", "--out", out], tmp_path, "resume state")
+    assert "weights_only" not in err
+
+
+def test_verify_with_missing_data_is_refused(exported, tmp_path, capsys):
+    artifact = copy_artifact(exported["onnx"], tmp_path)
+    assert_refused(capsys, ["verify", artifact, "--data", tmp_path / "nowhere"], tmp_path, "does not exist")
+
+
+# ---- the real entry point ------------------------------------------------------------------------------
+
+def test_the_mvkit_process_prints_one_error_line_and_keeps_json_pure(tmp_path, photos):
+    result = subprocess.run([sys.executable, "-m", "mvkit.cli", "export", str(tmp_path / "none.safetensors"),
+                             "-f", "onnx"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
+    listed = subprocess.run([sys.executable, "-m", "mvkit.cli", "predict", "tf_efficientnet_lite0", "--pretrained",
+                             str(photos["coffee"]), "--json", "-k", "1"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["predictions"][0]["top"][0]["label"] == "espresso"
