@@ -69,3 +69,19 @@ def probe_checkpoint(data: Path, size: int, path: Path) -> Path:
 def flowers_checkpoint(flowers_subset, tmp_path_factory) -> Path:
     """EfficientNet-Lite0 (real ImageNet weights) with a head fitted on real flower photos, at 96 px."""
     return probe_checkpoint(flowers_subset, 96, tmp_path_factory.mktemp("export") / "flowers.safetensors")
+
+
+@pytest.fixture(scope="session")
+def exported(flowers_checkpoint, tmp_path_factory) -> dict[str, Path]:
+    """The fine-tuned checkpoint (a copy) and its export to every installed format, made by `mvkit export -f all`:
+    format name -> artifact path (tests copy what they change)."""
+    from mvkit.cli import run
+    from mvkit.formats import FORMATS, available_formats
+
+    folder = tmp_path_factory.mktemp("exported")
+    checkpoint = folder / "flowers.safetensors"
+    shutil.copy(flowers_checkpoint, checkpoint)
+    shutil.copy(str(flowers_checkpoint) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
+    assert run(["export", str(checkpoint), "-f", "all"]) == 0
+    return {"safetensors": checkpoint,
+            **{fmt: folder / f"flowers{FORMATS[fmt].suffix}" for fmt in available_formats()}}

@@ -55,23 +55,45 @@ def test_ci_runs_the_readme_test_command():
     assert tests in (REPO / ".ci" / "run").read_text()
 
 
-def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
-    from mvkit.demo import run_demo
+# What third-party libraries print when they reach the terminal: glog lines (torch, ExecuTorch), tqdm bars
+# (coremltools), ONNX Runtime's calibration prints, Python warnings.
+THIRD_PARTY = re.compile(r"^[IWEF]\d{4} |it/s\]|ops/s\]|passes/s\]|cpuinfo|Warning|warnings\.warn|Collecting tensor "
+                         r"data|Finding optimal threshold|Number of tensors|Traceback", re.M)
 
-    result = run_demo(tmp_path, seed=0)
-    coffee = next(p for p in result.photo_predictions if p["path"].endswith("coffee.jpg"))
+
+def test_export_to_three_formats_prints_no_third_party_line(flowers_checkpoint, tmp_path):
+    from mvkit.formats import available_formats
+
+    formats = [f for f in ("coreml", "executorch", "onnx") if f in available_formats()]
+    result = subprocess.run([sys.executable, "-m", "mvkit.cli", "export", str(flowers_checkpoint), "--out",
+                             str(tmp_path), *sum((["-f", f] for f in formats), [])], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not THIRD_PARTY.search(result.stdout + result.stderr), result.stdout + result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if not line.startswith(" ")] == formats
+    assert result.stderr == ""
+
+
+def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
+    """`mvkit demo` itself: its results are right and its whole output holds no third-party line."""
+    shown = subprocess.run([sys.executable, "-m", "mvkit.cli", "demo", "--out", str(tmp_path)], capture_output=True,
+                           text=True, env=dict(os.environ, COLUMNS="200"))
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert not THIRD_PARTY.search(shown.stdout + shown.stderr), shown.stdout + shown.stderr
+    assert "espresso" in shown.stdout and "| fashion_lite0.int8.onnx | onnx |" in shown.stdout
+    result = json.loads((tmp_path / "demo.json").read_text())
+    coffee = next(p for p in result["photo_predictions"] if p["path"].endswith("coffee.jpg"))
     assert coffee["top"][0]["label"] == "espresso"
-    assert result.metrics["count"] == 1000
-    assert result.metrics["top1"] > 0.75  # measured 0.834 (linear probe, 96 px)
-    assert result.confusion_png.exists() and result.checkpoint.exists()
-    correct = sum(Path(p["path"]).stem.split("_", 1)[1] == p["top"][0]["label"] for p in result.sample_predictions)
-    assert len(result.sample_predictions) == 5 and correct >= 3
-    reports = {Path(r["artifact"]).name: r for r in result.verify_reports}
+    assert result["metrics"]["count"] == 1000
+    assert result["metrics"]["top1"] > 0.75  # measured 0.834 (linear probe, 96 px)
+    assert Path(result["confusion_png"]).exists() and Path(result["checkpoint"]).exists()
+    correct = sum(Path(p["path"]).stem.split("_", 1)[1] == p["top"][0]["label"] for p in result["sample_predictions"])
+    assert len(result["sample_predictions"]) == 5 and correct >= 3
+    reports = {Path(r["artifact"]).name: r for r in result["verify_reports"]}
     assert reports["fashion_lite0.onnx"]["agreement"] == 1.0
     assert reports["fashion_lite0.torchscript.pt"]["agreement"] == 1.0
     int8 = reports["fashion_lite0.int8.onnx"]
     assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 83.0%
-    assert "| fashion_lite0.int8.onnx | onnx |" in result.bench_table
+    assert "| fashion_lite0.int8.onnx | onnx | " in result["bench_table"]
     if importlib.util.find_spec("executorch"):
         assert reports["fashion_lite0.pte"]["agreement"] == 1.0
         pte_int8 = reports["fashion_lite0.ptq-int8.pte"]

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 from collections import Counter
 
 import numpy as np
@@ -94,3 +95,134 @@ def test_csv_manifest_with_and_without_split_column(flowers_subset, tmp_path):
     bad.write_text("file,class\nx.jpg,cat\n")
     with pytest.raises(MvkitError, match="path,label"):
         load_data(bad)
+
+
+def test_a_manifest_of_absolute_paths_without_split_is_split_and_saved(flowers_subset, tmp_path):
+    """The most common manifest form: absolute paths, no split column. The split file keeps them as they are."""
+    rows = [f"{p},{folder.name}" for folder in sorted(flowers_subset.iterdir()) for p in sorted(folder.glob("*.jpg"))]
+    manifest = tmp_path / "elsewhere" / "photos.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    split_file = tmp_path / "split.json"
+    first = load_data(manifest, split_file=split_file)
+    assert len(first.train) == 64 and len(first.val) == 16
+    saved = json.loads(split_file.read_text())
+    assert all(path.startswith(str(flowers_subset.resolve())) for path in saved["val"])
+    again = load_data(manifest, split_file=split_file, seed=99)  # the saved split wins over a new seed
+    assert again.val.samples == first.val.samples
+
+
+def test_duplicate_manifest_rows_are_used_once(flowers_subset, tmp_path, caplog):
+    rows = [f"{p},{folder.name}" for folder in sorted(flowers_subset.iterdir()) for p in sorted(folder.glob("*.jpg"))]
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label\n" + "\n".join(rows + rows[:5]) + "\n")
+    data = load_data(manifest)
+    assert len(data.train) + len(data.val) == 80
+    assert not set(data.train.samples) & set(data.val.samples)
+    assert "5 duplicate rows" in caplog.text
+
+
+def test_split_values_are_case_insensitive_synonyms(flowers_subset, tmp_path):
+    rows = [f"{p},{folder.name},{'Validation' if i % 4 == 0 else 'TRAIN'}"
+            for folder in sorted(flowers_subset.iterdir()) for i, p in enumerate(sorted(folder.glob("*.jpg")))]
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    data = load_data(manifest)
+    assert (len(data.train), len(data.val)) == (60, 20)
+
+
+def test_unreadable_folders_symlink_loops_and_empty_classes_are_reported(flowers_subset, tmp_path, caplog):
+    import os
+
+    root = tmp_path / "photos"
+    shutil.copytree(flowers_subset, root)
+    (root / "daisy" / "loop").symlink_to(root / "daisy", target_is_directory=True)
+    (root / "rose" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "empty_class").mkdir()
+    data = load_data(root)
+    reasons = {Path(path).name: reason for path, reason in data.skipped}
+    assert "symlink loop" in reasons["loop"] and "broken link" in reasons["gone.jpg"]
+    assert "empty_class" in caplog.text and "empty_class" not in data.classes
+    assert len(data.train) + len(data.val) == 80  # the loop did not list daisy twice
+    os.chmod(root / "tulip", 0)
+    try:
+        if os.access(root / "tulip", os.R_OK):
+            pytest.skip("running as root: permissions do not stop reading")
+        with pytest.raises(MvkitError):
+            load_data(root)
+    finally:
+        os.chmod(root / "tulip", 0o755)
+
+
+def test_eval_on_all_photos_combines_both_parts(flowers_checkpoint, flowers_subset):
+    from mvkit.data.datasets import combined
+    from mvkit.evaluate import evaluate
+    from mvkit.models import load_model
+
+    data = load_data(flowers_subset)
+    everything = combined(data.train, data.val)
+    result = evaluate(load_model(flowers_checkpoint), everything)
+    assert result.count == 80 and everything.transform is None  # the caller's dataset is not changed
+    assert data.train.transform is None and data.val.transform is None
+
+
+# ---- property-based: the parsers never fail with anything but a clear MvkitError ------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+cells = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(cells, cells, cells), max_size=8), header=st.sampled_from(
+    ["path,label", "path,label,split", "label,path", "file,class", " path , label ,split"]))
+def test_manifest_parser_accepts_or_refuses_clearly(tmp_path_factory, rows, header):
+    from mvkit.data.datasets import SPLIT_NAMES, _read_manifest
+
+    folder = tmp_path_factory.mktemp("csv")
+    manifest = folder / "m.csv"
+    with manifest.open("w", newline="") as handle:
+        import csv
+
+        writer = csv.writer(handle)
+        writer.writerow([name for name in header.split(",")])
+        writer.writerows(rows)
+    try:
+        parsed = _read_manifest(manifest)
+    except MvkitError as exc:
+        assert str(exc)
+        return
+    assert parsed and all(label.strip() and label == label.strip() for _, label, _ in parsed)
+    assert all(split in (None, *SPLIT_NAMES.values()) for _, _, split in parsed)
+    assert len({str(path.resolve()) for path, _, _ in parsed}) == len(parsed)  # each photo once
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                        max_size=4), max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(change=st.dictionaries(st.sampled_from(["format", "model_name", "labels", "preprocess", "extra", "metrics"]),
+                              json_values, max_size=3),
+       preprocess_change=st.dictionaries(st.sampled_from(["size", "crop_pct", "interpolation", "mean", "std"]),
+                                         json_values, max_size=2))
+def test_sidecar_parser_accepts_or_refuses_clearly(tmp_path_factory, change, preprocess_change):
+    from mvkit.artifact import Artifact
+    from mvkit.preprocess import Preprocess
+
+    good = Artifact(path=Path("m.onnx"), format="onnx", model_name="mobilevit_xxs", labels=["a", "b"],
+                    preprocess=Preprocess(64, 0.9, "bicubic", (0.5,) * 3, (0.5,) * 3)).to_dict()
+    good.update(change)
+    if isinstance(good.get("preprocess"), dict):
+        good["preprocess"] = {**good["preprocess"], **preprocess_change}
+    folder = tmp_path_factory.mktemp("sidecar")
+    (folder / "m.onnx.mvkit.json").write_text(json.dumps(good))
+    try:
+        loaded = Artifact.load(folder / "m.onnx")
+    except MvkitError as exc:
+        assert "sidecar" in str(exc)
+        return
+    assert loaded.labels and all(isinstance(label, str) for label in loaded.labels)
+    assert 16 <= loaded.preprocess.size <= 4096 and all(v > 0 for v in loaded.preprocess.std)

@@ -39,22 +39,6 @@ def assert_refused(capsys, argv: list[str], folder: Path, *needles: str) -> str:
     return captured.err
 
 
-@pytest.fixture(scope="module")
-def exported(flowers_checkpoint, tmp_path_factory):
-    """The real fine-tuned checkpoint and its exports, copied per test by `copy_artifact`."""
-    from mvkit.export import available_formats, export
-
-    folder = tmp_path_factory.mktemp("hostile_exports")
-    checkpoint = folder / "flowers.safetensors"
-    shutil.copy(flowers_checkpoint, checkpoint)
-    shutil.copy(str(flowers_checkpoint) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
-    paths = {"safetensors": checkpoint}
-    for fmt in ("onnx", "torchscript", "executorch", "coreml"):
-        if fmt in available_formats():
-            paths[fmt] = export(checkpoint, fmt).path
-    return paths
-
-
 def copy_artifact(source: Path, folder: Path) -> Path:
     target = folder / source.name
     (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
@@ -135,6 +119,9 @@ def test_export_checks_every_format_and_option_first(exported, tmp_path, capsys)
     assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--precision", "fp8"], tmp_path, "fp16, fp32, mixed")
     assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--sizes", "224,abc"], tmp_path, "--sizes")
     assert_refused(capsys, ["export", tmp_path / "missing.safetensors"], tmp_path, "does not exist")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "--out", blocked / "sub"], tmp_path, "not a folder")
 
 
 def test_quantize_checks_calibration_data_format_and_method_first(exported, tmp_path, capsys):

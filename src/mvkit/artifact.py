@@ -73,14 +73,17 @@ class Artifact:
         return target
 
     @classmethod
-    def load(cls, path: Path) -> "Artifact":
+    def load(cls, path: Path, hint: str | None = None) -> "Artifact":
+        """The artifact at `path` from its sidecar; `hint` says what the caller needed, when it is missing."""
         path = Path(path)
         side = sidecar_path(path)
+        if not path.exists():
+            raise MvkitError(f"{path} does not exist")
         if not side.exists():
             raise MvkitError(
                 f"{path} has no sidecar {side.name}: mvkit cannot tell which model, labels and preprocessing "
-                "it holds. Export it again with `mvkit export` (for raw weights: a model name with --weights)."
-            )
+                "it holds. " + (hint + "; " if hint else "")
+                + "export it with `mvkit export` (for raw weights: a model name with --weights).")
         try:
             data = json.loads(side.read_text())
             if not isinstance(data, dict):

@@ -23,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-error_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long paths stay on one line when piped
+error_console = Console(stderr=True, soft_wrap=True)
 
 ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
 ArtifactArg = typer.Argument(..., help="A zoo/timm model name, an mvkit checkpoint, or an exported artifact (.onnx, .pte, .mlpackage on macOS, .torchscript.pt) with its sidecar.")
@@ -457,7 +457,7 @@ def bench_command(
             add_accuracy(rows, data, limit)
     rows += export_failures
     write_results(rows, out)
-    console.print(markdown_table(rows), markup=False)
+    console.print(markdown_table(rows), markup=False, soft_wrap=True)
     threads = sorted({row.threads for row in rows if row.threads})
     console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
@@ -483,7 +483,7 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
         verdict = "PASS" if report["passed"] else "below 99% (expected for int8: compare accuracy)"
         console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
                       f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
-    console.print(result.bench_table)
+    console.print(result.bench_table, markup=False, soft_wrap=True)
 
 
 def _command_name(argv: list[str]) -> str:

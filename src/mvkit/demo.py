@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -55,6 +55,9 @@ class DemoResult:
     confusion_png: Path | None = None
     verify_reports: list[dict[str, Any]] = field(default_factory=list)
     bench_table: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
 
 
 def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoResult:
@@ -111,4 +114,5 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     result.verify_reports = [r.to_dict() for r in add_accuracy(rows, "builtin:fashion", VERIFY_PHOTOS)]
     write_results(rows, out_dir)
     result.bench_table = markdown_table(rows)
+    (out_dir / "demo.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mvkit.artifact import Artifact, sidecar_path
+from mvkit.artifact import Artifact
 from mvkit.errors import MvkitError
 from mvkit.files import check_writable
 from mvkit.formats import FORMATS, Int8Method, check_options, int8_formats, int8_method, resolve
@@ -36,12 +36,8 @@ def plan_quantize(source: Path, method: str, formats: list[str], data: str | Non
     if method not in METHODS:
         raise MvkitError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     source = Path(source)
-    if not source.exists():
-        raise MvkitError(f"{source} does not exist")
-    if not sidecar_path(source).exists():
-        raise MvkitError(f"{source} is not an mvkit artifact (no sidecar {sidecar_path(source).name}); quantize "
-                         "starts from an mvkit checkpoint (.safetensors) or a float ONNX artifact")
-    source_format = Artifact.load(source).format
+    source_format = Artifact.load(source, "quantize starts from an mvkit checkpoint (.safetensors) or a float "
+                                          "ONNX artifact").format
     if not formats or "all" in formats:
         chosen = [fmt for fmt in int8_formats(method) if FORMATS[fmt].can_export()
                   and source_format in FORMATS[fmt].int8[method].sources]

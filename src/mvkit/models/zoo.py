@@ -207,8 +207,10 @@ def create_model(
                          f"{model.num_classes}: without it the answers would be noise. Use the mvkit checkpoint "
                          "(its sidecar knows the labels), or give the labels by training on the data")
     if (pretrained or weights_file is not None) and not head_loaded:
-        log.warning("%s: the weights' classifier does not fit %d classes; a new head starts from zero",
-                    timm_name, model.num_classes)
+        # expected when fine-tuning pretrained weights on new classes; worth a warning for a file the user chose
+        (log.warning if weights else log.info)(
+            "%s: the classifier in %s does not fit %d classes; a new head starts from zero", timm_name,
+            weights_file or "the pretrained weights", model.num_classes)
         # A new head on a pretrained body starts at zero: uniform predictions at first, instead of large random
         # logits whose gradients would disturb the pretrained features (as in BiT's fine-tuning recipe).
         head = model.get_classifier()

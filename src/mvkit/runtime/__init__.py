@@ -15,11 +15,6 @@ from mvkit.runtime.base import Predictor
 
 def load_predictor(path: Path | str) -> Predictor:
     path = Path(path)
-    if not path.exists():
-        raise MvkitError(f"{path} does not exist")
-    if not sidecar_path(path).exists():
-        raise MvkitError(f"{path} has no sidecar {sidecar_path(path).name}; export it with `mvkit export` so that "
-                         "its labels and preprocessing travel with it")
     artifact = Artifact.load(path)
     row = FORMATS.get(artifact.format)
     if row is None:

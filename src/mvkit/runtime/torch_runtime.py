@@ -36,12 +36,13 @@ def checkpoint_predictor(artifact: Artifact) -> TorchPredictor:
 
 
 def model_predictor(model: nn.Module) -> TorchPredictor:
-    """A predictor for a model in memory (e.g. a zoo model with --pretrained)."""
+    """A predictor for a model in memory (e.g. a zoo model with --pretrained). Contiguous (NCHW): converting
+    it to channels-last would change the caller's model, whose later exports need the default layout."""
     from mvkit.models import architecture_of, labels_of, preprocess_of
 
     artifact = Artifact(path=architecture_of(model), format="pytorch", model_name=architecture_of(model),
                         labels=labels_of(model), preprocess=preprocess_of(model))
-    return TorchPredictor(artifact, model)
+    return TorchPredictor(artifact, model, channels_last=False)
 
 
 def torchscript_predictor(artifact: Artifact) -> TorchPredictor:

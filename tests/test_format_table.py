@@ -1,0 +1,132 @@
+"""The format table (mvkit.formats) drives every stage: each row's export, loader, options and int8 entries are
+checked here through the command line, on the real fine-tuned checkpoint and real photos."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mvkit.cli import run
+from mvkit.formats import FORMATS, available_formats, exportable, int8_formats
+
+INSTALLED = available_formats()
+FLOWERS = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+
+
+def predict_json(capsys, artifact, photo) -> dict:
+    capsys.readouterr()
+    assert run(["predict", str(artifact), str(photo), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["predictions"][0]
+
+
+@pytest.mark.parametrize("fmt", exportable())
+def test_each_exported_format_loads_and_answers_like_its_checkpoint(fmt, exported, flowers_subset, capsys):
+    if fmt not in INSTALLED:
+        pytest.skip(f"{fmt} extra not installed")
+    photo = sorted((flowers_subset / "rose").glob("*.jpg"))[0]
+    expected = predict_json(capsys, exported["safetensors"], photo)
+    answer = predict_json(capsys, exported[fmt], photo)
+    assert [t["label"] for t in answer["top"]] == [t["label"] for t in expected["top"]]
+    assert answer["top"][0]["probability"] == pytest.approx(expected["top"][0]["probability"], abs=0.02)
+
+
+@pytest.mark.parametrize("fmt", [f for f in exportable() if f not in INSTALLED])
+def test_a_format_whose_extra_is_missing_names_the_extra(fmt, exported, tmp_path, capsys):
+    assert run(["export", str(exported["safetensors"]), "-f", fmt, "--out", str(tmp_path)]) == 2
+    assert f"pip install 'mvkit[{FORMATS[fmt].extra}]'" in capsys.readouterr().err  # not eaten by rich markup
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", [f for f in exportable() if FORMATS[f].options])
+def test_each_option_of_a_row_is_taken_and_its_bad_values_refused(fmt, exported, tmp_path, capsys):
+    if fmt not in INSTALLED:
+        pytest.skip(f"{fmt} extra not installed")
+    row = FORMATS[fmt]
+    named = [option for option in row.options if option.in_file_name and option.choices]
+    option = named[0]
+    other = next(value for value in option.choices if value != option.default)
+    assert run(["export", str(exported["safetensors"]), "-f", fmt, option.flag, str(other), "--out", str(tmp_path)]) == 0
+    made = tmp_path / f"flowers.{other}{row.suffix}"
+    assert made.exists()
+    sidecar = json.loads((tmp_path / f"{made.name}.mvkit.json").read_text())
+    assert sidecar["extra"][option.name] == other
+    for option in row.options:
+        if option.choices:
+            assert run(["export", str(exported["safetensors"]), "-f", fmt, option.flag, "bogus"]) == 2
+            assert option.flag in capsys.readouterr().err
+
+
+def test_an_option_no_chosen_format_takes_is_refused_by_name(exported, capsys):
+    for row in FORMATS.values():
+        for option in row.options:
+            others = [f for f in INSTALLED if option not in FORMATS[f].options]
+            value = str(option.choices[-1]) if option.choices else "96"
+            assert run(["export", str(exported["safetensors"]), "-f", others[0], option.flag, value]) == 2
+            assert f"does not take {option.flag}" in capsys.readouterr().err
+
+
+INT8 = [(fmt, method) for method in ("ptq", "qat", "dynamic") for fmt in int8_formats(method)]
+
+
+@pytest.mark.parametrize("fmt, method", INT8)
+def test_each_int8_entry_quantizes_through_the_cli(fmt, method, exported, flowers_subset, tmp_path, capsys):
+    import shutil
+
+    if fmt not in INSTALLED:
+        pytest.skip(f"{fmt} extra not installed")
+    checkpoint = tmp_path / "flowers.safetensors"
+    shutil.copy(exported["safetensors"], checkpoint)
+    shutil.copy(str(exported["safetensors"]) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
+    entry = FORMATS[fmt].int8[method]
+    argv = ["quantize", str(checkpoint), "--method", method, "-f", fmt]
+    if entry.calibrated:
+        argv += ["--calib", str(flowers_subset), "--count", "16"]
+    if method == "qat":
+        argv += ["--epochs", "1"]
+    assert run(argv) == 0, capsys.readouterr().err
+    made = [p for p in tmp_path.iterdir() if p.name.endswith(FORMATS[fmt].suffix) and p.name != checkpoint.name]
+    assert len(made) == 1, sorted(p.name for p in tmp_path.iterdir())
+    answer = predict_json(capsys, made[0], sorted((flowers_subset / "rose").glob("*.jpg"))[0])
+    assert {t["label"] for t in answer["top"]} == set(FLOWERS)
+
+
+def test_verify_and_bench_take_every_installed_format(exported, flowers_subset, tmp_path, capsys):
+    paths = [str(exported[fmt]) for fmt in ["safetensors", *INSTALLED]]
+    assert run(["bench", *paths, "--data", str(flowers_subset), "--limit", "10", "--rounds", "2", "--batch", "2",
+                "--no-memory", "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["format"] for row in rows] == ["safetensors", *INSTALLED]
+    assert all(row["status"] == "verified" for row in rows), rows
+
+
+def broken_export(model, path):
+    """A converter that fails the way converters do (a ConversionError naming the operator)."""
+    from mvkit.export.graph import conversion_error
+
+    path.write_bytes(b"half a file")
+    raise conversion_error("torchscript", "test", RuntimeError("unsupported operator aten::weird"), None, "")
+
+
+def test_one_failing_format_gets_its_row_and_the_others_go_on(exported, monkeypatch, tmp_path, capsys):
+    import dataclasses
+    import shutil
+
+    import mvkit.export
+
+    monkeypatch.setitem(FORMATS, "torchscript", dataclasses.replace(FORMATS["torchscript"],
+                                                                     exporter=f"{__name__}:broken_export"))
+    monkeypatch.setattr(mvkit.export, "available_formats", lambda: ["onnx", "torchscript"])
+    checkpoint = tmp_path / "flowers.safetensors"
+    shutil.copy(exported["safetensors"], checkpoint)
+    shutil.copy(str(exported["safetensors"]) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
+    assert run(["export", str(checkpoint), "-f", "all"]) == 1
+    err = capsys.readouterr().err
+    assert "aten::weird" in err and (tmp_path / "flowers.onnx").exists()
+    assert not list(tmp_path.glob("*torchscript*")) and not list(tmp_path.glob(".*"))  # nothing half-written
+
+    assert run(["bench", "--all-formats", str(checkpoint), "--rounds", "2", "--batch", "2", "--no-memory",
+                "--out", str(tmp_path / "bench")]) == 0, capsys.readouterr().err
+    rows = {row["format"]: row for row in json.loads((tmp_path / "bench" / "bench.json").read_text())}
+    assert rows["torchscript"]["status"].startswith("failed: ") and "aten::weird" in rows["torchscript"]["status"]
+    assert rows["onnx"]["latency_p50_ms"] > 0 and rows["safetensors"]["latency_p50_ms"] > 0
