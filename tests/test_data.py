@@ -105,7 +105,7 @@ def test_a_manifest_of_absolute_paths_without_split_is_split_and_saved(flowers_s
     manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
     split_file = tmp_path / "split.json"
     first = load_data(manifest, split_file=split_file)
-    assert len(first.train) == 64 and len(first.val) == 16
+    assert len(first.train) == 65 and len(first.val) == 15  # 3 of 16 per class
     saved = json.loads(split_file.read_text())
     assert all(path.startswith(str(flowers_subset.resolve())) for path in saved["val"])
     again = load_data(manifest, split_file=split_file, seed=99)  # the saved split wins over a new seed

@@ -216,3 +216,15 @@ def test_two_processes_stay_in_sync(flowers_subset, tmp_path):
     assert reports[0]["world_size"] == reports[1]["world_size"] == 2
     assert reports[0]["checksum"] == reports[1]["checksum"]  # identical weights on both ranks
     assert reports[0]["updates"] == reports[1]["updates"] == 2 * (64 // 16)  # 2 epochs of 64 photos, 8 per rank
+
+
+def test_verify_and_calibration_use_the_split_the_checkpoint_was_trained_on(flowers_subset, tmp_path):
+    from mvkit.compress.calibration import calibration_batches
+    from mvkit.runtime import load_predictor
+    from mvkit.verify import verify
+
+    result = train(tiny_recipe(flowers_subset, tmp_path / "run", epochs=1, val_fraction=0.5))
+    report = verify(result.best_checkpoint, str(flowers_subset), reference=result.best_checkpoint)
+    assert report.count == 40  # half of the 80 photos, as trained; the default split gives 15
+    batches = calibration_batches(load_predictor(result.best_checkpoint), str(flowers_subset), 1000)
+    assert sum(len(b) for b in batches) == 40  # calibration takes training photos only

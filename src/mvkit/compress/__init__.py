@@ -52,10 +52,10 @@ def plan_quantize(source: Path, method: str, formats: list[str], data: str | Non
         FORMATS[fmt].require_export()
         taken = {name: value for name, value in options.items() if name in {o.name for o in entry.options}}
         plans.append(QuantizePlan(fmt, method, entry, check_options(entry.options, taken, f"{fmt} {method}")))
-    accepted = {option.name for plan in plans for option in plan.entry.options}
-    for name in options:
-        if name not in accepted:
-            check_options((), {name: options[name]}, f"{method} to {', '.join(chosen)}")  # refuses by name
+    accepted = tuple(option for plan in plans for option in plan.entry.options)
+    unused = {name: value for name, value in options.items() if name not in {o.name for o in accepted}}
+    if unused:
+        check_options(accepted, unused, f"{method} to {', '.join(chosen)}")  # refuses them by name
     if any(plan.entry.calibrated for plan in plans):
         if data is None:
             raise MvkitError(f"--method {method} needs calibration photos: --calib DATA")

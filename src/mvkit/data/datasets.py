@@ -222,7 +222,10 @@ def _read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
                              "training, valid, validation; leave it empty to let mvkit split)")
         path = Path(text)
         path = path if path.is_absolute() else csv_path.parent / path
-        key = str(path.resolve())
+        try:
+            key = str(path.resolve())
+        except (ValueError, OSError) as exc:  # a NUL byte, a name too long
+            raise MvkitError(f"{csv_path}, line {line}: {text!r} is not a usable path ({exc})") from None
         if key in label_of:
             if label_of[key] != (label, split):
                 raise MvkitError(f"{csv_path}, line {line}: {text} is listed twice, as {label_of[key][0]!r} "
