@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,17 +74,28 @@ def flowers_checkpoint(flowers_subset, tmp_path_factory) -> Path:
     return probe_checkpoint(flowers_subset, 96, tmp_path_factory.mktemp("export") / "flowers.safetensors")
 
 
+# What third-party libraries print when they reach the terminal: glog lines (torch, ExecuTorch), tqdm bars
+# (coremltools), ONNX Runtime's calibration prints, Python warnings.
+THIRD_PARTY = re.compile(r"^[IWEF]\d{4} |it/s\]|ops/s\]|passes/s\]|cpuinfo|Warning|warnings\.warn|Collecting tensor "
+                         r"data|Finding optimal threshold|Number of tensors|Traceback", re.M)
+
+
 @pytest.fixture(scope="session")
 def exported(flowers_checkpoint, tmp_path_factory) -> dict[str, Path]:
-    """The fine-tuned checkpoint (a copy) and its export to every installed format, made by `mvkit export -f all`:
-    format name -> artifact path (tests copy what they change)."""
-    from mvkit.cli import run
+    """The fine-tuned checkpoint (a copy) and its export to every installed format, made by a real
+    `mvkit export -f all` process, whose output must hold mvkit's lines only: format name -> artifact path
+    (tests copy what they change)."""
     from mvkit.formats import FORMATS, available_formats
 
     folder = tmp_path_factory.mktemp("exported")
     checkpoint = folder / "flowers.safetensors"
     shutil.copy(flowers_checkpoint, checkpoint)
     shutil.copy(str(flowers_checkpoint) + ".mvkit.json", str(checkpoint) + ".mvkit.json")
-    assert run(["export", str(checkpoint), "-f", "all"]) == 0
-    return {"safetensors": checkpoint,
-            **{fmt: folder / f"flowers{FORMATS[fmt].suffix}" for fmt in available_formats()}}
+    shown = subprocess.run([sys.executable, "-m", "mvkit.cli", "export", str(checkpoint), "-f", "all"],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert not THIRD_PARTY.search(shown.stdout + shown.stderr), shown.stdout + shown.stderr
+    assert shown.stderr == ""
+    formats = available_formats()
+    assert [line.split(":")[0] for line in shown.stdout.splitlines() if not line.startswith(" ")] == formats
+    return {"safetensors": checkpoint, **{fmt: folder / f"flowers{FORMATS[fmt].suffix}" for fmt in formats}}

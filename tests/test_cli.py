@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import THIRD_PARTY
 from mvkit.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,24 +54,6 @@ def test_ci_runs_the_readme_test_command():
     main_job, tests = commands[0].strip(), commands[1].strip()
     assert "mvkit demo" in main_job
     assert tests in (REPO / ".ci" / "run").read_text()
-
-
-# What third-party libraries print when they reach the terminal: glog lines (torch, ExecuTorch), tqdm bars
-# (coremltools), ONNX Runtime's calibration prints, Python warnings.
-THIRD_PARTY = re.compile(r"^[IWEF]\d{4} |it/s\]|ops/s\]|passes/s\]|cpuinfo|Warning|warnings\.warn|Collecting tensor "
-                         r"data|Finding optimal threshold|Number of tensors|Traceback", re.M)
-
-
-def test_export_to_three_formats_prints_no_third_party_line(flowers_checkpoint, tmp_path):
-    from mvkit.formats import available_formats
-
-    formats = [f for f in ("coreml", "executorch", "onnx") if f in available_formats()]
-    result = subprocess.run([sys.executable, "-m", "mvkit.cli", "export", str(flowers_checkpoint), "--out",
-                             str(tmp_path), *sum((["-f", f] for f in formats), [])], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert not THIRD_PARTY.search(result.stdout + result.stderr), result.stdout + result.stderr
-    assert [line.split(":")[0] for line in result.stdout.splitlines() if not line.startswith(" ")] == formats
-    assert result.stderr == ""
 
 
 def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
