@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,23 @@ def tiny_recipe(data: Path, out: Path, **changes):
                    batch_size=8, epochs=2, warmup_epochs=0.0, seed=0)
     options.update(changes)
     return build_recipe(**options)
+
+
+@contextmanager
+def forward_hook_on(builder: str, hook):
+    """While the block runs, the model that train_loop.<builder> builds calls `hook` before each forward."""
+    original = getattr(train_loop, builder)
+
+    def build_and_watch(recipe, classes):
+        model = original(recipe, classes)
+        model.register_forward_pre_hook(hook)
+        return model
+
+    setattr(train_loop, builder, build_and_watch)
+    try:
+        yield
+    finally:
+        setattr(train_loop, builder, original)
 
 
 def test_run_folder_holds_checkpoints_metrics_and_charts(flowers_subset, tmp_path):
@@ -54,18 +72,8 @@ def test_teacher_sees_photos_at_its_own_size_and_normalisation(flowers_subset, t
         seen.setdefault("shape", args[0].shape)
         seen.setdefault("min", float(args[0].min()))
 
-    original = train_loop._build_teacher
-
-    def build_and_watch(recipe, classes):
-        teacher = original(recipe, classes)
-        teacher.register_forward_pre_hook(record)
-        return teacher
-
-    train_loop._build_teacher = build_and_watch
-    try:
+    with forward_hook_on("_build_teacher", record):
         train(tiny_recipe(flowers_subset, tmp_path / "student", teacher=str(teacher_run.best_checkpoint), epochs=1))
-    finally:
-        train_loop._build_teacher = original
     assert seen["shape"][-1] == 48  # the teacher's size, not the student's 32
     assert seen["min"] < -0.5  # mean/std 0.5 normalisation gives [-1, 1]; the student's pixels/255 never goes below 0
 
@@ -121,19 +129,9 @@ def test_sigint_or_sigterm_anywhere_then_resume_gives_the_uninterrupted_weights(
         if calls["n"] == at_forward:
             os.kill(os.getpid(), signal_number)
 
-    original = train_loop._build_student
-
-    def watched(recipe, classes):
-        model = original(recipe, classes)
-        model.register_forward_pre_hook(send_signal)
-        return model
-
-    train_loop._build_student = watched
-    try:
-        with pytest.raises(MvkitError, match=f"stopped by {signal.Signals(signal_number).name}"):
-            train(tiny_recipe(flowers_subset, out, **recipe))
-    finally:
-        train_loop._build_student = original
+    with forward_hook_on("_build_student", send_signal), \
+            pytest.raises(MvkitError, match=f"stopped by {signal.Signals(signal_number).name}"):
+        train(tiny_recipe(flowers_subset, out, **recipe))
     train(build_recipe(recipe_file=out / "recipe.yaml"), resume=True)
     straight, again = _weights(tmp_path / "straight" / "last.safetensors"), _weights(out / "last.safetensors")
     assert all(torch.equal(straight[k], again[k]) for k in straight)
