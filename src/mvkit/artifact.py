@@ -39,6 +39,10 @@ class Artifact:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def inherited_extra(self) -> dict[str, Any]:
+        """What an artifact made from this one keeps of its record: the split its checkpoint was trained on."""
+        return {"split": self.extra["split"]} if self.extra.get("split") else {}
+
     def resolved_source(self) -> str | None:
         """The source as a usable path when it is a file (recorded relative to the sidecar's folder, so a run
         folder can be moved or used from anywhere), else as recorded (a model name)."""

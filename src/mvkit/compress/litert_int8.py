@@ -111,6 +111,6 @@ def quantize_litert(checkpoint: Path, data: str, count: int = 256, out: Path | N
                                                "weights, int8 activations, first conv and classifier float",
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
                                "params": sum(p.numel() for p in model.parameters()),
-                               **({"split": source.extra["split"]} if source.extra.get("split") else {})})
+                               **source.inherited_extra()})
     artifact.save()
     return artifact

@@ -272,7 +272,7 @@ def quantize_executorch(checkpoint: Path, data: str, count: int = 256, method: s
                         extra={**extra, "quantization": description, "method": method,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
                                "params": sum(p.numel() for p in model.parameters()),
-                               **({"split": source.extra["split"]} if source.extra.get("split") else {})})
+                               **source.inherited_extra()})
     artifact.save()
     return artifact
 

@@ -60,8 +60,8 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
     target = target_path(stem, out_dir, plan)
     with atomic_output(target) as partial:
         extra = resolve(plan.row.exporter)(model, partial, **plan.options)
-    if source_path.is_file() and Artifact.load(source_path).extra.get("split"):  # the split it was trained on
-        extra["split"] = Artifact.load(source_path).extra["split"]
+    if source_path.is_file():
+        extra.update(Artifact.load(source_path).inherited_extra())
     artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
                         preprocess=preprocess_of(model), source=str(model_spec),
                         extra={**extra, "params": sum(p.numel() for p in model.parameters()),
