@@ -462,6 +462,97 @@ def bench_command(
     console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
 
+@app.command("live")
+def live_command(
+    models: List[str] = typer.Argument(..., help="An artifact or checkpoint (or a zoo name with --pretrained); "
+                                       "several: one per input size, the device picks among them."),
+    source: str = typer.Option(..., "--source", "-s", help="A camera index (0), a video file, a stream URL "
+                               "(rtsp://, http:// MJPEG, HLS) or a folder of photos (played as frames)."),
+    fps: float = typer.Option(15.0, help="Target inference rate; sooner frames are dropped (the guide's frame interval)."),
+    out: Optional[Path] = typer.Option(None, help="Annotated video of the processed frames (.mp4, .mkv, .avi)."),
+    metrics: Optional[Path] = typer.Option(None, help="Write the run's metrics here (JSON)."),
+    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
+    frames: Optional[int] = typer.Option(None, help="Stop after this many results."),
+    size: Optional[int] = typer.Option(None, help="Input side to run at (default: chosen by device capability)."),
+    serve: Optional[str] = typer.Option(None, help="Show the annotated stream on a local web page, e.g. 127.0.0.1:8080."),
+    idle_release: Optional[float] = typer.Option(None, help="Release the model after this many seconds without frames."),
+    warmup: int = typer.Option(2, help="Warm-up inferences before the first frame (0: none)."),
+    reuse_buffers: bool = typer.Option(True, "--reuse-buffers/--fresh-buffers", help="Prepare frames into one preallocated buffer."),
+    realtime: bool = typer.Option(True, "--realtime/--as-fast", help="Play files and folders on their own clock "
+                                  "(--as-fast: every due frame is processed, as fast as the model goes)."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Print each result as one JSON line instead of the status line."),
+    pretrained: bool = PretrainedOpt,
+    weights: Optional[Path] = WeightsOpt,
+) -> None:
+    """Classify a camera, video, stream or folder in real time with the guide's deployment policies; Ctrl-C stops."""
+    import signal
+
+    from rich.live import Live
+
+    from mvkit import live
+
+    engine = live.run(models, source, fps=fps, size=size, pretrained=pretrained, weights=weights, out=out,
+                      metrics_path=metrics, max_frames=frames, duration_s=duration, serve=serve,
+                      idle_release_s=idle_release, warmup=warmup, reuse_buffers=reuse_buffers, realtime=realtime)
+    error_console.print(f"input size {engine.size.size}: {escape(engine.size.reason)}")
+    if engine.server:
+        warning = " [yellow](reachable from other machines)[/yellow]" if engine.server.public else ""
+        error_console.print(f"serving {engine.server.url}{warning}")
+
+    def stop_on_sigterm(number, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    results = iter(engine)
+    try:
+        with Live(console=error_console, refresh_per_second=4, transient=True) as status:
+            for result in results:
+                if jsonl:
+                    console.file.write(json.dumps(result.to_dict()) + "\n")
+                    console.file.flush()
+                else:
+                    status.update(_live_status(engine, result))
+    except KeyboardInterrupt:
+        engine.stopped_by = "interrupted"
+    finally:
+        results.close()
+        signal.signal(signal.SIGTERM, previous)
+    _print_live_summary(engine.summary(), out, metrics)
+
+
+def _live_status(engine, result) -> str:
+    summary = engine.metrics
+    fps = summary.recent_fps()
+    dropped = sum(summary.dropped.values())
+    return (f"frame {result.index}  {escape(result.label)} {result.confidence:.0%}  "
+            f"{'-' if fps is None else f'{fps:.1f}'} fps  inference {result.inference_ms:.1f} ms  "
+            f"end-to-end {result.latency_ms:.1f} ms  dropped {dropped}")
+
+
+def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Path]) -> None:
+    frames, latency = summary["frames"], summary["latency_ms"]
+    dropped = ", ".join(f"{count} {reason}" for reason, count in frames["dropped"].items() if count) or "none"
+    achieved = summary["fps"]["achieved"]
+    console.print(f"{escape(summary['stopped_by'])} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
+                  f"{frames['processed']} processed, dropped {dropped}, {frames['corrupt']} corrupt")
+    console.print(f"rate {'-' if achieved is None else f'{achieved:.1f}'} fps (target {summary['fps']['target']:g}); "
+                  f"end-to-end p50 {latency['end_to_end_ms']['p50']} ms, p95 {latency['end_to_end_ms']['p95']} ms; "
+                  f"inference p50 {latency['inference_ms']['p50']} ms, p95 {latency['inference_ms']['p95']} ms")
+    energy = summary["energy"]
+    energy_text = (f"{energy['per_1000_inferences_j']} J per 1,000 inferences" if energy["available"]
+                   else f"energy not available ({energy['reason']})")
+    console.print(f"CPU {summary['cpu_percent']}%, peak memory {summary['peak_rss_mb']} MB, {escape(energy_text)}")
+    for gap in summary["gaps"]:
+        state = "reconnected" if gap["recovered"] else "not recovered"
+        console.print(f"gap at {gap['at_s']} s: {gap['seconds']} s without frames ({escape(gap['reason'])}), {state}")
+    for event in summary["events"]:
+        console.print(f"{event['policy']}: {escape(event['message'])}")
+    if out and frames["written"]:
+        console.print(f"video: {escape(str(out))} ({frames['written']} frames)")
+    if metrics:
+        console.print(f"metrics: {escape(str(metrics))}")
+
+
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
     """The main job on built-in data: predict, head-only fit, eval, export to every format, int8, verify, bench."""

@@ -54,6 +54,8 @@ class Format:
     int8: dict[str, Int8Method] = field(default_factory=dict)
     # verify: a structure check run before the numbers, "module:function"(path) -> (summary, problems)
     structure_check: str | None = None
+    # the input sides it runs at: "any" (eager models), "enumerated" (the sizes its sidecar lists), or "fixed"
+    input_sizes: str = "fixed"
 
     def can_export(self) -> bool:
         return self.exporter is not None and not missing_modules(self.export_modules)
@@ -66,6 +68,14 @@ class Format:
 
     def require_runtime(self) -> None:
         require_extra(self.extra, self.runtime_modules, f"running {self.name} artifacts")
+
+    def sizes_of(self, artifact) -> list[int] | None:
+        """The input sides `artifact` of this format takes; None means any (the live engine chooses among them)."""
+        if self.input_sizes == "any":
+            return None
+        if self.input_sizes == "enumerated" and artifact.extra.get("sizes"):
+            return sorted(int(size) for size in artifact.extra["sizes"])
+        return [artifact.preprocess.size]
 
     def check_options(self, options: dict[str, Any], what: str = "export") -> dict[str, Any]:
         """`options` (only those the user gave) checked against this row; returns every option with defaults."""
@@ -100,7 +110,7 @@ CALIBRATION = Option("calibration", "percentile", "--calibration", ("percentile"
 FORMATS: dict[str, Format] = {
     "safetensors": Format(
         "safetensors", ".safetensors", "PyTorch eager", "mvkit.runtime.torch_runtime:checkpoint_predictor",
-        ("safetensors",)),
+        ("safetensors",), input_sizes="any"),
     "coreml": Format(
         "coreml", ".mlpackage", "Core ML (macOS/iOS); elsewhere mvkit's MIL interpreter",
         "mvkit.runtime.coreml_runtime:CoreMLPredictor", ("numpy",), extra="coreml",
@@ -110,7 +120,7 @@ FORMATS: dict[str, Format] = {
                  Option("target", "iOS16", "--target", ("iOS15", "iOS16", "iOS17", "iOS18")),
                  Option("compression", "none", "--compress",
                         ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50"), in_file_name=True)),
-        structure_check="mvkit.verify:coreml_structure"),
+        structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated"),
     "executorch": Format(
         "executorch", ".pte", "ExecuTorch XNNPACK", "mvkit.runtime.executorch_runtime:ExecutorchPredictor",
         ("executorch.runtime",), extra="executorch",

@@ -1,0 +1,465 @@
+"""The live engine on real video made from real flower photos: rate, parity with `mvkit predict`, policies,
+robust sources (a stream on loopback that drops, corrupt frames, signals), and the web page in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+av = pytest.importorskip("av")
+
+from mvkit.cli import run as cli_run  # noqa: E402
+from mvkit.live import run as live_run  # noqa: E402
+from mvkit.live.engine import LiveOptions, LiveRun  # noqa: E402
+from mvkit.live.policies import Device, SizeChoice, ThermalRate  # noqa: E402
+from mvkit.live.sources import Frame, Source, VideoSource  # noqa: E402
+
+FFMPEG = shutil.which("ffmpeg")
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def flower_photos(flowers: Path, count: int) -> list[Path]:
+    """`count` real photos, taken round-robin over the classes so the labels change along the clip."""
+    classes = [sorted(d.glob("*.jpg")) for d in sorted(p for p in flowers.iterdir() if p.is_dir())]
+    return [classes[i % len(classes)][i // len(classes)] for i in range(count)]
+
+
+def write_clip(path: Path, photos: list[Path], fps: int, frames_each: int, side: int = 160,
+               codec: str = "libx264") -> int:
+    """A real video: each photo held for `frames_each` frames. Returns the number of frames."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        count = 0
+        for photo in photos:
+            picture = Image.open(photo).convert("RGB").resize((side, side))
+            for _ in range(frames_each):
+                for packet in stream.encode(av.VideoFrame.from_image(picture)):
+                    container.mux(packet)
+                count += 1
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return count
+
+
+def decoded_frames(path: Path) -> list[Image.Image]:
+    with av.open(str(path)) as container:
+        return [frame.to_image() for frame in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def clip(flowers, tmp_path_factory) -> Path:
+    """3 s at 30 fps: 18 real photos, 5 frames each."""
+    path = tmp_path_factory.mktemp("live") / "flowers30.mp4"
+    assert write_clip(path, flower_photos(flowers, 18), fps=30, frames_each=5) == 90
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_model(exported) -> Path:
+    return exported["onnx"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_video_at_half_rate_matches_predict_frame_by_frame(clip, onnx_model, tmp_path):
+    """30 fps video, --fps 15: every other frame processed, the rest dropped and counted; each processed frame's
+    label and probability equal `mvkit predict` on that frame saved as a lossless PNG."""
+    from mvkit.predict import predict_files
+
+    out, metrics = tmp_path / "annotated.mp4", tmp_path / "metrics.json"
+    engine = live_run(onnx_model, clip, fps=15, out=out, metrics_path=metrics)
+    results = list(engine)
+    summary = json.loads(metrics.read_text())
+    frames = summary["frames"]
+    assert frames["read"] == 90 and frames["corrupt"] == 0
+    assert frames["processed"] == len(results)
+    assert frames["processed"] + frames["dropped"]["throttled"] + frames["dropped"]["stale"] == frames["read"]
+    assert 40 <= frames["processed"] <= 50, frames
+    assert frames["dropped"]["stale"] <= 2, "the worker keeps up with 15 fps: frames must not pile up"
+    indices = [r.index for r in results]
+    assert indices == sorted(indices) and len(set(indices)) == len(indices), "results in frame order, once each"
+    assert summary["stopped_by"] == "end of source"
+    assert summary["fps"]["achieved"] == pytest.approx(15, rel=0.15)
+
+    video = decoded_frames(clip)
+    for result in results[::4]:
+        png = tmp_path / f"frame{result.index:03d}.png"
+        video[result.index].save(png)
+        (prediction,), skipped = predict_files(onnx_model, [png], topk=1)
+        assert not skipped
+        label, probability = prediction.top[0]
+        assert result.label == label, f"frame {result.index}"
+        assert result.confidence == pytest.approx(probability, abs=1e-4)
+    with av.open(str(out)) as written:  # the annotated video is playable and holds the processed frames
+        assert sum(1 for _ in written.decode(video=0)) == frames["written"] == len(results)
+
+
+def test_every_due_frame_is_processed_when_not_realtime(clip, onnx_model):
+    engine = live_run(onnx_model, clip, fps=1000, realtime=False)
+    assert len(list(engine)) == 90
+    assert engine.summary()["frames"]["dropped"] == {"throttled": 0, "stale": 0}
+
+
+class ScriptedSensor:
+    """A CPU temperature sensor that reads a script of values (the last one repeats)."""
+
+    name = "scripted"
+
+    def __init__(self, readings: list[float]):
+        self.readings = list(readings)
+
+    def read_celsius(self) -> float:
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+
+def test_thermal_rate_steps_down_and_recovers_with_hysteresis():
+    policy = ThermalRate(ScriptedSensor([70, 82, 85, 90, 90, 78, 76, 74, 70, 70]), hot_c=80, hysteresis_c=5,
+                         step=0.25, min_fraction=0.25, check_every_s=1.0)
+    fractions = []
+    for second in range(10):
+        policy.update(float(second))
+        policy.update(second + 0.5)  # between checks: no reading, no change
+        fractions.append(policy.fraction())
+    # 70 ok; 82, 85, 90 hot: three steps down to the floor; 90 at the floor; 78, 76 inside the hysteresis band:
+    # held; 74, 70, 70 cool: back up one step per check
+    assert fractions == [1.0, 0.75, 0.5, 0.25, 0.25, 0.25, 0.25, 0.5, 0.75, 1.0]
+    assert policy.throttle_events == 3
+
+
+def test_hot_sensor_lowers_the_live_rate(clip, onnx_model):
+    hot = ThermalRate(ScriptedSensor([95.0]), hot_c=80, step=0.25, min_fraction=0.5, check_every_s=0.0)
+    engine = live_run(onnx_model, clip, fps=15, thermal=hot)
+    processed = len(list(engine))
+    summary = engine.summary()
+    assert summary["policies"]["thermal"]["throttle_events"] == 2
+    assert summary["fps"]["scheduled"] == pytest.approx(7.5, rel=0.01)
+    assert processed < 30, "at half the rate most of the 3 s clip is throttled"
+    assert [e["policy"] for e in summary["events"]] == ["thermal", "thermal"]
+
+
+def test_thermal_zones_read_the_hottest_cpu_zone(tmp_path):
+    from mvkit.live.policies import ThermalZones
+
+    for name, kind, millidegrees in (("thermal_zone0", "acpitz", "45000"), ("thermal_zone1", "x86_pkg_temp", "81500"),
+                                     ("thermal_zone2", "iwlwifi_1", "99000")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "type").write_text(kind + "\n")
+        (tmp_path / name / "temp").write_text(millidegrees + "\n")
+    sensor = ThermalZones(tmp_path)
+    assert sensor.read_celsius() == 81.5  # the wifi chip is not the CPU
+    assert ThermalZones(tmp_path / "missing").read_celsius() is None
+
+
+def test_rapl_energy_counter_with_wrap_around(tmp_path):
+    from mvkit.live.metrics import EnergyMeter
+
+    package, core = tmp_path / "intel-rapl:0", tmp_path / "intel-rapl:0:0"
+    for domain in (package, core):
+        domain.mkdir()
+        (domain / "max_energy_range_uj").write_text("262143328850\n")
+        (domain / "energy_uj").write_text("262140000000\n")
+    meter = EnergyMeter(tmp_path)
+    assert meter.available and meter.domains == [package]  # sub-domains are inside the package figure
+    (package / "energy_uj").write_text("262143000000\n")
+    assert meter.sample() == pytest.approx(3.0)  # 3,000,000 uJ
+    (package / "energy_uj").write_text("1671150\n")  # wrapped: 328850 + 1 + 1671150 uJ = 2 J more
+    assert meter.sample() == pytest.approx(5.000001)
+    missing = EnergyMeter(tmp_path / "none")
+    assert not missing.available and "no RAPL" in missing.reason
+
+
+@pytest.mark.parametrize("device, supported, size", [
+    (Device(8, 16, low_power=True), None, 192),
+    (Device(2, 16, False), None, 224),
+    (Device(3, 8, False), None, 224),
+    (Device(8, 2, False), None, 224),
+    (Device(4, 4, False), None, 256),
+    (Device(1, 8, False), None, 224),
+    (Device(8, 16, False), [192, 224], 224),  # wanted 256: the largest the artifact has below it
+    (Device(8, 16, True), [224, 256], 224),  # wanted 192: nothing below, its smallest
+])
+def test_input_size_by_device_capability(device, supported, size):
+    from mvkit.live.policies import choose_input_size
+
+    choice = choose_input_size(device, supported)
+    assert choice.size == size
+    assert f"{device.cores} cores" in choice.reason
+
+
+def test_size_choice_picks_among_core_ml_sizes_and_is_recorded(exported, clip):
+    if "coreml" not in exported:
+        pytest.skip("coremltools not installed")
+    from mvkit.artifact import Artifact
+
+    enumerated = Artifact.load(exported["coreml"]).extra["sizes"]
+    assert 224 in enumerated and 256 in enumerated
+    for device, wanted in ((Device(2, 16, False), 224), (Device(8, 16, False), 256)):
+        engine = live_run(exported["coreml"], clip, fps=15, max_frames=1, device=device)
+        result = next(iter(engine))
+        choice = engine.summary()["size"]
+        assert result.size == choice["size"] == wanted, choice
+        assert f"{device.cores} cores" in choice["reason"]
+
+
+def test_rate_limiter_takes_every_other_jittered_frame_and_never_outruns_the_model():
+    from mvkit.live.scheduler import RateLimiter
+
+    rng = np.random.default_rng(0)
+    arrivals = np.arange(300) / 30 + rng.uniform(-0.004, 0.004, 300)
+    limiter = RateLimiter(15)
+    assert sum(limiter.accept(t) for t in arrivals) == 150
+    slow = RateLimiter(15)
+    slow.observe(0.2)  # the model needs 200 ms: schedule 5 fps, not 15
+    assert sum(slow.accept(t) for t in arrivals) == pytest.approx(50, abs=1)
+
+
+def test_latest_slot_keeps_one_frame():
+    from mvkit.live.scheduler import LatestSlot
+
+    slot = LatestSlot()
+    assert slot.put("a") is None
+    assert slot.put("b") == "a"  # replaced: the worker gets the newest only
+    assert slot.take(0.01) == "b"
+    assert slot.take(0.01) is None and not slot.closed
+    slot.close()
+    assert slot.closed and slot.take(0.01) is None
+
+
+def test_prepared_buffer_matches_timm_transform(photos):
+    from mvkit.live.prepare import FramePreparer
+    from mvkit.preprocess import Preprocess
+
+    preprocess = Preprocess(224, 0.875, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    image = Image.open(photos["coffee"]).convert("RGB")
+    reused = FramePreparer(preprocess)
+    first = reused(image)
+    expected = preprocess.eval_transform()(image).unsqueeze(0).numpy()
+    np.testing.assert_allclose(first, expected, atol=2e-6)
+    assert reused(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) is first, "one buffer, reused"
+    assert FramePreparer(preprocess, reuse=False)(image) is not FramePreparer(preprocess, reuse=False)(image)
+
+
+def test_corrupt_frames_are_skipped_and_counted(flowers, onnx_model, tmp_path):
+    """An MJPEG video with three frames' JPEG headers zeroed: three corrupt, the rest processed."""
+    clean = tmp_path / "clean.avi"
+    total = write_clip(clean, flower_photos(flowers, 12), fps=30, frames_each=4, codec="mjpeg")
+    data = bytearray(clean.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(starts) == total
+    for k in (5, 6, 30):
+        data[starts[k] + 2:starts[k] + 200] = bytes(198)  # the JPEG's tables and frame header zeroed
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(bytes(data))
+    engine = live_run(onnx_model, damaged, fps=1000, realtime=False)
+    assert len(list(engine)) == total - 3
+    assert engine.summary()["frames"]["corrupt"] == 3
+
+
+def test_folder_of_photos_plays_as_frames_and_names_bad_files(flowers_subset, onnx_model, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(flowers_subset / "rose", folder)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    engine = live_run(onnx_model, folder, fps=50)
+    results = list(engine)
+    summary = engine.summary()
+    assert len(results) == 16 and summary["frames"]["corrupt"] == 1
+    assert any("broken.jpg" in problem for problem in summary["source_problems"])
+    assert sum(r.label == "rose" for r in results) >= 12
+
+
+class PausingSource(Source):
+    """Real photos, with a pause in the middle (a camera whose app went to the background)."""
+
+    kind = "pausing"
+    live = True
+
+    def __init__(self, photos: list[Path], pause_s: float):
+        super().__init__("pausing")
+        self.photos, self.pause_s = photos, pause_s
+
+    def frames(self, stop):
+        for index, photo in enumerate(self.photos):
+            if index == len(self.photos) // 2:
+                time.sleep(self.pause_s)
+            time.sleep(0.05)
+            self.stats.read += 1
+            yield Frame(index, Image.open(photo).convert("RGB"), time.monotonic(), time.monotonic())
+
+
+def test_idle_release_unloads_and_reloads_with_warmup(flowers, onnx_model):
+    from mvkit.artifact import Artifact
+    from mvkit.runtime import load_predictor
+
+    artifact = Artifact.load(onnx_model)
+    loads = []
+
+    def load():
+        loads.append(time.monotonic())
+        return load_predictor(onnx_model)
+
+    photos = flower_photos(flowers, 10)
+    engine = LiveRun(load, PausingSource(photos, pause_s=1.0), artifact.preprocess,
+                     SizeChoice(artifact.preprocess.size, "test"), LiveOptions(fps=100, idle_release_s=0.4),
+                     ThermalRate(None), {"artifact": str(onnx_model)})
+    results = list(engine)
+    summary = engine.summary()
+    assert len(results) == 10 and len(loads) == 2
+    assert summary["policies"]["idle_release"]["releases"] == 1
+    assert summary["policies"]["idle_release"]["reloads"] == 1
+    assert [e["message"].split(":")[0] for e in summary["events"] if e["policy"] == "idle_release"] == \
+        ["no frame for 0.4 s", "frames again"]
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is needed to serve a stream (apt-get install ffmpeg)")
+def test_stream_on_loopback_that_drops_is_reconnected(flowers, onnx_model, tmp_path):
+    clip = tmp_path / "feed.avi"
+    write_clip(clip, flower_photos(flowers, 10), fps=15, frames_each=3, codec="mjpeg")
+    url = f"http://127.0.0.1:{free_port()}/feed.mjpg"
+
+    def serve():
+        return subprocess.Popen([FFMPEG, "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
+                                 "-c:v", "copy", "-f", "mpjpeg", "-listen", "1", url])
+
+    server = serve()
+    time.sleep(0.5)
+    try:
+        engine = live_run(onnx_model, url, fps=15, duration_s=6.0)
+        times = []
+
+        def drop_and_come_back():
+            time.sleep(1.5)
+            server.kill()
+            server.wait()
+            time.sleep(1.5)
+            restarted.append(serve())
+
+        restarted: list[subprocess.Popen] = []
+        threading.Thread(target=drop_and_come_back, daemon=True).start()
+        for result in engine:
+            times.append(time.monotonic())
+    finally:
+        for process in [server, *restarted]:
+            process.kill()
+    summary = engine.summary()
+    assert summary["reconnects"] >= 1
+    gap = summary["gaps"][0]
+    assert gap["recovered"] and gap["seconds"] >= 1.0
+    assert summary["stopped_by"] == "duration"
+    spacing = np.diff(times)
+    assert spacing.max() >= 1.0, "the gap shows in the results"
+    back = times[int(spacing.argmax()) + 1]
+    assert sum(t >= back for t in times) > 10, "results go on after the reconnection"
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver)")
+def test_serve_page_in_a_real_browser(flowers, onnx_model, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clip = tmp_path / "long.mp4"
+    write_clip(clip, flower_photos(flowers, 40), fps=15, frames_each=6, side=128)  # 16 s
+    port = free_port()
+    engine = live_run(onnx_model, clip, fps=15, serve=f"127.0.0.1:{port}")
+    labels = set(json.loads(Path(str(onnx_model) + ".mvkit.json").read_text())["labels"])
+    stop = threading.Event()
+
+    def play():
+        for _ in engine:
+            if stop.is_set():
+                break
+
+    player = threading.Thread(target=play, daemon=True)
+    player.start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(browser, 30).until(lambda b: b.find_element("id", "label").text in labels)
+        WebDriverWait(browser, 30).until(
+            lambda b: b.execute_script("return document.getElementById('stream').naturalWidth") == 128)
+        shown = browser.find_element("id", "label").text
+        assert browser.find_element("id", "fps").text.endswith("fps")
+        shot = tmp_path / "live_page.png"
+        browser.save_screenshot(str(shot))
+    finally:
+        browser.quit()
+        stop.set()
+        player.join(timeout=20)
+    assert shown in labels
+    picture = np.asarray(Image.open(shot).convert("RGB"))
+    assert picture.std() > 10, "the screenshot shows the page and the frame, not a blank"
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mvkit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigterm_stops_cleanly_with_a_playable_video(flowers, onnx_model, tmp_path):
+    clip = tmp_path / "long.mp4"
+    write_clip(clip, flower_photos(flowers, 30), fps=30, frames_each=10, side=128)  # 10 s
+    out, metrics = tmp_path / "annotated.mp4", tmp_path / "metrics.json"
+    process = run_cli(["live", onnx_model, "--source", clip, "--out", out, "--metrics", metrics, "--jsonl"])
+    first = json.loads(process.stdout.readline())
+    assert first["label"] and first["index"] == 0
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    summary = json.loads(metrics.read_text())
+    assert summary["stopped_by"] == "interrupted"
+    assert 5 < summary["frames"]["processed"] < 150
+    with av.open(str(out)) as written:
+        assert sum(1 for _ in written.decode(video=0)) == summary["frames"]["written"]
+    assert "interrupted after" in stdout
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_live_refuses_bad_input_before_any_work(onnx_model, clip, tmp_path, capsys):
+    out = tmp_path / "never.mp4"
+    cases = [
+        (["--source", str(tmp_path / "missing.mp4")], "no such file or folder"),
+        (["--source", str(clip), "--fps", "0"], "--fps must be positive"),
+        (["--source", str(clip), "--size", "300"], "--size 300: the artifacts given take"),
+        (["--source", str(clip), "--frames", "0"], "--frames must be at least 1"),
+        (["--source", "rtsp://127.0.0.1:9/none"], "cannot open it"),
+    ]
+    for args, message in cases:
+        assert cli_run(["live", str(onnx_model), *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err, err
+        assert err.count("error:") == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli_run(["live", str(onnx_model), "--source", str(clip), "--serve", f"127.0.0.1:{port}",
+                        "--out", str(out)]) == 2
+        assert "cannot listen there" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "a refused run leaves no file"
