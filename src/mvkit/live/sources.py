@@ -21,12 +21,24 @@ from mvkit.errors import MvkitError, require_extra
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
-@dataclass
 class Frame:
-    index: int  # position in the source, counting every frame read (corrupt ones included)
-    image: Image.Image  # RGB
-    media_time: float  # seconds on the source's clock: presentation time in a file, arrival time when live
-    captured: float  # time.monotonic() when it was read
+    """One frame. A decoded video frame is turned into RGB only when `image` is first read, so the frames the rate
+    limiter drops never pay for the colour conversion."""
+
+    __slots__ = ("index", "media_time", "captured", "_image", "_decoded")
+
+    def __init__(self, index: int, image: Image.Image | None, media_time: float, captured: float, decoded=None):
+        self.index = index  # position in the source, counting every frame read (corrupt ones included)
+        self.media_time = media_time  # seconds on the source's clock: presentation time in a file, arrival when live
+        self.captured = captured  # time.monotonic() when it was read
+        self._image, self._decoded = image, decoded
+
+    @property
+    def image(self) -> Image.Image:
+        """RGB."""
+        if self._image is None:
+            self._image, self._decoded = self._decoded.to_image(), None
+        return self._image
 
 
 @dataclass
@@ -134,8 +146,8 @@ class VideoSource(Source):
             container.close()
             raise MvkitError(f"--source {self.spec}: it has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame threads in FFmpeg's decoder
-        # a damaged frame is an error to count and skip, not a picture patched up with guesses to classify
+        # FFmpeg's default threading is kept: frame threads would hold frames back (latency) and compete with the
+        # model's threads for the cores. A damaged frame is an error to count and skip, not a patched-up picture.
         stream.codec_context.options = {"err_detect": "explode"}
         return container
 
@@ -147,14 +159,14 @@ class VideoSource(Source):
         container = self._container
         while not stop.is_set():
             try:
-                for frame in self._decode(container, stop):
+                for decoded in self._decode(container, stop):
                     if stop.is_set():
                         break
-                    image, pts = frame
                     now = time.monotonic()
+                    pts = float(decoded.time) if decoded.time is not None else None
                     media_time = (now - opened_at) if self.live or pts is None else pts
                     self.stats.read += 1
-                    yield Frame(index, image, media_time, now)
+                    yield Frame(index, None, media_time, now, decoded=decoded)
                     index += 1
                 ended, reason = True, "the source ended"
             except av.error.FFmpegError as exc:
@@ -169,7 +181,7 @@ class VideoSource(Source):
                     return
 
     def _decode(self, container, stop: threading.Event):
-        """(RGB image, presentation seconds) per frame; a packet that does not decode is one corrupt frame."""
+        """PyAV video frames; a packet that does not decode is one corrupt frame."""
         import av
 
         stream = container.streams.video[0]
@@ -185,7 +197,7 @@ class VideoSource(Source):
                 if frame.is_corrupt:
                     self.stats.corrupt += 1
                     continue
-                yield frame.to_image(), (float(frame.time) if frame.time is not None else None)
+                yield frame
 
     def _reconnect(self, stop: threading.Event, opened_at: float, reason: str):
         started = time.monotonic()
