@@ -174,8 +174,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="Length of the clip (each run plays it once).")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_live")
+    parser.add_argument("--markdown-only", action="store_true", help="Rewrite BENCHMARKS.md from the last results.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS / "live_policies.json").read_text())["rows"], args)
+        return
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
@@ -252,13 +256,12 @@ def write_markdown(rows: list[dict], args) -> None:
         "",
         f"Command: {command}. Each row: `mvkit.live.run` in a fresh process over the same real 30 fps video "
         "(flowers128 photos, 320x240) at `--fps 15`, median of the rounds. Inference and end-to-end (frame read to "
-        "result) latencies are per processed frame; peak memory is the process's high-water mark (PyTorch itself "
-        "included). The bare columns are a plain loop (prepare into the buffer + run) in the same process before "
-        "the engine starts, at the same pace.",
+        "result) latencies are per processed frame, prepare is frame to model input (RGB conversion, resize, crop, "
+        "normalise); peak memory is the process's high-water mark (PyTorch itself included).",
         "",
-        "| configuration | artifact | inference p50 / p95 ms | end-to-end p50 / p95 ms | bare prepare+inference p50 ms "
-        "| engine overhead | fps | peak memory MB | energy J / 1,000 inferences |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| configuration | artifact | prepare p50 ms | inference p50 / p95 ms | end-to-end p50 / p95 ms | bare p50 ms "
+        "| engine overhead | fps | CPU % | peak memory MB | energy J / 1,000 inferences |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if row["config"] in COLD:
@@ -267,9 +270,11 @@ def write_markdown(rows: list[dict], args) -> None:
         paired = row["paired_engine_end_to_end_p50_ms"]
         overhead = f"{paired / bare - 1:+.1%}" if bare else "n/a"
         lines.append(
-            f"| {row['config']} | {row['artifact']} | {fmt(row['inference_p50_ms'])} / {fmt(row['inference_p95_ms'])} "
+            f"| {row['config']} | {row['artifact']} | {fmt(row['prepare_p50_ms'])} "
+            f"| {fmt(row['inference_p50_ms'])} / {fmt(row['inference_p95_ms'])} "
             f"| {fmt(row['end_to_end_p50_ms'])} / {fmt(row['end_to_end_p95_ms'])} | {fmt(bare)} | {overhead} "
-            f"| {fmt(row['achieved_fps'])} | {fmt(row['peak_rss_mb'], 0)} | {fmt(row['energy_j_per_1000'])} |")
+            f"| {fmt(row['achieved_fps'])} | {fmt(row['cpu_percent'], 0)} | {fmt(row['peak_rss_mb'], 0)} "
+            f"| {fmt(row['energy_j_per_1000'])} |")
     note = next((row["energy_note"] for row in rows if row["energy_note"]), None)
     cold_off, cold_on = by["cold start, no warm-up"], by["cold start, warm-up (2 calls)"]
     base = by["baseline: eager, fresh tensors per frame"]
@@ -280,7 +285,7 @@ def write_markdown(rows: list[dict], args) -> None:
         "",
         f"Energy: {note or 'RAPL read'}." if note else "",
         "",
-        "Engine overhead = end-to-end p50 in the engine / bare p50 - 1, from three alternating blocks of 45 frames each "
+        "Engine overhead = end-to-end p50 in the engine / bare p50 - 1 (the bare column), from three alternating blocks of 45 frames each "
         "in one process on the same loaded model: the bare loop converts a decoded frame to RGB, prepares it into the "
         "buffer and runs the model, paced at 15 fps; the engine does the same work plus decoding on the capture thread "
         "(on the same 2 cores), the slot hand-off and the result delivery.",

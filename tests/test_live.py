@@ -112,6 +112,22 @@ def test_video_at_half_rate_matches_predict_frame_by_frame(clip, onnx_model, tmp
         assert sum(1 for _ in written.decode(video=0)) == frames["written"] == len(results)
 
 
+def test_every_artifact_kind_runs_live_as_predict_runs_it(clip, exported, tmp_path):
+    """Checkpoint, ONNX, ExecuTorch, TorchScript, Core ML (interpreter): the live label and probability of a frame
+    are those `mvkit predict` gives for it."""
+    from mvkit.predict import predict_files
+
+    video = decoded_frames(clip)
+    for fmt, path in exported.items():
+        results = list(live_run(path, clip, fps=1000, realtime=False, max_frames=3, size=96))
+        assert [r.index for r in results] == [0, 1, 2], fmt
+        for result in results:
+            png = tmp_path / f"{fmt}-{result.index}.png"
+            video[result.index].save(png)
+            (prediction,), _ = predict_files(path, [png], topk=1)
+            assert (result.label, result.confidence) == pytest.approx(prediction.top[0], abs=1e-4), fmt
+
+
 def test_every_due_frame_is_processed_when_not_realtime(clip, onnx_model):
     engine = live_run(onnx_model, clip, fps=1000, realtime=False)
     assert len(list(engine)) == 90
