@@ -344,6 +344,20 @@ def test_idle_release_unloads_and_reloads_with_warmup(flowers, onnx_model):
         ["no frame for 0.4 s", "frames again"]
 
 
+def open_when_served(open_run, within_s: float = 20.0):
+    """The engine's first open is strict (a wrong URL fails at once), so wait here until ffmpeg listens."""
+    from mvkit.errors import MvkitError
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return open_run()
+        except MvkitError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is needed to serve a stream (apt-get install ffmpeg)")
 def test_stream_on_loopback_that_drops_is_reconnected(flowers, onnx_model, tmp_path):
     clip = tmp_path / "feed.avi"
@@ -355,9 +369,9 @@ def test_stream_on_loopback_that_drops_is_reconnected(flowers, onnx_model, tmp_p
                                  "-c:v", "copy", "-f", "mpjpeg", "-listen", "1", url])
 
     server = serve()
-    time.sleep(0.5)
+    restarted: list[subprocess.Popen] = []
     try:
-        engine = live_run(onnx_model, url, fps=15, duration_s=6.0)
+        engine = open_when_served(lambda: live_run(onnx_model, url, fps=15, duration_s=6.0))
         times = []
 
         def drop_and_come_back():
@@ -367,7 +381,6 @@ def test_stream_on_loopback_that_drops_is_reconnected(flowers, onnx_model, tmp_p
             time.sleep(1.5)
             restarted.append(serve())
 
-        restarted: list[subprocess.Popen] = []
         threading.Thread(target=drop_and_come_back, daemon=True).start()
         for result in engine:
             times.append(time.monotonic())

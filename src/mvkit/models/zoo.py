@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mvkit.errors import MvkitError
+from mvkit.models import edgevit, mobile_former  # noqa: F401  (registers our own models with timm)
 from mvkit.models.weights import load_weights
 from mvkit.preprocess import Preprocess
 
@@ -40,6 +41,9 @@ ZOO: list[ZooEntry] = [
     *(ZooEntry(n, n, "MobileViTv2", "mobile") for n in ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100")),
     *(ZooEntry(n, n, "MobileNetV3", "mobile") for n in ("mobilenetv3_small_100", "mobilenetv3_large_100")),
     *(ZooEntry(f"tf_efficientnet_lite{i}", f"tf_efficientnet_lite{i}", "EfficientNet-Lite", "mobile") for i in range(5)),
+    *(ZooEntry(n, n, "EdgeViT", "mobile") for n in ("edgevit_xxs", "edgevit_xs", "edgevit_s")),
+    *(ZooEntry(f"mobile_former_{m}m", f"mobile_former_{m}m", "Mobile-Former", "mobile")
+      for m in (26, 52, 96, 151, 214, 294, 508)),
     *(ZooEntry(f"deit_{s}", f"deit_{s}_patch16_224", "DeiT", "teacher") for s in ("tiny", "small", "base")),
 ]
 _BY_NAME = {entry.name: entry for entry in ZOO}
