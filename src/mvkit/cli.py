@@ -462,6 +462,33 @@ def bench_command(
     console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
 
+@app.command("compare")
+def compare_command(
+    models: List[str] = typer.Argument(..., help="Zoo or timm model names, e.g. mobilevit_xxs tf_efficientnet_lite0 edgevit_xxs."),
+    data: str = typer.Option(..., "--data", help="Photos to train and measure on (see DATA above)."),
+    out: Path = typer.Option(Path("runs/compare"), help="Folder for the table, the chart and each model's runs."),
+    epochs: int = typer.Option(3, help="Training budget per model (the same for all)."),
+    img_size: int = typer.Option(128, help="Input size for every model."),
+    batch_size: int = typer.Option(32, help="Training batch size."),
+    teacher: Optional[Path] = typer.Option(None, help="A checkpoint fine-tuned on DATA to distil every model from."),
+    formats: List[str] = typer.Option(["onnx", "executorch"], "--format", "-f", help="Runtimes to time (fp32 and int8)."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also quantize to static int8, calibrated on DATA."),
+    rounds: int = typer.Option(20, help="Latency rounds per artifact (interleaved)."),
+    redo: bool = typer.Option(False, "--redo", help="Measure again the models measured before with this budget."),
+) -> None:
+    """Compare models on the same machine and data: params, MACs, accuracy after the same training budget, batch-1
+    latency per runtime (fp32 and int8), memory, size; a table (md, json, csv) and a Pareto chart (png, svg)."""
+    from mvkit.bench.compare import CompareBudget, compare, markdown
+
+    budget = CompareBudget(epochs=epochs, img_size=img_size, batch_size=batch_size,
+                           teacher=str(teacher) if teacher else None, formats=tuple(dict.fromkeys(formats)),
+                           int8=int8, bench_rounds=rounds)
+    with console.status("comparing...") as status:
+        rows = compare(models, data, out, budget, redo=redo, log=lambda text: status.update(escape(text)))
+    console.print(markdown(rows, data, budget), markup=False)
+    console.print(f"table: {escape(str(out / 'compare.md'))} (.json, .csv); chart: {escape(str(out / 'pareto.png'))} (.svg)")
+
+
 @app.command("live")
 def live_command(
     models: List[str] = typer.Argument(..., help="An artifact or checkpoint (or a zoo name with --pretrained); "

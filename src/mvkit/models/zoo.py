@@ -229,12 +229,12 @@ def create_model(
     return attach_metadata(model, timm_name, labels, preprocess).eval()
 
 
-def count_macs(timm_name: str, size: int | None = None) -> tuple[int, int, int]:
+def count_macs(timm_name: str, size: int | None = None, num_classes: int | None = None) -> tuple[int, int, int]:
     """(params, MACs, input size) measured on a model built on the meta device: no memory, no weights."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = timm.create_model(timm_name).eval()
+        model = timm.create_model(timm_name, **({"num_classes": num_classes} if num_classes else {})).eval()
     size = size or model.pretrained_cfg["input_size"][-1]
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():

@@ -1,0 +1,70 @@
+"""mvkit compare on real photos with a tiny budget: the table, the chart, the cited column, and resuming."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from mvkit.bench.compare import CompareBudget, compare, pareto_front
+from mvkit.cli import run as cli_run
+from mvkit.errors import MvkitError
+
+
+def test_compare_two_families_on_real_photos(flowers_subset, tmp_path):
+    out = tmp_path / "compare"
+    budget = CompareBudget(epochs=1, img_size=64, formats=("onnx",), int8=False, bench_rounds=3, verify_photos=40)
+    models = ["tf_efficientnet_lite0", "mobilenetv3_small_100"]
+    logged: list[str] = []
+    rows = compare(models, str(flowers_subset), out, budget, log=logged.append)
+
+    assert [row["model"] for row in rows] == models
+    lite0, mobilenet = rows
+    assert lite0["strategy"] == "fine-tuned from ImageNet weights"  # the built-in weights
+    assert mobilenet["strategy"] == "from scratch"  # no MobileNetV3 weights offline
+    for row in rows:
+        assert 0.0 <= row["val_top1"] <= 1.0
+        assert row["eager p50 ms"] > 0 and row["onnx fp32 p50 ms"] > 0
+        assert row["fastest"] == "onnx fp32" and row["fastest_peak_rss_mb"] > 0 and row["fp32_file_mb"] > 1
+        assert row["input_size"] == 64 and row["params_m"] > 1
+    assert lite0["published_imagenet_top1"] == 75.1 and "EfficientNet-Lite" in lite0["published_source"]
+
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["rows"] == rows
+    with open(out / "compare.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["model"] for r in table] == models
+    assert float(table[0]["onnx fp32 p50 ms"]) == lite0["onnx fp32 p50 ms"]
+    markdown = (out / "compare.md").read_text()
+    assert "published, not measured" in markdown and "from scratch" in markdown
+    assert f"{lite0['onnx fp32 p50 ms']:.2f}" in markdown
+    assert Image.open(out / "pareto.png").size[0] > 300
+    assert "<svg" in (out / "pareto.svg").read_text()[:500]
+
+    checkpoint = out / "tf_efficientnet_lite0" / "train" / "best.safetensors"
+    before = checkpoint.stat().st_mtime_ns
+    logged.clear()
+    again = compare(models, str(flowers_subset), out, budget, log=logged.append)
+    assert again == rows and checkpoint.stat().st_mtime_ns == before, "a measured model is not redone"
+    assert sum("measured before" in line for line in logged) == 2
+
+
+def test_pareto_front_keeps_the_models_nothing_beats():
+    rows = [{"model": "fast", "fastest_p50_ms": 2.0, "fastest_top1": 0.70},
+            {"model": "accurate", "fastest_p50_ms": 9.0, "fastest_top1": 0.90},
+            {"model": "dominated", "fastest_p50_ms": 9.5, "fastest_top1": 0.80},
+            {"model": "middle", "fastest_p50_ms": 5.0, "fastest_top1": 0.85}]
+    assert [r["model"] for r in pareto_front(rows)] == ["fast", "accurate", "middle"]
+
+
+def test_compare_checks_before_training(flowers_subset, tmp_path, capsys):
+    for args, message in ((["mobilevit_xxz"], "unknown model"), (["mobilevit_xxs", "mobilevit_xxs"], "named twice"),
+                          (["mobilevit_xxs", "--teacher", str(tmp_path / "none.safetensors")], "--teacher")):
+        assert cli_run(["compare", *args, "--data", str(flowers_subset), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err, err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(MvkitError, match="no such|does not exist|not found"):
+        compare(["mobilevit_xxs"], str(tmp_path / "missing"), tmp_path / "out", CompareBudget())
