@@ -14,7 +14,8 @@ from mvkit.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-COMMANDS = ["models", "predict", "eval", "train", "export", "verify", "bench", "scan", "demo"]
+COMMANDS = ["models", "predict", "eval", "train", "export", "verify", "bench", "compare", "live", "report", "scan",
+            "demo"]
 
 
 def test_top_level_help_lists_every_command():
@@ -77,6 +78,9 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     int8 = reports["fashion_lite0.int8.onnx"]
     assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 83.0%
     assert "| fashion_lite0.int8.onnx | onnx | " in result["bench_table"]
+    report = (tmp_path / "report.html").read_text()  # the demo ends with its report
+    assert f"report: {tmp_path / 'report.html'}" in shown.stdout
+    assert "Evaluation: " in report and "Benchmark: " in report and "data:image/png;base64" in report
     if importlib.util.find_spec("executorch"):
         assert reports["fashion_lite0.pte"]["agreement"] == 1.0
         pte_int8 = reports["fashion_lite0.ptq-int8.pte"]

@@ -489,6 +489,17 @@ def compare_command(
     console.print(f"table: {escape(str(out / 'compare.md'))} (.json, .csv); chart: {escape(str(out / 'pareto.png'))} (.svg)")
 
 
+@app.command("report")
+def report_command(
+    inputs: List[Path] = typer.Argument(..., help="Run folders or results files (training runs, bench.json, compare.json, live --metrics files)."),
+    out: Path = typer.Option(Path("report.html"), help="The HTML page to write (self-contained)."),
+) -> None:
+    """One self-contained HTML page of every table and chart in the results given; each table names its file."""
+    from mvkit.report import write_report
+
+    console.print(f"report: {escape(str(write_report(inputs, out)))}")
+
+
 @app.command("live")
 def live_command(
     models: List[str] = typer.Argument(..., help="An artifact or checkpoint (or a zoo name with --pretrained); "
@@ -602,6 +613,7 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
         console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
                       f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
     console.print(result.bench_table, markup=False, soft_wrap=True)
+    console.print(f"report: {escape(str(result.report))}")
 
 
 def _command_name(argv: list[str]) -> str:

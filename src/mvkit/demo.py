@@ -55,6 +55,7 @@ class DemoResult:
     confusion_png: Path | None = None
     verify_reports: list[dict[str, Any]] = field(default_factory=list)
     bench_table: str = ""
+    report: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
@@ -114,5 +115,8 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     result.verify_reports = [r.to_dict() for r in add_accuracy(rows, "builtin:fashion", VERIFY_PHOTOS)]
     write_results(rows, out_dir)
     result.bench_table = markdown_table(rows)
+    from mvkit.report import write_report
+
+    result.report = write_report([out_dir], out_dir / "report.html")
     (out_dir / "demo.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result

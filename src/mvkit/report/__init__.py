@@ -1,0 +1,140 @@
+"""`mvkit report`: one self-contained HTML page of what mvkit measured (no network at view time: images are
+embedded). Every number on the page is read from a results file, and every table names its file; each table cell
+carries the file and the key it came from (`data-source`, `data-key`), so the page can be checked against them.
+
+Recognised results (found in the folders given, or given as files):
+- a training run: metrics.json (a list of epochs), with curves.png and confusion.png beside it;
+- an evaluation: metrics.json (an object with top1), with confusion.png;
+- a benchmark: bench.json (mvkit bench, mvkit demo);
+- a comparison: compare.json with pareto.svg (mvkit compare);
+- a live run: the --metrics file of mvkit live.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mvkit.errors import MvkitError
+
+
+@dataclass
+class Cell:
+    text: str
+    key: str | None = None  # JSON path in the section's source file, e.g. "rows/0/val_top1"
+
+
+@dataclass
+class Section:
+    title: str
+    source: Path
+    command: str
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Cell]] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (caption, data URI)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _image(path: Path) -> tuple[str, str] | None:
+    if not path.is_file():
+        return None
+    kind = {".png": "image/png", ".svg": "image/svg+xml"}.get(path.suffix)
+    return (path.name, f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}") if kind else None
+
+
+def _table(section: Section, records: list[dict], prefix: str, columns: list[str] | None = None) -> None:
+    columns = columns or list(dict.fromkeys(key for record in records for key in record
+                                            if not isinstance(record[key], (dict, list))))
+    section.columns = columns
+    for index, record in enumerate(records):
+        section.rows.append([Cell(Path(record[c]).name if c == "artifact" else _format(record.get(c)),
+                                  f"{prefix}{index}/{c}" if c in record else None) for c in columns])
+
+
+def _key_values(section: Section, data: dict, keys: list[str]) -> None:
+    """One row per key path ("frames/processed") of a nested object."""
+    section.columns = ["measure", "value"]
+    for key in keys:
+        value: Any = data
+        for part in key.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, (dict, list)):
+            section.rows.append([Cell(key.replace("/", " ")), Cell(_format(value), key)])
+
+
+LIVE_KEYS = ["artifact", "runtime", "size/size", "size/reason", "fps/target", "fps/achieved", "frames/read",
+             "frames/processed", "frames/dropped/throttled", "frames/dropped/stale", "frames/corrupt",
+             "latency_ms/end_to_end_ms/p50", "latency_ms/end_to_end_ms/p95", "latency_ms/inference_ms/p50",
+             "latency_ms/inference_ms/p95", "start/first_result_ms", "cpu_percent", "peak_rss_mb",
+             "energy/per_1000_inferences_j", "energy/reason", "reconnects", "stopped_by"]
+BENCH_COLUMNS = ["artifact", "format", "status", "file_mb", "threads", "latency_p50_ms", "latency_p90_ms",
+                 "throughput_img_s", "peak_rss_mb", "top1", "agreement"]
+
+
+def read_section(path: Path) -> Section | None:
+    """The section for one results file, or None when it is not one mvkit wrote."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    folder = path.parent
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "epoch" in data[0]:
+        section = Section(f"Training: {folder.name}", path, "mvkit train")
+        _table(section, data, "")
+        section.images = [i for i in (_image(folder / "curves.png"), _image(folder / "confusion.png")) if i]
+        return section
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "latency_p50_ms" in data[0]:
+        section = Section(f"Benchmark: {folder.name}", path, "mvkit bench")
+        _table(section, data, "", BENCH_COLUMNS)
+        return section
+    if isinstance(data, dict) and "rows" in data and "budget" in data:
+        section = Section(f"Comparison: {folder.name}", path, "mvkit compare")
+        _table(section, data["rows"], "rows/")
+        section.images = [i for i in (_image(folder / "pareto.svg"),) if i]
+        return section
+    if isinstance(data, dict) and "frames" in data and "latency_ms" in data:
+        section = Section(f"Live run: {path.stem}", path, "mvkit live --metrics")
+        _key_values(section, data, LIVE_KEYS)
+        return section
+    if isinstance(data, dict) and "top1" in data:
+        section = Section(f"Evaluation: {folder.name}", path, "mvkit eval")
+        _key_values(section, data, [k for k, v in data.items() if not isinstance(v, (dict, list))])
+        section.images = [i for i in (_image(folder / "confusion.png"),) if i]
+        return section
+    return None
+
+
+def collect(inputs: list[Path]) -> list[Section]:
+    sections = []
+    for item in inputs:
+        item = Path(item)
+        if not item.exists():
+            raise MvkitError(f"{item} does not exist")
+        files = sorted(item.rglob("*.json")) if item.is_dir() else [item]
+        sections += [s for s in (read_section(f) for f in files) if s is not None]
+    if not sections:
+        raise MvkitError(f"no mvkit results found in {', '.join(map(str, inputs))} (training runs, bench.json, "
+                         "compare.json, live --metrics files)")
+    return sections
+
+
+def write_report(inputs: list[Path], out: Path) -> Path:
+    import jinja2
+
+    sections = collect(inputs)
+    template = jinja2.Environment(loader=jinja2.PackageLoader("mvkit.report", "templates"),
+                                  autoescape=jinja2.select_autoescape(["html"])).get_template("report.html")
+    from mvkit.files import write_atomically
+
+    write_atomically(out, template.render(sections=sections).encode())
+    return out

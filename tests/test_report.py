@@ -1,0 +1,108 @@
+"""mvkit report over real results (a training run, a benchmark, a live run), opened in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mvkit.cli import run as cli_run
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def results(flowers_subset, exported, tmp_path_factory) -> Path:
+    """Real results: a 1-epoch training run, a benchmark of the exported ONNX file, a live run's metrics."""
+    from mvkit.bench import add_accuracy, bench, write_results
+    from mvkit.data import load_data
+    from mvkit.live import run as live_run
+    from mvkit.train import train
+    from mvkit.train.recipe import build_recipe
+
+    root = tmp_path_factory.mktemp("results")
+    train(build_recipe("head-only", model="tf_efficientnet_lite0", data=str(flowers_subset), out=str(root / "train"),
+                       epochs=1, img_size=64, batch_size=16))
+    photos = [load_data(flowers_subset).val.image(i) for i in range(4)]
+    rows = bench([exported["safetensors"], exported["onnx"]], photos, rounds=3, measure_memory=False)
+    add_accuracy(rows, str(flowers_subset))
+    write_results(rows, root / "bench")
+    folder = root / "photos"
+    shutil.copytree(flowers_subset / "daisy", folder)
+    for _ in live_run(exported["onnx"], folder, fps=100, metrics_path=root / "live.json"):
+        pass
+    return root
+
+
+def shown_numbers(html: str) -> list[tuple[str, str, str]]:
+    """(source file, key, text) of every table cell that names where it came from."""
+    import re
+    from html import unescape
+
+    return [tuple(map(unescape, cell))
+            for cell in re.findall(r'<td data-source="([^"]+)" data-key="([^"]+)">([^<]*)</td>', html)]
+
+
+def value_at(data, key: str):
+    for part in key.split("/"):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def test_report_numbers_equal_their_results_files(results, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli_run(["report", str(results), "--out", str(out)]) == 0
+    html = out.read_text()
+    for title in ("Training: train", "Benchmark: bench", "Live run: live"):
+        assert title in html
+    cells = shown_numbers(html)
+    assert len(cells) > 30
+    checked = 0
+    for source, key, text in cells:
+        value = value_at(json.loads(Path(source).read_text()), key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            assert float(text) == pytest.approx(value, rel=1e-3), (source, key, text)
+            checked += 1
+        elif isinstance(value, str) and key.split("/")[-1] != "artifact":
+            assert text == value
+    assert checked > 20
+    assert "http://" not in html and "https://" not in html, "self-contained: nothing fetched at view time"
+
+
+def test_report_refuses_what_holds_no_results(tmp_path, capsys):
+    (tmp_path / "notes.json").write_text("{}")
+    assert cli_run(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    assert "no mvkit results found" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are needed")
+def test_report_in_a_real_browser(results, tmp_path):
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    out = tmp_path / "report.html"
+    assert cli_run(["report", str(results), "--out", str(out)]) == 0
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(out.as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        browser.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        browser.quit()
+    assert images and all(loaded for _, loaded in images), images
+    assert {"curves.png"} <= {alt for alt, _ in images}
+    assert not errors, errors
+    assert (tmp_path / "report.png").stat().st_size > 10_000
