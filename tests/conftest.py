@@ -18,6 +18,28 @@ FLOWERS = SHARED_DATA / "flowers128"
 
 torch.set_num_threads(2)
 
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver)")
+
+
+def headless_chromium(profile: Path, window: str = "900,700"):
+    """Debian's chromium through Selenium and chromedriver, with the flags this closed network needs, and the
+    browser console log kept."""
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", f"--window-size={window}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
 
 @pytest.fixture(scope="session")
 def flowers() -> Path:

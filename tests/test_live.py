@@ -4,7 +4,6 @@ robust sources (a stream on loopback that drops, corrupt frames, signals), and t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -24,10 +23,11 @@ from mvkit.cli import run as cli_run  # noqa: E402
 from mvkit.live import run as live_run  # noqa: E402
 from mvkit.live.engine import LiveOptions, LiveRun  # noqa: E402
 from mvkit.live.policies import Device, SizeChoice, ThermalRate  # noqa: E402
-from mvkit.live.sources import Frame, Source, VideoSource  # noqa: E402
+from mvkit.live.sources import Frame, Source  # noqa: E402
+
+from conftest import headless_chromium, needs_chromium  # noqa: E402
 
 FFMPEG = shutil.which("ffmpeg")
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def flower_photos(flowers: Path, count: int) -> list[Path]:
@@ -398,12 +398,9 @@ def test_stream_on_loopback_that_drops_is_reconnected(flowers, onnx_model, tmp_p
     assert sum(t >= back for t in times) > 10, "results go on after the reconnection"
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="Debian's chromium and chromium-driver are needed (apt-get install chromium chromium-driver)")
+@needs_chromium
 def test_serve_page_in_a_real_browser(flowers, onnx_model, tmp_path):
     pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     clip = tmp_path / "long.mp4"
@@ -420,13 +417,7 @@ def test_serve_page_in_a_real_browser(flowers, onnx_model, tmp_path):
 
     player = threading.Thread(target=play, daemon=True)
     player.start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = headless_chromium(tmp_path / "profile")
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(browser, 30).until(lambda b: b.find_element("id", "label").text in labels)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import headless_chromium, needs_chromium
 from mvkit.cli import run as cli_run
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +77,11 @@ def test_report_refuses_what_holds_no_results(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are needed")
+@needs_chromium
 def test_report_in_a_real_browser(results, tmp_path):
-    pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     out = tmp_path / "report.html"
     assert cli_run(["report", str(results), "--out", str(out)]) == 0
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser = headless_chromium(tmp_path / "profile", window="1200,900")
     try:
         browser.get(out.as_uri())
         images = browser.execute_script(
