@@ -24,7 +24,6 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from mvkit.errors import MvkitError
 from mvkit.live.metrics import EnergyMeter, LiveMetrics, cpu_seconds, peak_rss_mb
 from mvkit.live.overlay import VideoWriter, annotate
 from mvkit.live.policies import IdleRelease, SizeChoice, ThermalRate
@@ -126,15 +125,9 @@ class LiveRun:
             for _ in range(self.options.warmup):
                 output = self.predictor.run(blank)
             warmup_ms = (time.perf_counter() - started) * 1000
-            self._check_output(output)
+            self.predictor.check_classes(output)
         if self.timings["load_ms"] is None:
             self.timings.update(load_ms=round(load_ms, 1), warmup_ms=warmup_ms and round(warmup_ms, 1))
-        return
-
-    def _check_output(self, output: np.ndarray) -> None:
-        if output.shape[-1] != len(self.labels):
-            raise MvkitError(f"the model outputs {output.shape[-1]} classes but its sidecar lists {len(self.labels)} "
-                             "labels: the sidecar belongs to another model; export it again")
 
     # -- threads ---------------------------------------------------------------------------------------------
 

@@ -130,16 +130,13 @@ class VideoSource(Source):
         stream = self._container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         self.nominal_fps = float(rate) if rate and self.kind == "file" else None
-        self.width, self.height = stream.codec_context.width, stream.codec_context.height
 
     def _open(self):
         import av
 
-        url, options, fmt = self.spec, {}, None
-        if self.kind == "camera":
-            url, fmt = _camera_url(int(self.spec))
+        url, fmt = _camera_url(int(self.spec)) if self.kind == "camera" else (self.spec, None)
         try:
-            container = av.open(url, format=fmt, options=options, timeout=self.timeouts)
+            container = av.open(url, format=fmt, timeout=self.timeouts)
         except (av.error.FFmpegError, OSError) as exc:
             raise MvkitError(f"--source {self.spec}: cannot open it ({exc})") from exc
         if not container.streams.video:
@@ -168,17 +165,16 @@ class VideoSource(Source):
                     self.stats.read += 1
                     yield Frame(index, None, media_time, now, decoded=decoded)
                     index += 1
-                ended, reason = True, "the source ended"
+                reason = "the source ended"
             except av.error.FFmpegError as exc:
-                ended, reason = True, f"read failed: {exc}"
+                reason = f"read failed: {exc}"
             finally:
                 container.close()
             if stop.is_set() or not self.live:
                 return
-            if ended:
-                container = self._reconnect(stop, opened_at, reason)
-                if container is None:
-                    return
+            container = self._reconnect(stop, opened_at, reason)  # a live source that ends has dropped
+            if container is None:
+                return
 
     def _decode(self, container, stop: threading.Event):
         """PyAV video frames; a packet that does not decode is one corrupt frame."""

@@ -47,7 +47,10 @@ class Predictor:
         return torch.stack([self.transform(image) for image in images]).numpy()
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray:
-        probabilities = self.run(self.prepare(images))
+        return self.check_classes(self.run(self.prepare(images)))
+
+    def check_classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """`probabilities` as they are, once their class count is known to match the labels."""
         if probabilities.shape[-1] != len(self.labels):
             raise MvkitError(f"{self.artifact.path} outputs {probabilities.shape[-1]} classes but its sidecar lists "
                              f"{len(self.labels)} labels: the sidecar belongs to another model; export it again")
