@@ -81,6 +81,7 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     report = (tmp_path / "report.html").read_text()  # the demo ends with its report
     assert f"report: {tmp_path / 'report.html'}" in shown.stdout
     assert "Evaluation: " in report and "Benchmark: " in report and "data:image/png;base64" in report
+    assert "Verification: " in report and 'data-key="0/max_abs_prob_diff"' in report  # each artifact's parity
     if importlib.util.find_spec("executorch"):
         assert reports["fashion_lite0.pte"]["agreement"] == 1.0
         pte_int8 = reports["fashion_lite0.ptq-int8.pte"]

@@ -50,6 +50,15 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path):
     assert again == rows and checkpoint.stat().st_mtime_ns == before, "a measured model is not redone"
     assert sum("measured before" in line for line in logged) == 2
 
+    # --retime: the same trained and exported files, timed and scored again (training is not redone)
+    onnx_file = out / "tf_efficientnet_lite0" / "best.onnx"
+    exported = onnx_file.stat().st_mtime_ns
+    retimed = compare(models, str(flowers_subset), out, budget, retime=True)
+    assert checkpoint.stat().st_mtime_ns == before and onnx_file.stat().st_mtime_ns == exported
+    assert [r["val_top1"] for r in retimed] == [r["val_top1"] for r in rows]
+    assert all(r["onnx fp32 p50 ms"] > 0 for r in retimed)
+    assert json.loads((out / "compare.json").read_text())["rows"] == retimed
+
 
 def test_pareto_front_keeps_the_models_nothing_beats():
     rows = [{"model": "fast", "fastest_p50_ms": 2.0, "fastest_top1": 0.70},

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from html import escape
 from pathlib import Path
 
 import pytest
 
 from conftest import headless_chromium, needs_chromium
 from mvkit.cli import run as cli_run
+
+GUIDE_TABLES = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "guide_tables.json"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +31,12 @@ def results(flowers_subset, exported, tmp_path_factory) -> Path:
     rows = bench([exported["safetensors"], exported["onnx"]], photos, rounds=3, measure_memory=False)
     add_accuracy(rows, str(flowers_subset))
     write_results(rows, root / "bench")
+    from mvkit.verify import verify
+
+    (root / "verify").mkdir()
+    (root / "verify" / "verify.json").write_text(json.dumps(verify(exported["onnx"], str(flowers_subset), limit=20).to_dict()))
+    if GUIDE_TABLES.exists():  # the committed results of benchmarks/guide_tables.py
+        shutil.copy(GUIDE_TABLES, root / "guide_tables.json")
     folder = root / "photos"
     shutil.copytree(flowers_subset / "daisy", folder)
     for _ in live_run(exported["onnx"], folder, fps=100, metrics_path=root / "live.json"):
@@ -54,8 +63,11 @@ def test_report_numbers_equal_their_results_files(results, tmp_path):
     out = tmp_path / "report.html"
     assert cli_run(["report", str(results), "--out", str(out)]) == 0
     html = out.read_text()
-    for title in ("Training: train", "Benchmark: bench", "Live run: live"):
+    for title in ("Training: train", "Benchmark: bench", "Live run: live", "Verification: verify"):
         assert title in html
+    if GUIDE_TABLES.exists():
+        for table in json.loads(GUIDE_TABLES.read_text())["tables"]:
+            assert escape(table["title"]) in html and all(escape(note) in html for note in table["notes"])
     cells = shown_numbers(html)
     assert len(cells) > 30
     checked = 0

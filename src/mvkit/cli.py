@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mvkit.errors import MvkitError
+from mvkit.formats import FORMATS, exportable, int8_formats
 
 app = typer.Typer(
     help="mvkit: from labeled photos to a verified, benchmarked on-device image classifier.",
@@ -27,7 +28,8 @@ console = Console(soft_wrap=True)  # long paths stay on one line when piped
 error_console = Console(stderr=True, soft_wrap=True)
 
 ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
-ArtifactArg = typer.Argument(..., help="A zoo/timm model name, an mvkit checkpoint, or an exported artifact (.onnx, .pte, .mlpackage on macOS, .torchscript.pt) with its sidecar.")
+ARTIFACT_KINDS = ", ".join(f"{row.suffix} ({name})" for name, row in FORMATS.items() if row.exporter)
+ArtifactArg = typer.Argument(..., help=f"A zoo/timm model name, an mvkit checkpoint, or an exported artifact with its sidecar: {ARTIFACT_KINDS}.")
 PretrainedOpt = typer.Option(False, "--pretrained", help="Load pretrained weights: built-in, then the local weights folder, then timm's hub.")
 WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensors state dict, Apple ml-cvnets MobileViT or lukemelas EfficientNet checkpoint.")
 
@@ -286,12 +288,13 @@ def _warn_random_weights(model: str, pretrained: bool, weights: Optional[Path]) 
 def export_command(
     model: str = ModelArg,
     formats: List[str] = typer.Option(["onnx"], "--format", "-f",
-                                      help="coreml, executorch, onnx, litert, torchscript, or all (every format installed); repeat for several."),
+                                      help=f"{', '.join(exportable())}, or all (every format installed); repeat for several."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
     sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share)."),
-    precision: Optional[str] = typer.Option(None, help="Core ML compute precision: fp16 (default), fp32, or mixed (fp16 but "
+    precision: Optional[str] = typer.Option(None, help="OpenVINO: default (the CPU's own: bf16 where it has it), fp32, or fp16 weights. "
+                                            "Core ML compute precision: fp16 (default), fp32, or mixed (fp16 but "
                                             "the first two convolutions in fp32: less fp16 error, but those layers leave the Neural Engine)."),
     target: Optional[str] = typer.Option(None, help="Core ML minimum deployment target: iOS15..iOS18 (default iOS16)."),
     compress: Optional[str] = typer.Option(None, help="Core ML weight compression: none (default), int8, palettize4, palettize6, palettize8, prune50."),
@@ -346,7 +349,7 @@ def quantize_command(
     method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only (TorchScript)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration (and QAT training) photos: class folders, CSV or builtin:fashion."),
     count: int = typer.Option(256, min=1, help="Calibration photos, spread over the classes."),
-    formats: List[str] = typer.Option(["all"], "--format", "-f", help="ptq: onnx (ONNX Runtime QDQ), executorch (PT2E, XNNPACK), litert (PT2E, litert-torch; optional extra) or all (those installed); qat: executorch; dynamic: torchscript."),
+    formats: List[str] = typer.Option(["all"], "--format", "-f", help="; ".join(f"{method}: " + ", ".join(f"{fmt} ({FORMATS[fmt].int8[method].description})" for fmt in int8_formats(method)) for method in ("ptq", "qat", "dynamic")) + "; or all (those installed)."),
     epochs: Optional[int] = typer.Option(None, help="qat: fine-tuning epochs (1)."),
     lr: Optional[float] = typer.Option(None, help="qat: learning rate (1e-5)."),
     calibration: Optional[str] = typer.Option(None, help="ptq onnx: activation ranges from the 99.999th percentile "
@@ -372,7 +375,7 @@ def quantize_command(
 
 @app.command("verify")
 def verify_command(
-    artifact: Path = typer.Argument(..., help="An exported artifact (.onnx, .pte, .mlpackage, .torchscript.pt) with its sidecar."),
+    artifact: Path = typer.Argument(..., help=f"An exported artifact with its sidecar: {ARTIFACT_KINDS}."),
     data: str = typer.Option(..., "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part)."),
     threshold: float = typer.Option(0.99, help="Least top-1 agreement with the source checkpoint to pass."),
     limit: Optional[int] = typer.Option(None, help="Use only this many photos, spread over the classes."),
@@ -475,6 +478,8 @@ def compare_command(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also quantize to static int8, calibrated on DATA."),
     rounds: int = typer.Option(20, help="Latency rounds per artifact (interleaved)."),
     redo: bool = typer.Option(False, "--redo", help="Measure again the models measured before with this budget."),
+    retime: bool = typer.Option(False, "--retime", help="Keep the trained and exported files of an earlier run with "
+                                "this budget; time and score them again (e.g. on a quiet machine)."),
 ) -> None:
     """Compare models on the same machine and data: params, MACs, accuracy after the same training budget, batch-1
     latency per runtime (fp32 and int8), memory, size; a table (md, json, csv) and a Pareto chart (png, svg)."""
@@ -484,7 +489,7 @@ def compare_command(
                            teacher=str(teacher) if teacher else None, formats=tuple(dict.fromkeys(formats)),
                            int8=int8, bench_rounds=rounds)
     with console.status("comparing...") as status:
-        rows = compare(models, data, out, budget, redo=redo, log=lambda text: status.update(escape(text)))
+        rows = compare(models, data, out, budget, redo=redo, retime=retime, log=lambda text: status.update(escape(text)))
     console.print(markdown(rows, data, budget), markup=False)
     console.print(f"table: {escape(str(out / 'compare.md'))} (.json, .csv); chart: {escape(str(out / 'pareto.png'))} (.svg)")
 

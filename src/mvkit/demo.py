@@ -114,6 +114,7 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
                  on_progress=ui.start("latency rounds", 20))
     result.verify_reports = [r.to_dict() for r in add_accuracy(rows, "builtin:fashion", VERIFY_PHOTOS)]
     write_results(rows, out_dir)
+    (out_dir / "verify.json").write_text(json.dumps(result.verify_reports, indent=1))
     result.bench_table = markdown_table(rows)
     from mvkit.report import write_report
 

@@ -142,6 +142,12 @@ FORMATS: dict[str, Format] = {
         exporter="mvkit.export.litert:export_litert", export_modules=("litert_torch",),
         int8={"ptq": Int8Method("mvkit.compress.litert_int8:quantize_litert", True,
                                 "static int8 PT2E, litert-torch quantizer")}),
+    "openvino": Format(
+        "openvino", "_openvino", "OpenVINO CPU", "mvkit.runtime.openvino_runtime:OpenVINOPredictor", ("openvino",),
+        extra="openvino", exporter="mvkit.export.openvino:export_openvino", export_modules=("openvino",),
+        options=(Option("precision", "default", "--precision", ("default", "fp32", "fp16"), in_file_name=True),),
+        int8={"ptq": Int8Method("mvkit.compress.openvino_int8:quantize_openvino", True,
+                                "static int8 NNCF (OpenVINO), calibrated on real photos")}),
     "torchscript": Format(
         "torchscript", ".torchscript.pt", "torch.jit", "mvkit.runtime.torch_runtime:torchscript_predictor",
         ("torch",), exporter="mvkit.export.torchscript:export_torchscript", export_modules=("torch",),

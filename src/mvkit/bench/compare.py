@@ -90,10 +90,8 @@ def check_compare(models: list[str], data: str, budget: CompareBudget) -> None:
 def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
                   log: Callable[[str], None] = lambda text: None) -> dict:
     """Train, export, quantize, verify and time one model; the result is written to out/compare.json."""
-    from mvkit.bench import add_accuracy, bench
     from mvkit.compress import plan_quantize, quantize
     from mvkit.data import load_data
-    from mvkit.data.datasets import take_evenly
     from mvkit.export import export
     from mvkit.models.zoo import count_macs, resolve_name
     from mvkit.train import train
@@ -115,11 +113,6 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
         for plan in plan_quantize(checkpoint, "ptq", list(budget.formats), data):
             artifacts.append(quantize(plan, checkpoint, data, count=budget.calibration_photos).path)
     splits = load_data(data)
-    photos = [take_evenly(splits.val, 8).image(i) for i in range(min(8, len(splits.val)))]
-    log(f"{model}: timing {len(artifacts)} artifacts")
-    rows = bench(artifacts, photos, rounds=budget.bench_rounds)
-    log(f"{model}: accuracy on val photos")
-    add_accuracy(rows, data, limit=budget.verify_photos)
     params, macs, size = count_macs(resolve_name(model), budget.img_size, num_classes=len(splits.classes))
     published = PUBLISHED_TOP1.get(resolve_name(model))
     result = {
@@ -130,8 +123,25 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
         "checkpoint": str(checkpoint),
         "published_imagenet_top1": published[0] if published else None,
         "published_source": published[1] if published else None,
-        "artifacts": [{**row.to_dict(), "precision": _precision(row.artifact)} for row in rows],
     }
+    return time_and_score(result, artifacts, data, out, budget, log)
+
+
+def time_and_score(result: dict, artifacts: list, data: str, out: Path, budget: CompareBudget,
+                   log: Callable[[str], None] = lambda text: None) -> dict:
+    """Time the artifacts side by side (one interleaved bench run) and score them on the val photos; the result is
+    written to out/compare.json. `--retime` comes back here with the artifacts of an earlier run."""
+    from mvkit.bench import add_accuracy, bench
+    from mvkit.data import load_data
+    from mvkit.data.datasets import take_evenly
+
+    val = take_evenly(load_data(data).val, 8)
+    photos = [val.image(i) for i in range(len(val))]
+    log(f"{result['model']}: timing {len(artifacts)} artifacts")
+    rows = bench(artifacts, photos, rounds=budget.bench_rounds)
+    log(f"{result['model']}: accuracy on val photos")
+    add_accuracy(rows, data, limit=budget.verify_photos)
+    result = {**result, "artifacts": [{**row.to_dict(), "precision": _precision(row.artifact)} for row in rows]}
     (out / "compare.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -141,9 +151,10 @@ def _precision(path: str) -> str:
 
 
 def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo: bool = False,
-            log: Callable[[str], None] = lambda text: None) -> list[dict]:
-    """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget),
-    then write the table (markdown, JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
+            retime: bool = False, log: Callable[[str], None] = lambda text: None) -> list[dict]:
+    """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget;
+    `retime` keeps its trained and exported files but times and scores them again), then write the table (markdown,
+    JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
     check_compare(models, data, budget)
     results = []
     for model in models:
@@ -151,8 +162,12 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
         saved = folder / "compare.json"
         if saved.exists() and not redo:
             previous = json.loads(saved.read_text())
-            if previous.get("budget") == budget.to_dict():
-                log(f"{model}: measured before ({saved}); --redo measures again")
+            kept = [a["artifact"] for a in previous.get("artifacts", [])]
+            if previous.get("budget") == budget.to_dict() and retime and all(Path(p).exists() for p in kept):
+                results.append(time_and_score(previous, kept, data, folder, budget, log))
+                continue
+            if previous.get("budget") == budget.to_dict() and not retime:
+                log(f"{model}: measured before ({saved}); --redo measures again, --retime times again")
                 results.append(previous)
                 continue
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ Recognised results (found in the folders given, or given as files):
 - an evaluation: metrics.json (an object with top1), with confusion.png;
 - a benchmark: bench.json (mvkit bench, mvkit demo);
 - a comparison: compare.json with pareto.svg (mvkit compare);
-- a live run: the --metrics file of mvkit live.
+- verification: one report or a list of them (mvkit verify --json, the demo's verify.json);
+- a live run: the --metrics file of mvkit live;
+- tables with notes: {"tables": [{"title", "command", "rows", "notes", "images"}]} (benchmarks/guide_tables.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Section:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Cell]] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (caption, data URI)
+    notes: list[str] = field(default_factory=list)
 
 
 def _format(value: Any) -> str:
@@ -52,13 +55,16 @@ def _image(path: Path) -> tuple[str, str] | None:
     return (path.name, f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}") if kind else None
 
 
-def _table(section: Section, records: list[dict], prefix: str, columns: list[str] | None = None) -> None:
+def _table(section: Section, records: list[dict], prefix: str | None, columns: list[str] | None = None) -> None:
+    """One row per record; cell keys are f"{prefix}{index}/{column}", or the bare column for prefix None (a single
+    record at the top of its file)."""
     columns = columns or list(dict.fromkeys(key for record in records for key in record
                                             if not isinstance(record[key], (dict, list))))
     section.columns = columns
     for index, record in enumerate(records):
         section.rows.append([Cell(Path(record[c]).name if c == "artifact" else _format(record.get(c)),
-                                  f"{prefix}{index}/{c}" if c in record else None) for c in columns])
+                                  (c if prefix is None else f"{prefix}{index}/{c}") if c in record else None)
+                             for c in columns])
 
 
 def _key_values(section: Section, data: dict, keys: list[str]) -> None:
@@ -77,16 +83,14 @@ LIVE_KEYS = ["artifact", "runtime", "size/size", "size/reason", "fps/target", "f
              "latency_ms/end_to_end_ms/p50", "latency_ms/end_to_end_ms/p95", "latency_ms/inference_ms/p50",
              "latency_ms/inference_ms/p95", "start/first_result_ms", "cpu_percent", "peak_rss_mb",
              "energy/per_1000_inferences_j", "energy/reason", "reconnects", "stopped_by"]
+VERIFY_COLUMNS = ["artifact", "format", "runtime", "reference", "count", "agreement", "max_abs_prob_diff",
+                  "mean_abs_prob_diff", "artifact_top1", "reference_top1", "threshold", "passed"]
 BENCH_COLUMNS = ["artifact", "format", "status", "file_mb", "threads", "latency_p50_ms", "latency_p90_ms",
                  "throughput_img_s", "peak_rss_mb", "top1", "agreement"]
 
 
-def read_section(path: Path) -> Section | None:
-    """The section for one results file, or None when it is not one mvkit wrote."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+def read_section(path: Path, data: Any) -> Section | None:
+    """The section for one results file (its parsed JSON), or None when it is not one mvkit wrote."""
     folder = path.parent
     if isinstance(data, list) and data and isinstance(data[0], dict) and "epoch" in data[0]:
         section = Section(f"Training: {folder.name}", path, "mvkit train")
@@ -102,6 +106,12 @@ def read_section(path: Path) -> Section | None:
         _table(section, data["rows"], "rows/")
         section.images = [i for i in (_image(folder / "pareto.svg"),) if i]
         return section
+    reports = data if isinstance(data, list) else [data]
+    if reports and all(isinstance(r, dict) and "agreement" in r and "reference" in r for r in reports):
+        section = Section(f"Verification: {folder.name}", path, "mvkit verify --json")
+        _table(section, reports, "" if isinstance(data, list) else None, VERIFY_COLUMNS)
+        section.notes = [f"{Path(r['artifact']).name}: {problem}" for r in reports for problem in r.get("problems") or []]
+        return section
     if isinstance(data, dict) and "frames" in data and "latency_ms" in data:
         section = Section(f"Live run: {path.stem}", path, "mvkit live --metrics")
         _key_values(section, data, LIVE_KEYS)
@@ -114,6 +124,28 @@ def read_section(path: Path) -> Section | None:
     return None
 
 
+def read_tables(path: Path, data: dict) -> list[Section]:
+    """A benchmark's tables, each with its command and its notes (the differences it calls out)."""
+    sections = []
+    for index, table in enumerate(data["tables"]):
+        section = Section(table["title"], path, table["command"], notes=list(table.get("notes", [])))
+        _table(section, table["rows"], f"tables/{index}/rows/")
+        section.images = [i for i in (_image(path.parent / name) for name in table.get("images", [])) if i]
+        sections.append(section)
+    return sections
+
+
+def read_sections(path: Path) -> list[Section]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if isinstance(data, dict) and isinstance(data.get("tables"), list):
+        return read_tables(path, data)
+    section = read_section(path, data)
+    return [section] if section else []
+
+
 def collect(inputs: list[Path]) -> list[Section]:
     sections = []
     for item in inputs:
@@ -121,10 +153,10 @@ def collect(inputs: list[Path]) -> list[Section]:
         if not item.exists():
             raise MvkitError(f"{item} does not exist")
         files = sorted(item.rglob("*.json")) if item.is_dir() else [item]
-        sections += [s for s in (read_section(f) for f in files) if s is not None]
+        sections += [section for file in files for section in read_sections(file)]
     if not sections:
         raise MvkitError(f"no mvkit results found in {', '.join(map(str, inputs))} (training runs, bench.json, "
-                         "compare.json, live --metrics files)")
+                         "compare.json, verify --json reports, live --metrics files)")
     return sections
 
 

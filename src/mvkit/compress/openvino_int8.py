@@ -1,0 +1,79 @@
+"""Static int8 for OpenVINO: NNCF post-training quantization of the converted IR, calibrated on real training
+photos. As on the other int8 paths, the first convolution and the classifier stay float (see
+onnx_int8.float_nodes for why). In the IR their friendly names no longer carry the module path (batch norms are
+folded into the convolutions), so they are found by position: the first Convolution and the last MatMul."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mvkit.artifact import Artifact
+from mvkit.compress.calibration import calibration_batches
+from mvkit.compress.pt2e import Progress, load_float_checkpoint
+from mvkit.errors import require_extra
+from mvkit.export.graph import conversion_error
+from mvkit.export.openvino import IR_NAME, convert, describe, save_ir
+from mvkit.files import atomic_output
+from mvkit.models import architecture_of, labels_of
+from mvkit.runtime import load_predictor
+
+
+def kept_float_nodes(ov_model) -> list[str]:
+    """Friendly names of the first Convolution and of the classifier (the last MatMul)."""
+    ops = ov_model.get_ordered_ops()
+    first_conv = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"][:1]
+    classifier = [op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul"][-1:]
+    return first_conv + classifier
+
+
+def has_attention(ov_model) -> bool:
+    """MatMuls between two activations (attention scores) mark a transformer: NNCF then keeps its softmax,
+    LayerNorm and the like float and quantizes the matmuls' inputs as it should (ModelType.TRANSFORMER)."""
+    return any(op.get_type_name() == "MatMul" and not any(
+        source.get_node().get_type_name() in ("Constant", "Convert") for source in
+        (value.get_source_output() for value in op.inputs())) for op in ov_model.get_ordered_ops())
+
+
+def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
+                      on_progress: Progress = None) -> Artifact:
+    require_extra("openvino", ("openvino", "nncf"), "OpenVINO int8")
+    import nncf
+
+    checkpoint, source, model = load_float_checkpoint(checkpoint, "OpenVINO int8")
+    batches = calibration_batches(load_predictor(checkpoint), data, count)
+    ov_model = convert(model, fmt="openvino int8")
+    kept = kept_float_nodes(ov_model)
+    transformer = has_attention(ov_model)
+    target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8_openvino")
+    nncf.set_log_level(logging.ERROR)
+
+    def calibration_items():
+        for batch in batches:
+            if on_progress:
+                on_progress(len(batch))
+            yield batch
+
+    try:
+        quantized = nncf.quantize(
+            ov_model, nncf.Dataset(list(calibration_items())), subset_size=sum(len(b) for b in batches),
+            preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+            ignored_scope=nncf.IgnoredScope(names=kept, validate=True))
+    except Exception as exc:
+        raise conversion_error("openvino int8", architecture_of(model), exc, None,
+                               "Use ONNX or ExecuTorch int8 instead, or report it to NNCF.") from exc
+    quantization = (f"static int8 NNCF (mixed preset{', transformer' if transformer else ''}), int8 weights and "
+                    "activations, first conv and classifier float")
+    describe(quantized, model, precision="int8", quantization=quantization)
+    with atomic_output(target) as partial:
+        save_ir(quantized, partial)
+    artifact = Artifact(path=target, format="openvino", model_name=source.model_name, labels=labels_of(model),
+                        preprocess=source.preprocess, source=str(checkpoint),
+                        extra={"input": "image", "output": "logits", "softmax_in_graph": False, "dynamic_batch": True,
+                               "ir": IR_NAME, "weights": "int8", "inference_precision": "default",
+                               "quantization": quantization, "kept_float": kept,
+                               "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
+                               "params": sum(p.numel() for p in model.parameters()), **source.inherited_extra()})
+    artifact.save()
+    return artifact

@@ -1,0 +1,48 @@
+"""OpenVINO predictor: the IR compiled for the CPU plugin with a latency hint (one stream, threads = cores).
+An IR exported with `--precision fp32` is compiled with INFERENCE_PRECISION_HINT f32; the others run in the
+plugin's default precision, and `runtime` says which one ran (bf16 or f32)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mvkit.artifact import Artifact
+from mvkit.runtime.base import Predictor, softmax
+
+
+def ir_file(path: Path) -> Path:
+    """The .xml of an IR artifact (a folder holding model.xml, or the .xml itself)."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.xml"))
+        if not found:
+            raise FileNotFoundError(f"no .xml IR file in {path}")
+        return found[0]
+    return path
+
+
+class OpenVINOPredictor(Predictor):
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        super().__init__(artifact)
+        import openvino as ov  # installed: the format table checks it first
+
+        self._threads = threads or os.cpu_count() or 1
+        config = {"INFERENCE_NUM_THREADS": self._threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if artifact.extra.get("inference_precision") == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(str(ir_file(artifact.path))), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "bf16", "f32"
+        self.runtime = f"OpenVINO CPU plugin, {self.precision} inference"
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        output = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return softmax(np.asarray(output, dtype=np.float64)).astype(np.float32)
