@@ -123,6 +123,8 @@ def test_verify_and_bench_take_every_installed_format(exported, flowers_subset, 
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert [row["format"] for row in rows] == ["safetensors", *INSTALLED]
     assert all(row["status"] == "verified" for row in rows), rows
+    fastest = min(rows, key=lambda row: row["latency_p50_ms"])  # every row passed, so the fastest is named
+    assert f"fastest verified on this machine: {fastest['artifact']} ({fastest['format']}" in capsys.readouterr().out
 
 
 def broken_export(model, path):

@@ -332,3 +332,27 @@ def test_litert_int8_runs_mobilevit_silu_in_int8(flowers_subset, tmp_path):
                                    if op["op_name"] == "LOGISTIC")
     silu_count = sum(isinstance(m, nn.SiLU) for m in model.modules())
     assert logistic == {"int8": silu_count - 1, "float32": 1}, logistic
+
+
+def test_openvino_ir_describes_itself_and_fp32_matches_the_checkpoint(exported, flowers_subset, tmp_path):
+    """The IR carries labels and Preprocess in its own runtime info (read back by OpenVINO itself); fp32 is exact,
+    the default precision says what the CPU plugin ran (bf16 where the CPU has it) and stays close."""
+    ov = pytest.importorskip("openvino", reason="OpenVINO extra not installed")
+    import json
+
+    from mvkit.artifact import Artifact
+
+    checkpoint = Artifact.load(exported["safetensors"])
+    ir = ov.Core().read_model(str(exported["openvino"] / "model.xml"))
+    assert json.loads(ir.get_rt_info(["mvkit", "labels"]).value) == checkpoint.labels
+    assert json.loads(ir.get_rt_info(["mvkit", "preprocess"]).value) == checkpoint.preprocess.to_dict()
+    assert ir.get_rt_info(["mvkit", "output"]).value == "logits"
+    assert ir.inputs[0].get_partial_shape()[0].is_dynamic  # any batch
+
+    fp32 = export(exported["safetensors"], "openvino", tmp_path, precision="fp32")
+    assert fp32.path.name == "flowers.fp32_openvino"
+    report = verify(fp32.path, str(flowers_subset))
+    assert report.runtime == "OpenVINO CPU plugin, f32 inference"
+    assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4, report
+    default = verify(exported["openvino"], str(flowers_subset))
+    assert default.runtime.startswith("OpenVINO CPU plugin, ") and default.agreement >= 0.95, default

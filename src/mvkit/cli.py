@@ -416,7 +416,7 @@ def verify_command(
 @app.command("bench")
 def bench_command(
     artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
-    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format, then bench all; a format that fails gets a failed row."),
+    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format (and, with --data, to static int8 calibrated on it), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
     data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part)."),
     limit: int = typer.Option(200, min=1, help="Photos used for accuracy/agreement."),
     rounds: int = typer.Option(30, min=1, help="Interleaved latency rounds (batch 1)."),
@@ -425,7 +425,8 @@ def bench_command(
     out: Path = typer.Option(Path("runs/bench"), help="Folder for bench.json and bench.md."),
 ) -> None:
     """Latency p50/p90, throughput, peak memory, size, accuracy and agreement of artifacts, side by side."""
-    from mvkit.bench import add_accuracy, bench, failed_row, markdown_table, write_results
+    from mvkit.bench import add_accuracy, bench, failed_row, fastest_verified, markdown_table, write_results
+    from mvkit.compress import plan_quantize, quantize
     from mvkit.data.datasets import check_data_spec
     from mvkit.data.images import load_image
     from mvkit.demo import sample_photos
@@ -452,6 +453,12 @@ def bench_command(
                     paths.append(export(all_formats, fmt, model=net).path)
             except MvkitError as exc:
                 export_failures.append(failed_row(all_formats, fmt, exc))
+        for plan in plan_quantize(all_formats, "ptq", ["all"], data) if data else []:
+            try:
+                with console.status(f"static int8 for {plan.fmt}..."):
+                    paths.append(quantize(plan, all_formats, data).path)
+            except MvkitError as exc:
+                export_failures.append(failed_row(all_formats, plan.fmt, exc))
     photos = [load_image(p) for p in sample_photos()]
     with progress_bars() as start:
         rows = bench(paths, photos, rounds=rounds, batch=batch, measure_memory=memory,
@@ -463,6 +470,11 @@ def bench_command(
     console.print(markdown_table(rows), markup=False, soft_wrap=True)
     threads = sorted({row.threads for row in rows if row.threads})
     console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    if data:
+        best = fastest_verified(rows)
+        console.print(f"fastest verified on this machine: {escape(str(best.artifact))} ({best.format}, p50 "
+                      f"{best.latency_p50_ms:.1f} ms, top-1 {best.top1:.1%})" if best else
+                      "no artifact passed verification: see the status column", soft_wrap=True)
 
 
 @app.command("compare")

@@ -123,14 +123,16 @@ def bench(paths: list[Path], photos: list[Image.Image], rounds: int = 30, warmup
             except MvkitError:
                 fmt = "?"
             failed[index] = failed_row(path, fmt, exc)
-    measured = iter(_bench_loaded([paths[i] for i in loaded], list(loaded.values()), photos, rounds, warmup, batch,
-                                  measure_memory, on_progress))
+    measured = iter(bench_predictors(list(loaded.values()), photos, rounds, warmup, batch, on_progress,
+                                     paths=[paths[i] for i in loaded], measure_memory=measure_memory))
     return [failed[i] if i in failed else next(measured) for i in range(len(paths))]
 
 
-def _bench_loaded(paths: list[Path], predictors: list[Predictor], photos: list[Image.Image], rounds: int,
-                  warmup: int, batch: int, measure_memory: bool,
-                  on_progress: Callable[[int], None] | None) -> list[BenchRow]:
+def bench_predictors(predictors: list[Predictor], photos: list[Image.Image], rounds: int = 30, warmup: int = 3,
+                     batch: int = 8, on_progress: Callable[[int], None] | None = None,
+                     paths: list[Path] | None = None, measure_memory: bool = False) -> list[BenchRow]:
+    """Time loaded predictors side by side (any Predictor: benchmarks/peers.py times peer runtimes this way).
+    With `paths` (their artifact files), file sizes and, with `measure_memory`, peak memory are filled in."""
     singles = [p.prepare(photos[:1]) for p in predictors]
     batches = [p.prepare((photos * batch)[:batch]) for p in predictors]
     for predictor, single in zip(predictors, singles):
@@ -153,13 +155,15 @@ def _bench_loaded(paths: list[Path], predictors: list[Predictor], photos: list[I
             predictor.run(full)
             throughputs[index].append(batch / (time.perf_counter() - started))
     rows = []
-    for path, predictor, single, times, speeds in zip(paths, predictors, singles, latencies, throughputs):
+    for index, (predictor, single, times, speeds) in enumerate(zip(predictors, singles, latencies, throughputs)):
+        path = paths[index] if paths else None
         rows.append(BenchRow(
-            artifact=str(path), format=predictor.artifact.format, file_mb=round(file_size_mb(Path(path)), 2),
+            artifact=str(path) if path else predictor.name, format=predictor.artifact.format,
+            file_mb=round(file_size_mb(Path(path)), 2) if path else None,
             params_m=_params_m(predictor), threads=predictor.threads,
             latency_p50_ms=float(np.percentile(times, 50)), latency_p90_ms=float(np.percentile(times, 90)),
             batch=batch, throughput_img_s=float(np.median(speeds)),
-            peak_rss_mb=peak_rss_mb(Path(path), single) if measure_memory else None))
+            peak_rss_mb=peak_rss_mb(Path(path), single) if measure_memory and path else None))
     return rows
 
 
@@ -184,6 +188,28 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
         row.status = "verified" if report.passed else "below threshold"
         reports.append(report)
     return reports
+
+
+INT8_BUDGET_PT = 1.0  # the most top-1 an int8 artifact may lose against its checkpoint and still be shipped
+
+
+def fastest_verified(rows: list[BenchRow], int8_budget_pt: float = INT8_BUDGET_PT) -> BenchRow | None:
+    """The fastest artifact (p50) that passes verification: float ones by their agreement threshold, int8 ones by
+    their accuracy on the same photos (at most `int8_budget_pt` below the checkpoint); None when none passes."""
+    from mvkit.artifact import Artifact
+
+    reference = next((r for r in rows if r.format == "safetensors" and r.top1 is not None), None)
+
+    def passes(row: BenchRow) -> bool:
+        if row.latency_p50_ms is None or row.top1 is None:
+            return False
+        if row.status == "verified":
+            return True
+        quantized = bool(Artifact.load(Path(row.artifact)).extra.get("quantization"))
+        return quantized and reference is not None and row.top1 >= reference.top1 - int8_budget_pt / 100
+
+    passing = [row for row in rows if passes(row)]
+    return min(passing, key=lambda row: row.latency_p50_ms) if passing else None
 
 
 def markdown_table(rows: list[BenchRow]) -> str:
