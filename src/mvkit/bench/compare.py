@@ -223,7 +223,7 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
               "ImageNet top-1 (published, not measured)"]
     lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch {budget.batch_size}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
-             f"files on up to {budget.verify_photos} val photos.", "",
+             f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         published = f"{row['published_imagenet_top1']}% ({row['published_source']})" \
