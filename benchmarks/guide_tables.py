@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -115,6 +116,10 @@ def _points(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else round(100 * (value - base), 2)
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else round(a / b, 2)
 
@@ -144,7 +149,7 @@ def section1(compared: dict) -> dict:
             f"p50 ms here ({row['input_size']} px)": row["fastest_p50_ms"],
             "guide latency vs MobileNetV3": round(guide["ms"] / GUIDE_SECTION1["mobilenetv3_large_100"]["ms"], 2),
             "latency vs MobileNetV3 here": _ratio(row["fastest_p50_ms"], base),
-            "guide memory MB": guide["memory_mb"], "peak RSS MB here": row["fastest_peak_rss_mb"],
+            "guide memory MB": guide["memory_mb"], "peak RSS MB here": _round(row["fastest_peak_rss_mb"], 0),
             "flowers val top-1 % here": _pct(row["val_top1"]), "how trained here": row["strategy"]})
     vit, cnn = table[1], table[0]
     notes = [
@@ -199,10 +204,11 @@ def section6(compression: list[dict]) -> dict:
     table = []
     for row in compression:
         guide = GUIDE_SECTION6.get(row["variant"].removesuffix(" (Linear only)")) if row["runtime"] == "PyTorch eager" else None
-        table.append({"variant": row["variant"], "runtime": row["runtime"], "file MB": row["file_mb"],
-                      "guide file MB": guide and guide["file_mb"], "peak MB": row["peak_memory_mb"],
-                      "guide memory MB": guide and guide["memory_mb"], "p50 ms": row["p50_ms"],
-                      "guide ms": guide and guide["ms"], "val top-1 %": _pct(row["val_top1"]),
+        table.append({"variant": row["variant"], "runtime": row["runtime"], "file MB": _round(row["file_mb"], 1),
+                      "guide file MB": guide and guide["file_mb"], "peak MB": _round(row["peak_memory_mb"], 0),
+                      "guide memory MB": guide and guide["memory_mb"], "p50 ms": _round(row["p50_ms"], 2),
+                      "guide ms": guide and guide["ms"], "val photos": row.get("photos", 698),
+                      "val top-1 %": _pct(row["val_top1"]),
                       "top-1 change pt": row["top1_change_pt"], "guide top-1 change": guide and guide.get("top1_drop_pt"),
                       "agreement with fp32 %": _pct(row["agreement_with_fp32"])})
     fp32, dynamic = table[0], next(r for r in table if r["variant"].startswith("dynamic"))
@@ -218,7 +224,9 @@ def section6(compression: list[dict]) -> dict:
         f"{fastest['top-1 change pt']} pt.",
         "Memory: the guide's 142 -> 89 MB are app readings on the phone; here, peak resident memory of the process.",
         "Core ML rows run in mvkit's numpy interpreter (no Apple device here): their size and accuracy are real, their "
-        "latency is not measured.",
+        "latency is not measured; their top-1 and its change are on the val photos column (spread over the classes), "
+        "against the checkpoint on the same photos.",
+        "These rows are timed in their own interleaved run (not the comparison's), so compare them with each other.",
     ]
     return {"title": "Guide section 6: compression of MobileViT-S", "rows": table, "notes": notes}
 
@@ -259,12 +267,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
 def write_tables(args) -> None:
     from mvkit.bench.compare import CompareBudget, markdown as compare_markdown
 
     compared = json.loads((RESULTS / "guide_compare.json").read_text())
     compression = json.loads((RESULTS / "guide_compression.json").read_text())
-    command = "python benchmarks/guide_tables.py " + shlex.join(sys.argv[1:])
+    command = compared["measured_by"]  # the run that measured (tables can be rebuilt with --only tables)
     budget = compared["budget"]
     comparison = {"title": "mvkit compare on flowers128", "rows": compared["rows"],
                   "notes": [f"Budget: {budget['epochs']} epochs at {budget['img_size']} px, batch "
@@ -276,7 +291,7 @@ def write_tables(args) -> None:
     tables = [comparison, section1(compared), section5(), section6(compression), section7(compared)]
     for table in tables:
         table["command"] = command
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {__import__('torch').__version__}"
+    machine = f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, torch {__import__('torch').__version__}"
     (RESULTS / "guide_tables.json").write_text(json.dumps({"machine": machine, "tables": tables}, indent=1))
     parts = ["## The guide's tables, measured here (sections 1, 5, 6, 7)", "",
              f"Machine: {machine}. Command: `{command}`. Data: ../shared/data/flowers128, seeded 80/20 split.", ""]
@@ -303,7 +318,7 @@ def main() -> None:
     if not FLOWERS.is_dir():
         raise SystemExit(f"error: {FLOWERS} is missing (see ../shared/data/README.md)")
     if args.only in (None, "compare", "compression"):
-        compared = run_compare(args)
+        compared = {**run_compare(args), "measured_by": "python benchmarks/guide_tables.py " + shlex.join(sys.argv[1:])}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "guide_compare.json").write_text(json.dumps(compared, indent=1))
     if args.only in (None, "compression"):
