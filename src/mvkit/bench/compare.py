@@ -182,15 +182,27 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
     return rows
 
 
+def passes(artifact: dict, checkpoint_top1: float | None) -> bool:
+    """Shippable: a float artifact that passed verification, or an int8 one within its accuracy budget (the rule of
+    `mvkit bench`'s fastest verified artifact)."""
+    from mvkit.bench import INT8_BUDGET_PT
+
+    if artifact["status"] == "verified":
+        return True
+    return (artifact["precision"] == "int8" and artifact["top1"] is not None and checkpoint_top1 is not None
+            and artifact["top1"] >= checkpoint_top1 - INT8_BUDGET_PT / 100)
+
+
 def table_rows(results: list[dict]) -> list[dict]:
-    """One row per model: the checkpoint's accuracy, each runtime's p50 (fp32 and int8), the fastest artifact and
-    its memory, file size and accuracy."""
+    """One row per model: the checkpoint's accuracy, each runtime's p50 (fp32 and int8), the fastest artifact that
+    passes verification and its memory, file size and accuracy."""
     rows = []
     for result in results:
         timed = [a for a in result["artifacts"] if a["latency_p50_ms"] is not None and a["format"] != "safetensors"]
         latency = {f"{a['format']} {a['precision']} p50 ms": round(a["latency_p50_ms"], 2) for a in timed}
         eager = next((a for a in result["artifacts"] if a["format"] == "safetensors"), None)
-        fastest = min(timed, key=lambda a: a["latency_p50_ms"]) if timed else None
+        shippable = [a for a in timed if passes(a, eager["top1"] if eager else None)]
+        fastest = min(shippable, key=lambda a: a["latency_p50_ms"]) if shippable else None
         rows.append({
             "model": result["model"], "strategy": result["strategy"], "params_m": result["params_m"],
             "gmacs": result["gmacs"], "input_size": result["input_size"],
@@ -219,7 +231,7 @@ def _percent(value) -> str:
 def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
     latency_columns = sorted({key for row in rows for key in row if key.endswith(" p50 ms")})
     header = ["model", "how trained", "params M", f"GMACs ({budget.img_size} px)", "val top-1 (measured)",
-              *latency_columns, "fastest", "its top-1", "its peak MB", "fp32 file MB",
+              *latency_columns, "fastest verified", "its top-1", "its peak MB", "fp32 file MB",
               "ImageNet top-1 (published, not measured)"]
     lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch {budget.batch_size}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
