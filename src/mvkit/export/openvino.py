@@ -1,5 +1,5 @@
 """OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_export`, the same rewrites the other
-formats get), captured with torch.export (dynamic batch) and converted by OpenVINO's PyTorch frontend, saved as an
+formats get), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch, saved as an
 IR folder `<stem>_openvino/` holding model.xml + model.bin. Labels and Preprocess go into the IR's runtime info
 (section "mvkit") as well as into the sidecar, so the IR describes itself.
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvkit.export.graph import capture, conversion_error, ready_for_export
+from mvkit.export.graph import conversion_error, ready_for_export
 from mvkit.models import architecture_of, labels_of, preprocess_of
 
 IR_NAME = "model.xml"  # inside the artifact's folder, with model.bin beside it
@@ -33,16 +33,16 @@ def convert(model: nn.Module, fmt: str = "openvino"):
 
     size = preprocess_of(model).size
     ready = ready_for_export(model, size)
-    example = torch.zeros(2, 3, size, size)
-    program = capture(ready, example, ({0: torch.export.Dim("batch", min=1, max=1024)},), fmt=fmt)
+    # Traced, not from a torch.export program: on MobileViT-S (256 px, one interleaved scratch run) the IR converted
+    # from an ExportedProgram with a dynamic batch ran in 17.6 ms, the traced one in 14.2 ms (stock timm: 15.1).
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            converted = ov.convert_model(program)
+            converted = ov.convert_model(ready, example_input=torch.zeros(1, 3, size, size),
+                                         input=[ov.PartialShape([-1, 3, size, size])])  # only the batch is free
     except Exception as exc:
-        raise conversion_error(fmt, architecture_of(model), exc, program,
+        raise conversion_error(fmt, architecture_of(model), exc, None,
                                "Export ONNX or ExecuTorch instead, or report the operator to OpenVINO.") from exc
-    converted.reshape({converted.inputs[0]: ov.PartialShape([-1, 3, size, size])})  # only the batch is free
     converted.inputs[0].get_tensor().set_names({"image"})
     converted.outputs[0].get_tensor().set_names({"logits"})
     return converted
