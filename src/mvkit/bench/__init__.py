@@ -193,6 +193,15 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
 INT8_BUDGET_PT = 1.0  # the most top-1 an int8 artifact may lose against its checkpoint and still be shipped
 
 
+def passes_verification(status: str, quantized: bool, top1: float | None, reference_top1: float | None,
+                        int8_budget_pt: float = INT8_BUDGET_PT) -> bool:
+    """Shippable: a float artifact at its agreement threshold ("verified"), or an int8 one whose top-1 on the same
+    photos is at most `int8_budget_pt` below its checkpoint's (used by bench and compare)."""
+    if status == "verified":
+        return True
+    return quantized and top1 is not None and reference_top1 is not None and top1 >= reference_top1 - int8_budget_pt / 100
+
+
 def fastest_verified(rows: list[BenchRow], int8_budget_pt: float = INT8_BUDGET_PT) -> BenchRow | None:
     """The fastest artifact (p50) that passes verification: float ones by their agreement threshold, int8 ones by
     their accuracy on the same photos (at most `int8_budget_pt` below the checkpoint); None when none passes."""
@@ -203,10 +212,9 @@ def fastest_verified(rows: list[BenchRow], int8_budget_pt: float = INT8_BUDGET_P
     def passes(row: BenchRow) -> bool:
         if row.latency_p50_ms is None or row.top1 is None:
             return False
-        if row.status == "verified":
-            return True
-        quantized = bool(Artifact.load(Path(row.artifact)).extra.get("quantization"))
-        return quantized and reference is not None and row.top1 >= reference.top1 - int8_budget_pt / 100
+        quantized = row.status != "verified" and bool(Artifact.load(Path(row.artifact)).extra.get("quantization"))
+        return passes_verification(row.status, quantized, row.top1, reference.top1 if reference else None,
+                                   int8_budget_pt)
 
     passing = [row for row in rows if passes(row)]
     return min(passing, key=lambda row: row.latency_p50_ms) if passing else None

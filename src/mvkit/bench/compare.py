@@ -182,26 +182,18 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
     return rows
 
 
-def passes(artifact: dict, checkpoint_top1: float | None) -> bool:
-    """Shippable: a float artifact that passed verification, or an int8 one within its accuracy budget (the rule of
-    `mvkit bench`'s fastest verified artifact)."""
-    from mvkit.bench import INT8_BUDGET_PT
-
-    if artifact["status"] == "verified":
-        return True
-    return (artifact["precision"] == "int8" and artifact["top1"] is not None and checkpoint_top1 is not None
-            and artifact["top1"] >= checkpoint_top1 - INT8_BUDGET_PT / 100)
-
-
 def table_rows(results: list[dict]) -> list[dict]:
     """One row per model: the checkpoint's accuracy, each runtime's p50 (fp32 and int8), the fastest artifact that
-    passes verification and its memory, file size and accuracy."""
+    passes verification (bench's rule) and its memory, file size and accuracy."""
+    from mvkit.bench import passes_verification
+
     rows = []
     for result in results:
         timed = [a for a in result["artifacts"] if a["latency_p50_ms"] is not None and a["format"] != "safetensors"]
         latency = {f"{a['format']} {a['precision']} p50 ms": round(a["latency_p50_ms"], 2) for a in timed}
         eager = next((a for a in result["artifacts"] if a["format"] == "safetensors"), None)
-        shippable = [a for a in timed if passes(a, eager["top1"] if eager else None)]
+        shippable = [a for a in timed if passes_verification(a["status"], a["precision"] == "int8", a["top1"],
+                                                             eager["top1"] if eager else None)]
         fastest = min(shippable, key=lambda a: a["latency_p50_ms"]) if shippable else None
         rows.append({
             "model": result["model"], "strategy": result["strategy"], "params_m": result["params_m"],

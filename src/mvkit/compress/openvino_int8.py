@@ -48,21 +48,17 @@ def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path |
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8_openvino")
     nncf.set_log_level(logging.ERROR)
 
-    def calibration_items():
-        for batch in batches:
-            if on_progress:
-                on_progress(len(batch))
-            yield batch
-
     try:
         quantized = nncf.quantize(
-            ov_model, nncf.Dataset(list(calibration_items())), subset_size=sum(len(b) for b in batches),
+            ov_model, nncf.Dataset(batches), subset_size=sum(len(b) for b in batches),
             preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
             ignored_scope=nncf.IgnoredScope(names=kept, validate=True))
     except Exception as exc:
         raise conversion_error("openvino int8", architecture_of(model), exc, None,
                                "Use ONNX or ExecuTorch int8 instead, or report it to NNCF.") from exc
+    if on_progress:  # NNCF runs its calibration passes itself: the photos count as done once it returns
+        on_progress(sum(len(b) for b in batches))
     quantization = (f"static int8 NNCF (mixed preset{', transformer' if transformer else ''}), int8 weights and "
                     "activations, first conv and classifier float")
     describe(quantized, model, precision="int8", quantization=quantization)
