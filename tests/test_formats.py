@@ -341,11 +341,13 @@ def test_openvino_ir_describes_itself_and_fp32_matches_the_checkpoint(exported, 
     import json
 
     from mvkit.artifact import Artifact
+    from mvkit.preprocess import Preprocess
 
     checkpoint = Artifact.load(exported["safetensors"])
     ir = ov.Core().read_model(str(exported["openvino"] / "model.xml"))
     assert json.loads(ir.get_rt_info(["mvkit", "labels"]).value) == checkpoint.labels
-    assert json.loads(ir.get_rt_info(["mvkit", "preprocess"]).value) == checkpoint.preprocess.to_dict()
+    written = json.loads(ir.get_rt_info(["mvkit", "preprocess"]).value)
+    assert Preprocess.from_dict(written) == checkpoint.preprocess and written["channel_order"] == "RGB"
     assert ir.get_rt_info(["mvkit", "output"]).value == "logits"
     assert ir.inputs[0].get_partial_shape()[0].is_dynamic  # any batch
 

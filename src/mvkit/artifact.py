@@ -84,9 +84,14 @@ class Artifact:
         if not path.exists():
             raise MvkitError(f"{path} does not exist")
         if not side.exists():
+            from mvkit.metadata import load_from_file  # the file may describe itself (every mvkit export does)
+
+            described = load_from_file(path)
+            if described is not None:
+                return described
             raise MvkitError(
-                f"{path} has no sidecar {side.name}: mvkit cannot tell which model, labels and preprocessing "
-                "it holds. " + (hint + "; " if hint else "")
+                f"{path} has no sidecar {side.name} and carries no mvkit metadata: mvkit cannot tell which "
+                "model, labels and preprocessing it holds. " + (hint + "; " if hint else "")
                 + "export it with `mvkit export` (for raw weights: a model name with --weights).")
         try:
             data = json.loads(side.read_text())

@@ -356,6 +356,7 @@ def quantize_command(
                                               "of a histogram (percentile, default) or from the observed extremes (minmax)."),
 ) -> None:
     """Compress a model: static int8 calibrated on real photos, QAT, or dynamic int8 of Linear layers."""
+    from mvkit.bench import file_size_mb
     from mvkit.compress import plan_quantize, quantize
 
     given = {name: value for name, value in {"epochs": epochs, "lr": lr, "calibration": calibration}.items()
@@ -366,11 +367,45 @@ def quantize_command(
             bar = start(f"{plan.method} {plan.fmt}", count if plan.entry.calibrated and plan.method == "ptq" else None)
             artifact = quantize(plan, model, calib, count, on_progress=bar)
         console.print(f"{artifact.extra['quantization']}: {escape(str(artifact.path))} "
-                      f"({artifact.path.stat().st_size / 1e6:.1f} MB)")
+                      f"({file_size_mb(artifact.path):.1f} MB)")
         if artifact.extra.get("note"):
             console.print(f"  note: {escape(artifact.extra['note'])}")
         if calib:
             console.print(f"check it: mvkit verify {escape(str(artifact.path))} --data {escape(calib)}")
+
+
+@app.command("inspect")
+def inspect_command(
+    artifact: Path = typer.Argument(..., help=f"An exported artifact, with or without its sidecar: {ARTIFACT_KINDS}."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What an artifact says about itself: format, inputs and outputs, labels, Preprocess, compression, and whether
+    each came from the file or its sidecar."""
+    from mvkit.metadata import inspect_artifact
+
+    facts = inspect_artifact(artifact)
+    if as_json:
+        print_json(facts)
+        return
+    values = facts["values"]
+    console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {values['architecture']['value']}")
+    for kind in ("inputs", "outputs"):
+        for port in facts[kind]:
+            console.print(f"  {kind[:-1]:6s} {escape(str(port['name']))}: {port['dtype']} {port['shape']}")
+    for key, shown in values.items():
+        if key in ("format", "architecture") or shown["value"] is None:
+            continue
+        value = shown["value"]
+        if key == "labels":
+            value = f"{len(value)}: " + "; ".join(value[:8]) + ("; ..." if len(value) > 8 else "")  # labels hold commas
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        console.print(f"  {key:13s} {escape(str(value))}  [dim](from {' and '.join(shown['from'])})[/dim]")
+    if not facts["described_by_file"]:
+        console.print("  [yellow]the file carries no mvkit metadata: only its sidecar describes it; "
+                      "export it again to embed it[/yellow]")
+    for key in facts["mismatches"]:
+        console.print(f"  [red]the file and its sidecar disagree on {key}[/red]")
 
 
 @app.command("verify")

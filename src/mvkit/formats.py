@@ -56,6 +56,11 @@ class Format:
     structure_check: str | None = None
     # the input sides it runs at: "any" (eager models), "enumerated" (the sizes its sidecar lists), or "fixed"
     input_sizes: str = "fixed"
+    # the file's self-description (mvkit.metadata): "module:function"(path, record) writes the record into the
+    # file in the format's own convention; "module:function"(path) -> FileFacts reads it back with the
+    # format's runtime, with the file's inputs and outputs
+    embed: str | None = None
+    inspect: str | None = None
 
     def can_export(self) -> bool:
         return self.exporter is not None and not missing_modules(self.export_modules)
@@ -120,11 +125,13 @@ FORMATS: dict[str, Format] = {
                  Option("target", "iOS16", "--target", ("iOS15", "iOS16", "iOS17", "iOS18")),
                  Option("compression", "none", "--compress",
                         ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50"), in_file_name=True)),
-        structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated"),
+        structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated",
+        embed="mvkit.export.coreml:embed_coreml", inspect="mvkit.export.coreml:inspect_coreml"),
     "executorch": Format(
         "executorch", ".pte", "ExecuTorch XNNPACK", "mvkit.runtime.executorch_runtime:ExecutorchPredictor",
         ("executorch.runtime",), extra="executorch",
         exporter="mvkit.export.executorch:export_executorch", export_modules=("executorch", "torchao"),
+        embed="mvkit.export.executorch:embed_executorch", inspect="mvkit.export.executorch:inspect_executorch",
         int8={"ptq": Int8Method("mvkit.compress.pt2e:quantize_executorch_ptq", True,
                                 "static int8 PT2E, XNNPACK quantizer"),
               "qat": Int8Method("mvkit.compress.pt2e:quantize_executorch_qat", True,
@@ -133,6 +140,7 @@ FORMATS: dict[str, Format] = {
     "onnx": Format(
         "onnx", ".onnx", "ONNX Runtime", "mvkit.runtime.onnx_runtime:OnnxPredictor", ("onnxruntime",),
         extra="onnx", exporter="mvkit.export.onnx:export_onnx", export_modules=("onnx", "onnxscript"),
+        embed="mvkit.export.onnx:embed_onnx", inspect="mvkit.export.onnx:inspect_onnx",
         int8={"ptq": Int8Method("mvkit.compress.onnx_int8:quantize_onnx", True,
                                 "static int8 QDQ, ONNX Runtime", options=(CALIBRATION,),
                                 sources=("safetensors", "onnx"))}),
@@ -140,17 +148,20 @@ FORMATS: dict[str, Format] = {
         "litert", ".tflite", "LiteRT interpreter", "mvkit.runtime.litert_runtime:LiteRTPredictor",
         ("ai_edge_litert",), extra="litert",
         exporter="mvkit.export.litert:export_litert", export_modules=("litert_torch",),
+        embed="mvkit.export.litert:embed_litert", inspect="mvkit.export.litert:inspect_litert",
         int8={"ptq": Int8Method("mvkit.compress.litert_int8:quantize_litert", True,
                                 "static int8 PT2E, litert-torch quantizer")}),
     "openvino": Format(
         "openvino", "_openvino", "OpenVINO CPU", "mvkit.runtime.openvino_runtime:OpenVINOPredictor", ("openvino",),
         extra="openvino", exporter="mvkit.export.openvino:export_openvino", export_modules=("openvino",),
         options=(Option("precision", "default", "--precision", ("default", "fp32", "fp16"), in_file_name=True),),
+        embed="mvkit.export.openvino:embed_openvino", inspect="mvkit.export.openvino:inspect_openvino",
         int8={"ptq": Int8Method("mvkit.compress.openvino_int8:quantize_openvino", True,
                                 "static int8 NNCF (OpenVINO), calibrated on real photos")}),
     "torchscript": Format(
         "torchscript", ".torchscript.pt", "torch.jit", "mvkit.runtime.torch_runtime:torchscript_predictor",
         ("torch",), exporter="mvkit.export.torchscript:export_torchscript", export_modules=("torch",),
+        embed="mvkit.export.torchscript:embed_torchscript", inspect="mvkit.export.torchscript:inspect_torchscript",
         int8={"dynamic": Int8Method("mvkit.compress.dynamic:quantize_dynamic_linear", False,
                                     "PyTorch dynamic int8 of the Linear layers")}),
 }

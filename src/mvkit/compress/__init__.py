@@ -67,7 +67,9 @@ def plan_quantize(source: Path, method: str, formats: list[str], data: str | Non
 def quantize(plan: QuantizePlan, source: Path, data: str | None, count: int = 256,
              on_progress: Callable[[int], None] | None = None) -> Artifact:
     """Run one planned int8 entry; returns the int8 artifact (written beside `source`)."""
+    from mvkit.metadata import embed_or_remove
+
     function = resolve(plan.entry.function)
     if plan.entry.calibrated:
-        return function(Path(source), data, count, on_progress=on_progress, **plan.options)
-    return function(Path(source), **plan.options)
+        return embed_or_remove(function(Path(source), data, count, on_progress=on_progress, **plan.options))
+    return embed_or_remove(function(Path(source), **plan.options))

@@ -1,7 +1,8 @@
 """Export: a checkpoint (or a zoo model with weights) to one format of the format table (mvkit.formats).
 
-Each format writes its file under a temporary name, renamed only when complete, then the Artifact sidecar
-(format, Preprocess, labels, source). A failed conversion leaves nothing behind.
+Each format writes its file under a temporary name, writes mvkit's record into it (mvkit.metadata), and it is
+renamed only when complete; then the Artifact sidecar (format, Preprocess, labels, source). A failed conversion
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mvkit.artifact import Artifact
 from mvkit.errors import MvkitError
 from mvkit.files import atomic_output
 from mvkit.formats import Format, available_formats, get_format, resolve
+from mvkit.metadata import embed
 from mvkit.models import architecture_of, labels_of, load_model, preprocess_of
 
 __all__ = ["ExportPlan", "available_formats", "export", "plan_export", "target_path"]
@@ -58,14 +60,14 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
     stem = source_path.name.removesuffix(".safetensors") if source_path.is_file() else architecture_of(model)
     out_dir = Path(out_dir) if out_dir else default_out_dir(model_spec)
     target = target_path(stem, out_dir, plan)
+    source_extra = Artifact.load(source_path).inherited_extra() if source_path.is_file() else {}
     with atomic_output(target) as partial:
         extra = resolve(plan.row.exporter)(model, partial, **plan.options)
-    if source_path.is_file():
-        extra.update(Artifact.load(source_path).inherited_extra())
-    artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
-                        preprocess=preprocess_of(model), source=str(model_spec),
-                        extra={**extra, "params": sum(p.numel() for p in model.parameters()),
-                               "source_pretrained": pretrained,
-                               "source_weights": str(weights) if weights else None})
+        artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
+                            preprocess=preprocess_of(model), source=str(model_spec),
+                            extra={**extra, **source_extra, "params": sum(p.numel() for p in model.parameters()),
+                                   "source_pretrained": pretrained,
+                                   "source_weights": str(weights) if weights else None})
+        embed(artifact, written=partial)  # the file describes itself before it gets its final name
     artifact.save()
     return artifact

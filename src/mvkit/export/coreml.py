@@ -183,16 +183,59 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
     mlmodel.input_description["image"] = (
         f"RGB photo, {'/'.join(map(str, chosen))} px square; resize the shorter side to size / {preprocess.crop_pct:g} "
         "and center-crop (Vision: imageCropAndScaleOption = .centerCrop)")
-    # JSON: ImageNet labels contain commas, and an app reads these with JSONSerialization / json.loads
-    mlmodel.user_defined_metadata.update({
-        "mvkit.preprocess": json.dumps(preprocess.to_dict()),
-        "mvkit.labels": json.dumps(list(labels)),
-        "mvkit.sizes": json.dumps(chosen),
-        "mvkit.compression": compression,
-    })
     mlmodel.save(str(path))
     return {"sizes": chosen, "default_size": default, "precision": precision, "target": target,
             "compression": compression, "normalisation": "in ImageType" if mean is None else "in program",
             "input": "image", "outputs": ["classLabel", "classLabel_probs"], "softmax_in_graph": True,
             **({"note": note} if note else {})}
 
+
+
+def _spec_file(package: Path) -> Path:
+    """The protobuf spec inside a .mlpackage, as its Manifest.json names it."""
+    manifest = json.loads((Path(package) / "Manifest.json").read_text())
+    entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+    return Path(package) / "Data" / entry["path"]
+
+
+def embed_coreml(package: Path, record: dict[str, str]) -> None:
+    """The mvkit record as the model's user-defined metadata (Swift: MLModel.modelDescription.metadata[
+    .creatorDefinedKey]; coremltools: MLModel.user_defined_metadata), beside the classifier's own labels. JSON
+    values: ImageNet labels contain commas, and an app reads them with JSONSerialization / json.loads."""
+    from coremltools.proto import Model_pb2
+
+    spec_file = _spec_file(package)
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    spec.description.metadata.userDefined.update(record)
+    spec_file.write_bytes(spec.SerializeToString())
+
+
+def inspect_coreml(package: Path):
+    from coremltools.proto import Model_pb2
+
+    from mvkit.metadata import FileFacts
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(_spec_file(package).read_bytes())
+
+    def signature(features):
+        found = []
+        for feature in features:
+            kind = feature.type.WhichOneof("Type")
+            if kind == "imageType":
+                image = feature.type.imageType
+                sides = [s.width for s in image.enumeratedSizes.sizes] or [image.width]
+                colour = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace, str(image.colorSpace))
+                found.append({"name": feature.name, "shape": [1, 3, sides[0], sides[0]], "sizes": sides,
+                              "dtype": f"image {colour}"})
+            elif kind == "multiArrayType":
+                array = feature.type.multiArrayType
+                found.append({"name": feature.name, "shape": list(array.shape),
+                              "dtype": Model_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()})
+            else:
+                found.append({"name": feature.name, "shape": None, "dtype": kind})
+        return found
+
+    return FileFacts(dict(spec.description.metadata.userDefined), signature(spec.description.input),
+                     signature(spec.description.output))

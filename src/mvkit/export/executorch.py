@@ -115,3 +115,45 @@ def export_executorch(model: nn.Module, path: Path) -> dict[str, Any]:
     ready, _ = ready_for_xnnpack(model, size)
     program = capture(ready, torch.zeros(1, 3, size, size), fmt="executorch")
     return lower_to_pte(program, path, architecture_of(model))
+
+
+def embed_executorch(path: Path, record: dict[str, str]) -> None:
+    """The mvkit record as constant methods of the program, one per key (`labels`, `preprocess`, ...), each
+    returning its string: an app lists them with Program.method_names and runs them like `forward`.
+    Written here: ExecuTorch adds constant methods only while lowering (to_edge's constant_methods), so a finished
+    .pte is read and written again with its own serializer, the new methods appended."""
+    from executorch.exir._serialize._program import deserialize_pte_binary, serialize_pte_binary
+    from executorch.exir.schema import Chain, ContainerMetadata, EValue, ExecutionPlan, String
+    from executorch.extension.pytree import tree_flatten
+
+    pte = deserialize_pte_binary(Path(path).read_bytes())
+    plans = [plan for plan in pte.program.execution_plan if plan.name not in record]
+    for name, value in record.items():
+        _, spec = tree_flatten(value)
+        plans.append(ExecutionPlan(
+            name=name, values=[EValue(String(value))], inputs=[], outputs=[0],
+            chains=[Chain(inputs=[], outputs=[], instructions=[], stacktrace=None)], operators=[], delegates=[],
+            non_const_buffer_sizes=[0], container_meta_type=ContainerMetadata("", spec.to_str())))
+    pte.program.execution_plan = plans
+    Path(path).write_bytes(bytes(serialize_pte_binary(pte, extract_delegate_segments=bool(pte.program.segments))))
+
+
+SCALAR_TYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 15: "bfloat16"}  # c10
+
+
+def inspect_executorch(path: Path):
+    from executorch.runtime import Runtime
+
+    from mvkit.metadata import KEYS, FileFacts
+
+    program = Runtime.get().load_program(Path(path))
+    metadata = {key: str(program.load_method(key).execute([])[0]) for key in KEYS if key in program.method_names}
+    meta = program.metadata("forward")
+
+    def signature(count, tensor_meta, prefix):
+        return [{"name": f"{prefix}{i}", "shape": list(tensor_meta(i).sizes()),
+                 "dtype": SCALAR_TYPES.get(int(tensor_meta(i).dtype()), str(tensor_meta(i).dtype()))}
+                for i in range(count)]
+
+    return FileFacts(metadata, signature(meta.num_inputs(), meta.input_tensor_meta, "input"),
+                     signature(meta.num_outputs(), meta.output_tensor_meta, "output"))

@@ -56,3 +56,34 @@ def export_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
                                "Export ExecuTorch or TorchScript instead, or report the operator to PyTorch.") from exc
     return {"opset": OPSET, "input": "image", "output": "logits", "softmax_in_graph": False,
             "dynamic_batch": True}
+
+
+def embed_onnx(path: Path, record: dict[str, str]) -> None:
+    """The mvkit record as the model's metadata_props (ONNX Runtime: get_modelmeta().custom_metadata_map)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in record]
+    del model.metadata_props[:]
+    for key, value in [*kept, *record.items()]:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def inspect_onnx(path: Path):
+    """metadata_props and the graph's inputs/outputs, as ONNX Runtime (the app's runtime) reads them."""
+    import onnxruntime as ort
+
+    from mvkit.metadata import FileFacts
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reading, not running
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def signature(values):
+        return [{"name": v.name, "shape": [d if isinstance(d, int) else -1 for d in v.shape],
+                 "dtype": v.type.removeprefix("tensor(").removesuffix(")")} for v in values]
+
+    return FileFacts(dict(session.get_modelmeta().custom_metadata_map), signature(session.get_inputs()),
+                     signature(session.get_outputs()))

@@ -1,7 +1,7 @@
 """OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_export`, the same rewrites the other
 formats get), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch, saved as an
-IR folder `<stem>_openvino/` holding model.xml + model.bin. Labels and Preprocess go into the IR's runtime info
-(section "mvkit") as well as into the sidecar, so the IR describes itself.
+IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...) goes into the
+IR's runtime info, section "mvkit" (embed_openvino), as well as into the sidecar, so the IR describes itself.
 
 Precisions (`--precision`):
 - default: fp32 weights; the CPU plugin computes in its default precision (bf16 on CPUs with AVX-512 BF16 or
@@ -12,7 +12,6 @@ Precisions (`--precision`):
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from mvkit.export.graph import conversion_error, ready_for_export
-from mvkit.models import architecture_of, labels_of, preprocess_of
+from mvkit.models import architecture_of, preprocess_of
 
 IR_NAME = "model.xml"  # inside the artifact's folder, with model.bin beside it
 PRECISIONS = ("default", "fp32", "fp16")
@@ -48,13 +47,39 @@ def convert(model: nn.Module, fmt: str = "openvino"):
     return converted
 
 
-def describe(ov_model, model: nn.Module, **facts: Any) -> None:
-    """Labels, Preprocess and what the output means, in the IR's own runtime info (read back with get_rt_info)."""
-    info = {"labels": json.dumps(labels_of(model)), "preprocess": json.dumps(preprocess_of(model).to_dict()),
-            "architecture": architecture_of(model), "output": "logits",
-            **{key: str(value) for key, value in facts.items()}}
-    for key, value in info.items():
+def embed_openvino(folder: Path, record: dict[str, str]) -> None:
+    """The mvkit record in the IR's runtime info, section "mvkit" (read back with get_rt_info(["mvkit", key])).
+    The IR is saved beside and swapped in: the one read keeps its .bin mapped while it lives."""
+    import openvino as ov
+
+    folder = Path(folder)
+    ov_model = ov.Core().read_model(str(folder / IR_NAME))
+    for key, value in record.items():
         ov_model.set_rt_info(value, ["mvkit", key])
+    fresh = folder.with_name(folder.name + ".described")
+    save_ir(ov_model, fresh)
+    del ov_model
+    for written in fresh.iterdir():
+        written.replace(folder / written.name)
+    fresh.rmdir()
+
+
+def inspect_openvino(path: Path):
+    import openvino as ov
+
+    from mvkit.metadata import FileFacts
+    from mvkit.runtime.openvino_runtime import ir_file
+
+    ov_model = ov.Core().read_model(str(ir_file(path)))
+    metadata = {}
+    if ov_model.has_rt_info(["mvkit"]):
+        metadata = {key: value.astype(str) for key, value in ov_model.get_rt_info(["mvkit"]).astype(dict).items()}
+
+    def signature(ports):
+        return [{"name": port.get_any_name(), "dtype": port.get_element_type().get_type_name(),
+                 "shape": [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]} for port in ports]
+
+    return FileFacts(metadata, signature(ov_model.inputs), signature(ov_model.outputs))
 
 
 def save_ir(ov_model, folder: Path, fp16_weights: bool = False) -> Path:
@@ -67,7 +92,6 @@ def save_ir(ov_model, folder: Path, fp16_weights: bool = False) -> Path:
 
 def export_openvino(model: nn.Module, path: Path, precision: str = "default") -> dict[str, Any]:
     ov_model = convert(model)
-    describe(ov_model, model, precision=precision)
     save_ir(ov_model, Path(path), fp16_weights=precision == "fp16")
     return {"input": "image", "output": "logits", "softmax_in_graph": False, "dynamic_batch": True,
             "ir": IR_NAME, "precision": precision, "weights": "fp16" if precision == "fp16" else "fp32",

@@ -132,7 +132,11 @@ def imagenet_labels() -> list[str]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(1000)]
+    labels = [info.index_to_description(i) for i in range(1000)]
+    # "crane" names two classes (the bird, 134, and the machine, 517): labels must be unique (sidecars, Core ML's
+    # classifier), so the second gets its WordNet gloss's first words
+    labels[517] = "crane (machine)"
+    return labels
 
 
 def attach_metadata(model: nn.Module, timm_name: str, labels: list[str], preprocess: Preprocess) -> nn.Module:

@@ -39,8 +39,11 @@ def reading(path: Path, fmt: str, reader: str) -> Iterator[None]:
 
 
 def is_artifact(path: Path | str) -> bool:
+    """A file with a sidecar, or an exported file that may describe itself (Artifact.load reads it)."""
+    from mvkit.metadata import row_for_file
+
     path = Path(path)
-    return path.exists() and sidecar_path(path).exists()
+    return path.exists() and (sidecar_path(path).exists() or row_for_file(path) is not None)
 
 
 __all__ = ["Predictor", "is_artifact", "load_predictor"]
