@@ -99,10 +99,23 @@ def predict_command(
     topk: int = typer.Option(5, "--topk", "-k", help="How many labels to show per photo."),
     batch_size: int = typer.Option(16, min=1, help="Photos per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write one row per photo to this .parquet, .csv or .jsonl "
+                                       "(streamed, resumable: a re-run skips the rows written). INPUT is then one "
+                                       "folder tree, a quoted glob, a .csv manifest (path column) or a .txt list."),
+    engine: str = typer.Option("local", help="With --out: local (worker processes read the photos) or ray "
+                               "(Ray Data actors; pip install 'mvkit[ray]')."),
+    workers: int = typer.Option(2, help="With --out: photo-reading processes (local) or Ray actors."),
+    address: Optional[str] = typer.Option(None, help="With --engine ray: an existing cluster (ray start --head "
+                                          "prints it); default: a local Ray instance."),
 ) -> None:
-    """Top-k labels with probabilities for a photo or a folder of photos."""
+    """Top-k labels with probabilities for a photo or a folder of photos, or a whole photo library into a file."""
     from mvkit.predict import as_predictor, predict_files
 
+    if out is not None:
+        if len(inputs) != 1:
+            raise MvkitError("--out takes one INPUT: a folder, a quoted glob, a .csv manifest or a .txt list")
+        _predict_to_file(model, str(inputs[0]), out, engine, workers, batch_size, topk, address)
+        return
     predictor = as_predictor(model, pretrained=pretrained, weights=weights)
     predictions, skipped = predict_files(predictor, inputs, topk=topk, batch_size=batch_size)
     if as_json:
@@ -116,6 +129,32 @@ def predict_command(
         _report_skipped(skipped)
     if not predictions:
         raise typer.Exit(1)
+
+
+def _predict_to_file(model, source, out, engine, workers, batch_size, topk, address) -> None:
+    from rich.progress import TaskProgressColumn
+
+    from mvkit.batch import check_job, predict_to_file
+
+    check_job(model, source, out, engine, workers, topk)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=error_console) as progress:
+        task = progress.add_task(f"predict ({engine})", total=None, rate="")
+
+        def start(total, done):
+            progress.update(task, total=total, completed=done)
+
+        def advance(n):
+            progress.advance(task, n)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
+
+        summary = predict_to_file(model, source, out, engine=engine, workers=workers, batch_size=batch_size,
+                                  topk=topk, address=address, on_start=start, on_progress=advance)
+    resumed = f", {summary.skipped_done} already done before" if summary.skipped_done else ""
+    console.print(f"{escape(str(summary.out))}: {summary.written} rows written{resumed}; {summary.errors} photos "
+                  "could not be read (their rows hold the error)")
 
 
 @app.command("eval")

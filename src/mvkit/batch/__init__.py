@@ -1,0 +1,232 @@
+"""Batch prediction over a photo library: `mvkit predict MODEL INPUT --out predictions.parquet`.
+
+The job streams its input (mvkit.batch.inputs) in a fixed order, predicts in batches, and appends one row per photo
+to a file that stays valid when it stops (mvkit.batch.outputs); a re-run with the same --out skips the rows
+already written. Two engines, one row format:
+- local: worker processes read and prepare the photos (Pillow + the artifact's Preprocess), this process runs
+  the model; constant memory (the input is taken in windows).
+- ray: the same work on Ray Data (`map_batches` with an actor pool; each actor loads the Predictor once), on a
+  local Ray instance or an existing cluster (`--address`). The photos' paths must be readable from every node.
+A photo that cannot be read becomes a row with its error, never a failed job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from mvkit.batch.inputs import check_input, count_inputs, iter_inputs
+from mvkit.batch.outputs import check_output, open_output
+from mvkit.errors import MvkitError
+
+ENGINES = ("local", "ray")
+RAY_WINDOW = 50_000  # paths per Ray dataset: bounds the driver's memory; actors reload once per window
+
+
+@dataclass
+class BatchSummary:
+    out: Path
+    written: int  # rows this run wrote
+    skipped_done: int  # rows an earlier run had written
+    errors: int  # rows of photos that could not be read (this run)
+    engine: str
+    workers: int
+
+
+def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "local", workers: int = 2,
+                    batch_size: int = 32, topk: int = 5, address: str | None = None,
+                    on_start: Callable[[int | None, int], None] | None = None,
+                    on_progress: Callable[[int], None] | None = None) -> BatchSummary:
+    """Predict every photo of `source` into `out`; see the module docstring. on_start(total, done) comes once
+    the input is counted, on_progress(n) after each batch."""
+    out = Path(out)
+    check_job(model, source, out, engine, workers, topk)
+    topk = min(topk, _label_count(model))
+    output = open_output(out, topk)
+    resume = output.resume()
+    total = count_inputs(source)
+    if on_start:
+        on_start(total, resume.done)
+    paths = _skip_done(iter_inputs(source), resume.done, resume.last_path, out)
+    rows = (_local_rows if engine == "local" else _ray_rows)(Path(model), paths, workers, batch_size, topk, address)
+    written = errors = 0
+    try:
+        for chunk in _chunks(rows, batch_size):
+            output.write(chunk)
+            written += len(chunk)
+            errors += sum(1 for row in chunk if row["error"])
+            if on_progress:
+                on_progress(len(chunk))
+    except BaseException:
+        output.close(finished=False)  # a valid partial file; a re-run resumes after its last row
+        raise
+    output.close(finished=True)
+    return BatchSummary(out, written, resume.done, errors, engine, workers)
+
+
+def check_job(model: str | Path, source: str, out: Path, engine: str, workers: int, topk: int) -> None:
+    """Refuse a job that cannot run, before any work or file."""
+    from mvkit.runtime import is_artifact
+
+    if engine not in ENGINES:
+        raise MvkitError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if workers < 0 or (engine == "ray" and workers < 1):
+        raise MvkitError("--workers must be at least 1 for Ray, 0 or more for the local engine")
+    if not is_artifact(model):
+        raise MvkitError(f"{model} is not an mvkit checkpoint or artifact: --out jobs run a saved file "
+                         "(export or save the model first)")
+    check_input(source)
+    check_output(Path(out), topk)
+    if engine == "ray":
+        from mvkit.errors import require_extra
+
+        require_extra("ray", ("ray",), "--engine ray")
+
+
+def _label_count(model: Path) -> int:
+    from mvkit.artifact import Artifact
+
+    return len(Artifact.load(Path(model)).labels)
+
+
+def _skip_done(paths: Iterator[str], done: int, last: str | None, out: Path) -> Iterator[str]:
+    if done:
+        skipped = list(itertools.islice(paths, done - 1))
+        before = next(paths, None)
+        del skipped
+        if before != last:
+            raise MvkitError(f"{out} was written for another input (its row {done} is {last}, the input's is "
+                             f"{before}): use a new --out, or delete it to start again")
+    return paths
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def make_row(path: str, probabilities: np.ndarray | None, labels: list[str], topk: int,
+             error: str | None = None) -> dict[str, Any]:
+    """One output row; probabilities rounded as `mvkit predict` prints them."""
+    row: dict[str, Any] = {"path": path}
+    order = probabilities.argsort()[::-1][:topk] if probabilities is not None else [None] * topk
+    for rank, index in enumerate(order, start=1):
+        row[f"label_{rank}"] = labels[index] if index is not None else None
+        row[f"probability_{rank}"] = round(float(probabilities[index]), 6) if index is not None else None
+    row["error"] = error
+    return row
+
+
+# --- reading photos (in worker processes or Ray actors) --------------------------------------------------------
+
+_transform = None
+
+
+def _init_reader(preprocess: dict) -> None:
+    global _transform
+    from mvkit.preprocess import Preprocess
+
+    _transform = Preprocess.from_dict(preprocess).eval_transform()
+
+
+def read_photo(path: str, transform=None) -> tuple[np.ndarray | None, str | None]:
+    """The photo prepared for the model, or (None, why it cannot be read)."""
+    from mvkit.data.images import BadImageError, load_image
+
+    try:
+        return (transform or _transform)(load_image(path)).numpy(), None
+    except BadImageError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a photo never fails the job
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def predict_read(predictor, paths: list[str], read: list[tuple[np.ndarray | None, str | None]], batch_size: int,
+                 topk: int) -> list[dict[str, Any]]:
+    """Rows for `paths` in order: the readable photos predicted in batches, the others with their error."""
+    good = [i for i, (array, _) in enumerate(read) if array is not None]
+    probabilities: dict[int, np.ndarray] = {}
+    for start in range(0, len(good), batch_size):
+        indices = good[start:start + batch_size]
+        batch = predictor.check_classes(predictor.run(np.stack([read[i][0] for i in indices])))
+        probabilities.update(zip(indices, batch))
+    return [make_row(path, probabilities.get(i), predictor.labels, topk, read[i][1]) for i, path in enumerate(paths)]
+
+
+# --- engines ---------------------------------------------------------------------------------------------------
+
+def _local_rows(model: Path, paths: Iterator[str], workers: int, batch_size: int, topk: int,
+                address: str | None) -> Iterator[dict[str, Any]]:
+    from mvkit.runtime import load_predictor
+
+    predictor = load_predictor(model)
+    preprocess = predictor.artifact.preprocess.to_dict()
+    window = batch_size * max(workers, 1) * 4
+    if workers == 0:
+        _init_reader(preprocess)
+        for chunk in _chunks(paths, window):
+            yield from predict_read(predictor, chunk, [read_photo(p) for p in chunk], batch_size, topk)
+        return
+    # spawn: forked children of a process that has started PyTorch's thread pools can hang in them
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_reader, initargs=(preprocess,)) as pool:
+        pending = None
+        for chunk in _chunks(paths, window):  # the next window is read while this one is predicted
+            reading = pool.map_async(read_photo, chunk, chunksize=max(1, batch_size // 4))
+            if pending:
+                yield from predict_read(predictor, pending[0], pending[1].get(), batch_size, topk)
+            pending = (chunk, reading)
+        if pending:
+            yield from predict_read(predictor, pending[0], pending[1].get(), batch_size, topk)
+
+
+class RayPredictBatch:
+    """A Ray Data actor: loads the Predictor once, then turns batches of paths into rows."""
+
+    def __init__(self, model: str, topk: int, batch_size: int):
+        from mvkit.runtime import load_predictor
+
+        self.predictor = load_predictor(Path(model))
+        self.transform = self.predictor.artifact.preprocess.eval_transform()
+        self.topk, self.batch_size = topk, batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        paths = [str(p) for p in batch["path"]]
+        rows = predict_read(self.predictor, paths, [read_photo(p, self.transform) for p in paths], self.batch_size,
+                            self.topk)
+        return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def _ray_rows(model: Path, paths: Iterator[str], workers: int, batch_size: int, topk: int,
+              address: str | None) -> Iterator[dict[str, Any]]:
+    import logging
+
+    import ray
+
+    from mvkit.batch.outputs import columns
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows in input order: what resume relies on
+    context.enable_progress_bars = False
+    cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)) / workers) if not address else 1.0
+    names = columns(topk)
+    for window in _chunks(paths, RAY_WINDOW):
+        dataset = ray.data.from_items([{"path": p} for p in window],
+                                      override_num_blocks=max(1, min(len(window) // batch_size, workers * 8)))
+        predicted = dataset.map_batches(
+            RayPredictBatch, fn_constructor_kwargs={"model": str(Path(model).resolve()), "topk": topk,
+                                                    "batch_size": batch_size},
+            batch_size=batch_size, concurrency=workers, num_cpus=cpus, batch_format="numpy")
+        for batch in predicted.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                yield {name: row.get(name) for name in names}

@@ -1,0 +1,199 @@
+"""Prediction files that a job appends to, that stay valid when it stops, and that tell a re-run where to resume.
+
+One row per photo, in input order: path, label_1, probability_1, ..., label_k, probability_k, error (empty when the
+photo was read). CSV and JSON Lines are appended line by line (a line cut by a kill is dropped on resume);
+Parquet is written as finished part files in `<out>.parts/`, gathered into `<out>` when the job ends or is
+interrupted (pyarrow's ParquetWriter cannot reopen a closed file to append).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mvkit.errors import MvkitError
+from mvkit.files import atomic_output
+
+SUFFIXES = (".parquet", ".csv", ".jsonl")
+
+
+def columns(topk: int) -> list[str]:
+    return ["path", *(name for i in range(1, topk + 1) for name in (f"label_{i}", f"probability_{i}")), "error"]
+
+
+def check_output(out: Path, topk: int) -> None:
+    if out.suffix.lower() not in SUFFIXES:
+        raise MvkitError(f"--out {out}: write .parquet, .csv or .jsonl")
+    if out.suffix.lower() == ".parquet":
+        from mvkit.errors import require_extra
+
+        require_extra(None, ("pyarrow",), "Parquet output")
+
+
+@dataclass
+class Resume:
+    done: int  # rows already written, in input order
+    last_path: str | None
+
+
+class Output:
+    """Appends rows; `resume` says what an earlier run of the same job finished."""
+
+    def __init__(self, out: Path, topk: int):
+        self.out, self.topk, self.names = Path(out), topk, columns(topk)
+
+    def resume(self) -> Resume: ...
+    def write(self, rows: list[dict[str, Any]]) -> None: ...
+    def close(self, finished: bool = True) -> None: ...
+
+    def check_columns(self, names: list[str]) -> None:
+        if names != self.names:
+            raise MvkitError(f"{self.out} holds columns for another job ({len(names)} columns, this one writes "
+                             f"{len(self.names)}: a different --topk?); use a new --out or delete it")
+
+
+class LineOutput(Output):
+    """CSV or JSON Lines, appended and flushed after every batch."""
+
+    def __init__(self, out: Path, topk: int):
+        super().__init__(out, topk)
+        self.json = self.out.suffix.lower() == ".jsonl"
+        self.stream = None
+
+    def resume(self) -> Resume:
+        if not self.out.exists() or self.out.stat().st_size == 0:
+            return Resume(0, None)
+        data = self.out.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]  # a line cut by a kill is not a row
+        if len(complete) != len(data):
+            self.out.write_bytes(complete)
+        lines = complete.decode("utf-8").splitlines()
+        if self.json:
+            rows = [json.loads(line) for line in lines]
+            if rows:
+                self.check_columns(list(rows[0]))
+            return Resume(len(rows), rows[-1]["path"] if rows else None)
+        parsed = list(csv.reader(lines))
+        self.check_columns(parsed[0])
+        return Resume(len(parsed) - 1, parsed[-1][0] if len(parsed) > 1 else None)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self.stream is None:
+            fresh = not self.out.exists() or self.out.stat().st_size == 0
+            self.stream = self.out.open("a", newline="", encoding="utf-8")
+            self.writer = None if self.json else csv.DictWriter(self.stream, fieldnames=self.names)
+            if fresh and self.writer:
+                self.writer.writeheader()
+        for row in rows:
+            if self.json:
+                self.stream.write(json.dumps(row) + "\n")
+            else:
+                self.writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        self.stream.flush()
+
+    def close(self, finished: bool = True) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+
+class ParquetOutput(Output):
+    """Finished part files of up to PART_ROWS rows in `<out>.parts/`, each written atomically; close() gathers
+    them into `<out>`. Rows of an unfinished part are lost by a kill -9 and simply predicted again."""
+
+    PART_ROWS, PART_SECONDS = 2048, 10.0  # a part when either is reached
+
+    def __init__(self, out: Path, topk: int):
+        super().__init__(out, topk)
+        self.parts = self.out.with_name(self.out.name + ".parts")
+        self.pending: list[dict[str, Any]] = []
+        self.last_part = time.monotonic()
+
+    def _schema(self):
+        import pyarrow as pa
+
+        fields = [pa.field("path", pa.string())]
+        for i in range(1, self.topk + 1):
+            fields += [pa.field(f"label_{i}", pa.string()), pa.field(f"probability_{i}", pa.float64())]
+        return pa.schema([*fields, pa.field("error", pa.string())])
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
+
+    def resume(self) -> Resume:
+        import pyarrow.parquet as pq
+
+        if self.out.exists() and not self.parts.is_dir():  # a finished (or gathered) file: continue from it
+            self.parts.mkdir()
+            shutil.copy2(self.out, self.parts / "part-000000.parquet")
+        done, last = 0, None
+        for part in self._part_files():
+            table = pq.read_table(part)
+            self.check_columns(table.column_names)
+            if table.num_rows:
+                done, last = done + table.num_rows, table.column("path")[-1].as_py()
+        return Resume(done, last)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.pending += rows
+        if len(self.pending) >= self.PART_ROWS or time.monotonic() - self.last_part >= self.PART_SECONDS:
+            self._write_part()
+
+    def _write_part(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows, self.pending, self.last_part = self.pending, [], time.monotonic()
+        if not rows:
+            return
+        self.parts.mkdir(exist_ok=True)
+        existing = self._part_files()
+        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        table = pa.Table.from_pylist(rows, schema=self._schema())
+        with atomic_output(self.parts / f"part-{number:06d}.parquet") as partial:
+            pq.write_table(table, partial)
+
+    def close(self, finished: bool = True) -> None:
+        """Gather the parts into `<out>` (a valid file even after an interruption); the parts go once the job is
+        finished, and stay for a re-run to resume from otherwise."""
+        import pyarrow.parquet as pq
+
+        self._write_part()
+        parts = self._part_files()
+        if not parts:
+            return
+        with atomic_output(self.out) as partial:
+            with pq.ParquetWriter(partial, self._schema()) as writer:
+                for part in parts:  # one part in memory at a time
+                    writer.write_table(pq.read_table(part))
+        if finished:
+            shutil.rmtree(self.parts)
+
+
+def open_output(out: Path, topk: int) -> Output:
+    return (ParquetOutput if Path(out).suffix.lower() == ".parquet" else LineOutput)(out, topk)
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """All rows of a predictions file (for tests and small files)."""
+    out = Path(out)
+    if out.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(out).to_pylist()
+    if out.suffix.lower() == ".jsonl":
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    with out.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    for row in rows:
+        for key in row:
+            if key.startswith("probability_"):
+                row[key] = float(row[key]) if row[key] else None
+            elif not row[key]:
+                row[key] = None
+    return rows
