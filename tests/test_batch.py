@@ -103,19 +103,22 @@ def test_ray_engine_matches_on_a_local_ray_cluster(model, library, expected, tmp
         ray.shutdown()
 
 
-def wait_for(condition, timeout: float = 120) -> None:
+def wait_for(condition, job: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while not condition():
+        assert job.poll() is None, "the job ended before it could be stopped"
         assert time.time() < deadline, "the job made no progress"
         time.sleep(0.2)
 
 
 @pytest.mark.parametrize("suffix,stop", [(".csv", signal.SIGKILL), (".parquet", signal.SIGKILL),
                                          (".jsonl", signal.SIGINT)])
-def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, small_library, tmp_path, suffix, stop):
+def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, small_library, library, tmp_path,
+                                                                      suffix, stop):
     from mvkit.predict import predict_files
 
-    library = small_library
+    # Parquet parts are written every 10 s: the whole library keeps that job running long enough to stop it
+    library = library if suffix == ".parquet" else small_library
     predictions, skipped = predict_files(model, [library], topk=3)
     expected = ({str(p.path): p.top for p in predictions}, {str(path): reason for path, reason in skipped})
     count = len(predictions) + len(skipped)
@@ -130,7 +133,7 @@ def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, sm
         return out.stat().st_size if out.exists() else 0
 
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: written() >= (1 if suffix == ".parquet" else 5_000))
+    wait_for(lambda: written() >= (1 if suffix == ".parquet" else 5_000), job)
     job.send_signal(stop)
     job.wait(timeout=60)
     partial = read_rows(out) if out.exists() else []
