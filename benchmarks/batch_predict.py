@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -48,22 +47,25 @@ def make_model(folder: Path) -> Path:
 
 def run_job(model: Path, source: str, out: Path, *options: str) -> dict:
     """One `mvkit predict --out` process: wall seconds, rows, and the peak RSS of its largest process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # A fresh wrapper process per job, so getrusage(RUSAGE_CHILDREN) is this job's peak, not a running maximum
+    wrapper = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:], capture_output=True).returncode; "
+               "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     start = time.perf_counter()
-    shown = subprocess.run([*CLI, "predict", str(model), source, "--out", str(out), "-k", "1", *options],
-                           capture_output=True, text=True)
+    shown = subprocess.run([sys.executable, "-c", wrapper, *CLI, "predict", str(model), source, "--out", str(out),
+                            "-k", "1", *options], capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if shown.returncode != 0:
-        raise SystemExit(f"error: {shlex.join(options)} failed: {shown.stderr.strip()[-500:]}")
+    code, peak_kb = shown.stdout.split()
+    if code != "0":
+        raise SystemExit(f"error: {shlex.join(options)} failed (exit {code})")
     rows = sum(1 for _ in out.open()) - (1 if out.suffix == ".csv" else 0)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"seconds": round(seconds, 1), "rows": rows, "images_per_s": round(rows / seconds, 1),
-            "peak_rss_mb": round(max(peak, before) / 1024, 0), "peak_grew": peak > before}
+            "peak_rss_mb": round(int(peak_kb) / 1024)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
+    parser.add_argument("--memory-workers", type=int, default=1, help="local workers for the memory runs")
     args = parser.parse_args()
     if not FLOWERS.is_dir():
         raise SystemExit(f"error: {FLOWERS} is missing (see ../shared/data/README.md)")
@@ -83,8 +85,9 @@ def main() -> None:
             with manifest.open("w") as lines:
                 for i in range(size):
                     lines.write(photos[i % len(photos)] + "\n")
-            result = run_job(model, str(manifest), folder / f"repeat{size}.jsonl", "--workers", "2")
-            rows.append({"job": f"local, 2 workers, manifest of {size:,} paths", "photos": size, **result})
+            workers = str(args.memory_workers)
+            result = run_job(model, str(manifest), folder / f"repeat{size}.jsonl", "--workers", workers)
+            rows.append({"job": f"local, {workers} worker(s), manifest of {size:,} paths", "photos": size, **result})
             print(rows[-1], flush=True)
     command = "python benchmarks/batch_predict.py " + shlex.join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
@@ -96,8 +99,7 @@ def main() -> None:
         "## Batch prediction (`mvkit predict --out`)", "",
         f"Machine: {platform.machine()}, 2 cores. Command: `{command}`. EfficientNet-Lite0 ONNX at 128 px, top-1 rows "
         "to JSON Lines; each job one `mvkit predict` process (Ray's start-up included); peak RSS of the job's "
-        "largest process. Peak RSS can only be read as a running maximum over this script's jobs: a later job's "
-        "figure that equals an earlier one means it used no more.", "", *table]))
+        "largest process (each job measured on its own).", "", *table]))
     print("\n".join(table))
 
 
