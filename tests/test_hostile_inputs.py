@@ -95,6 +95,40 @@ def test_a_sidecar_that_is_not_json_is_refused(exported, photos, tmp_path, capsy
     assert_refused(capsys, ["predict", artifact, photos["coffee"]], tmp_path, "damaged")
 
 
+@pytest.mark.parametrize("damage, needle", [
+    (lambda props: props.update(labels="daisy,rose"), "damaged mvkit metadata"),  # not JSON
+    (lambda props: props.update(labels="[]"), "non-empty list"),
+    (lambda props: props.pop("preprocess"), "missing key 'preprocess'"),
+])
+def test_a_file_whose_own_record_is_damaged_is_refused_without_its_sidecar(exported, damage, needle, photos,
+                                                                          tmp_path, capsys):
+    """Without a sidecar the file's embedded record is all mvkit has: a damaged one is named, never guessed."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(exported["onnx"]))
+    props = {p.key: p.value for p in model.metadata_props}
+    damage(props)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    artifact = tmp_path / "alone.onnx"
+    onnx.save(model, str(artifact))
+    assert_refused(capsys, ["predict", artifact, photos["coffee"]], tmp_path, needle)
+
+
+def test_a_batch_job_is_refused_before_any_file(exported, flowers_subset, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    cases = [(["--out", out / "p.xlsx"], "write .parquet, .csv or .jsonl"),
+             (["--out", out / "p.csv", "--engine", "spark"], "--engine must be one of"),
+             (["--out", out / "p.csv", "--workers", "-1"], "--workers"),
+             (["--out", out / "p.csv", flowers_subset], "one INPUT")]
+    for options, needle in cases:
+        assert_refused(capsys, ["predict", exported["onnx"], flowers_subset, *options], tmp_path, needle)
+    assert_refused(capsys, ["predict", exported["onnx"], tmp_path / "nowhere", "--out", out / "p.csv"], tmp_path,
+                   "does not exist")
+
+
 # ---- no silent wrong answer ---------------------------------------------------------------------------
 
 def test_a_model_name_without_weights_is_refused_by_predict_and_eval(photos, flowers_subset, tmp_path, capsys):

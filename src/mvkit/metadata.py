@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvkit.artifact import Artifact
+from mvkit.artifact import Artifact, sidecar_path
 from mvkit.errors import MvkitError
 from mvkit.files import atomic_output, remove
 from mvkit.preprocess import Preprocess
@@ -146,8 +146,6 @@ def embed(artifact: Artifact, written: Path | None = None) -> None:
 
 def embed_or_remove(artifact: Artifact) -> Artifact:
     """embed() for a finished artifact; if that fails the file and its sidecar go too (no half-described file)."""
-    from mvkit.artifact import sidecar_path
-
     try:
         embed(artifact)
     except BaseException:
@@ -157,18 +155,10 @@ def embed_or_remove(artifact: Artifact) -> Artifact:
     return artifact
 
 
-# What inspect shows, as (name, how it is read from a record, how from a sidecar Artifact)
-SHOWN = {
-    "format": (lambda r: r["format"], lambda a: a.format),
-    "architecture": (lambda r: r["architecture"], lambda a: a.model_name),
-    "labels": (lambda r: json.loads(r["labels"]), lambda a: list(a.labels)),
-    "preprocess": (lambda r: json.loads(r["preprocess"]), lambda a: {**a.preprocess.to_dict(), **PIXELS}),
-    "output": (lambda r: r["output"], lambda a: "probabilities" if a.extra.get("softmax_in_graph") else "logits"),
-    "compression": (lambda r: r["compression"], compression_of),
-    "source": (lambda r: r.get("source") or None, lambda a: a.to_dict()["source"]),
-    "source_sha256": (lambda r: r.get("source_sha256") or None, lambda a: None),
-    "mvkit_version": (lambda r: r.get("mvkit_version"), lambda a: None),
-}
+# What inspect shows, each parsed from a record: the file's own, or one made from the sidecar
+SHOWN = {"format": str, "architecture": str, "labels": json.loads, "preprocess": json.loads, "output": str,
+         "compression": str, "source": str, "source_sha256": str, "mvkit_version": str}
+NOT_IN_SIDECARS = ("source_sha256", "mvkit_version")  # facts of when the file was written
 
 
 def inspect_artifact(path: Path) -> dict[str, Any]:
@@ -178,15 +168,17 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise MvkitError(f"{path} does not exist")
     facts = read_facts(path)
-    sidecar = Artifact.load(path) if sidecar_exists(path) else None
+    sidecar = Artifact.load(path) if sidecar_path(path).exists() else None
     if facts is None and sidecar is None:
         raise MvkitError(f"{path} is no artifact mvkit can read: no sidecar, and no installed format reads files "
                          "named like it")
     record = facts.metadata if facts else {}
+    from_sidecar = {key: value for key, value in record_of(sidecar).items()
+                    if key not in NOT_IN_SIDECARS} if sidecar else {}
     values, mismatches = {}, []
-    for key, (from_record, from_sidecar) in SHOWN.items():
-        in_file = from_record(record) if record.get(key) else None
-        in_sidecar = from_sidecar(sidecar) if sidecar else None
+    for key, parse in SHOWN.items():
+        in_file = parse(record[key]) if record.get(key) else None
+        in_sidecar = parse(from_sidecar[key]) if from_sidecar.get(key) else None
         where = [name for name, value in (("file", in_file), ("sidecar", in_sidecar)) if value is not None]
         if in_file is not None and in_sidecar is not None and in_file != in_sidecar:
             mismatches.append(key)
@@ -196,9 +188,3 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
             "inputs": facts.inputs if facts else [], "outputs": facts.outputs if facts else [],
             "values": values, "mismatches": mismatches,
             "sidecar_extra": sidecar.extra if sidecar else json.loads(record.get("extra") or "{}")}
-
-
-def sidecar_exists(path: Path) -> bool:
-    from mvkit.artifact import sidecar_path
-
-    return sidecar_path(Path(path)).exists()

@@ -14,6 +14,11 @@ from mvkit.runtime import Predictor, is_artifact, load_predictor
 from mvkit.runtime.torch_runtime import model_predictor
 
 
+def top_k(probabilities, labels: list[str], k: int) -> list[tuple[str, float]]:
+    """The k most likely (label, probability), most likely first, rounded to the 6 decimals mvkit prints."""
+    return [(labels[i], round(float(probabilities[i]), 6)) for i in probabilities.argsort()[::-1][:k]]
+
+
 @dataclass
 class Prediction:
     path: Path
@@ -71,9 +76,7 @@ def predict_files(
     for start in range(0, len(report.good), batch_size):
         paths = report.good[start:start + batch_size]
         probabilities = predictor.predict_images([load_image(p) for p in paths])
-        for path, row in zip(paths, probabilities):
-            order = row.argsort()[::-1][:k]
-            predictions.append(Prediction(path, [(predictor.labels[i], round(float(row[i]), 6)) for i in order]))
+        predictions += [Prediction(path, top_k(row, predictor.labels, k)) for path, row in zip(paths, probabilities)]
         if on_progress:
             on_progress(len(paths))
     return predictions, report.bad

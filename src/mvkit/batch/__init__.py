@@ -35,8 +35,6 @@ class BatchSummary:
     written: int  # rows this run wrote
     skipped_done: int  # rows an earlier run had written
     errors: int  # rows of photos that could not be read (this run)
-    engine: str
-    workers: int
 
 
 def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "local", workers: int = 2,
@@ -67,7 +65,7 @@ def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "lo
         output.close(finished=False)  # a valid partial file; a re-run resumes after its last row
         raise
     output.close(finished=True)
-    return BatchSummary(out, written, resume.done, errors, engine, workers)
+    return BatchSummary(out, written, resume.done, errors)
 
 
 def check_job(model: str | Path, source: str, out: Path, engine: str, workers: int, topk: int) -> None:
@@ -82,7 +80,7 @@ def check_job(model: str | Path, source: str, out: Path, engine: str, workers: i
         raise MvkitError(f"{model} is not an mvkit checkpoint or artifact: --out jobs run a saved file "
                          "(export or save the model first)")
     check_input(source)
-    check_output(Path(out), topk)
+    check_output(Path(out))
     if engine == "ray":
         from mvkit.errors import require_extra
 
@@ -96,10 +94,9 @@ def _label_count(model: Path) -> int:
 
 
 def _skip_done(paths: Iterator[str], done: int, last: str | None, out: Path) -> Iterator[str]:
+    """`paths` after the `done` already written, once the last of those is the row the file ends with."""
     if done:
-        skipped = list(itertools.islice(paths, done - 1))
-        before = next(paths, None)
-        del skipped
+        before = next(itertools.islice(paths, done - 1, None), None)  # consumed one by one, nothing kept
         if before != last:
             raise MvkitError(f"{out} was written for another input (its row {done} is {last}, the input's is "
                              f"{before}): use a new --out, or delete it to start again")
@@ -114,12 +111,13 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 def make_row(path: str, probabilities: np.ndarray | None, labels: list[str], topk: int,
              error: str | None = None) -> dict[str, Any]:
-    """One output row; probabilities rounded as `mvkit predict` prints them."""
+    """One output row, with the numbers `mvkit predict` prints (predict.top_k); empty labels for an error row."""
+    from mvkit.predict import top_k
+
+    top = top_k(probabilities, labels, topk) if probabilities is not None else [(None, None)] * topk
     row: dict[str, Any] = {"path": path}
-    order = probabilities.argsort()[::-1][:topk] if probabilities is not None else [None] * topk
-    for rank, index in enumerate(order, start=1):
-        row[f"label_{rank}"] = labels[index] if index is not None else None
-        row[f"probability_{rank}"] = round(float(probabilities[index]), 6) if index is not None else None
+    for rank, (label, probability) in enumerate(top, start=1):
+        row[f"label_{rank}"], row[f"probability_{rank}"] = label, probability
     row["error"] = error
     return row
 

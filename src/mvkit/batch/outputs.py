@@ -26,7 +26,7 @@ def columns(topk: int) -> list[str]:
     return ["path", *(name for i in range(1, topk + 1) for name in (f"label_{i}", f"probability_{i}")), "error"]
 
 
-def check_output(out: Path, topk: int) -> None:
+def check_output(out: Path) -> None:
     if out.suffix.lower() not in SUFFIXES:
         raise MvkitError(f"--out {out}: write .parquet, .csv or .jsonl")
     if out.suffix.lower() == ".parquet":
@@ -68,19 +68,24 @@ class LineOutput(Output):
     def resume(self) -> Resume:
         if not self.out.exists() or self.out.stat().st_size == 0:
             return Resume(0, None)
-        data = self.out.read_bytes()
-        complete = data[:data.rfind(b"\n") + 1]  # a line cut by a kill is not a row
-        if len(complete) != len(data):
-            self.out.write_bytes(complete)
-        lines = complete.decode("utf-8").splitlines()
-        if self.json:
-            rows = [json.loads(line) for line in lines]
-            if rows:
-                self.check_columns(list(rows[0]))
-            return Resume(len(rows), rows[-1]["path"] if rows else None)
-        parsed = list(csv.reader(lines))
-        self.check_columns(parsed[0])
-        return Resume(len(parsed) - 1, parsed[-1][0] if len(parsed) > 1 else None)
+        _drop_cut_line(self.out)
+        count, last = 0, None
+        with self.out.open(newline="", encoding="utf-8") as stream:  # streamed: the file may hold millions of rows
+            if self.json:
+                for line in stream:
+                    row = json.loads(line)
+                    if count == 0:
+                        self.check_columns(list(row))
+                    count, last = count + 1, row["path"]
+                return Resume(count, last)
+            reader = csv.reader(stream)
+            header = next(reader, None)
+            if header is None:
+                return Resume(0, None)
+            self.check_columns(header)
+            for row in reader:
+                count, last = count + 1, row[0]
+        return Resume(count, last)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.stream is None:
@@ -100,6 +105,24 @@ class LineOutput(Output):
         if self.stream is not None:
             self.stream.close()
             self.stream = None
+
+
+def _drop_cut_line(path: Path, block: int = 1 << 16) -> None:
+    """Truncate `path` after its last newline: a line cut by a kill is not a row. Reads from the end only."""
+    with path.open("rb+") as stream:
+        end = stream.seek(0, 2)
+        position = end
+        while position > 0:
+            start = max(0, position - block)
+            stream.seek(start)
+            newline = stream.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                if keep != end:
+                    stream.truncate(keep)
+                return
+            position = start
+        stream.truncate(0)
 
 
 class ParquetOutput(Output):
@@ -131,12 +154,11 @@ class ParquetOutput(Output):
         if self.out.exists() and not self.parts.is_dir():  # a finished (or gathered) file: continue from it
             self.parts.mkdir()
             shutil.copy2(self.out, self.parts / "part-000000.parquet")
-        done, last = 0, None
-        for part in self._part_files():
-            table = pq.read_table(part)
-            self.check_columns(table.column_names)
-            if table.num_rows:
-                done, last = done + table.num_rows, table.column("path")[-1].as_py()
+        parts = self._part_files()
+        for part in parts:  # the footers only: rows and columns
+            self.check_columns(pq.ParquetFile(part).schema_arrow.names)
+        done = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
+        last = pq.read_table(parts[-1], columns=["path"]).column("path")[-1].as_py() if done else None
         return Resume(done, last)
 
     def write(self, rows: list[dict[str, Any]]) -> None:

@@ -32,6 +32,16 @@ class PackageSummary:
         return asdict(self)
 
 
+def color_space(image) -> str:
+    """An ImageFeatureType's colour space by name."""
+    return {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace, str(image.colorSpace))
+
+
+def image_sides(image) -> list[int]:
+    """The square sides an ImageFeatureType accepts: its enumerated sizes, else its one size."""
+    return [s.width for s in image.enumeratedSizes.sizes] or [image.width]
+
+
 def _labels(block) -> list[str]:
     for op in block.operations:
         if op.type == "classify":
@@ -91,8 +101,7 @@ def read_package(path: Path | str) -> PackageSummary:
     color, sizes = None, []
     if kind == "imageType":
         image = first.type.imageType
-        color = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace, str(image.colorSpace))
-        sizes = [s.width for s in image.enumeratedSizes.sizes] or [image.width]
+        color, sizes = color_space(image), image_sides(image)
     weight_dtypes: Counter = Counter()
     for op in block.operations:
         if op.type == "const" and "val" in op.attributes:

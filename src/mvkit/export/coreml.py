@@ -190,7 +190,6 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
             **({"note": note} if note else {})}
 
 
-
 def _spec_file(package: Path) -> Path:
     """The protobuf spec inside a .mlpackage, as its Manifest.json names it."""
     manifest = json.loads((Path(package) / "Manifest.json").read_text())
@@ -214,6 +213,7 @@ def embed_coreml(package: Path, record: dict[str, str]) -> None:
 def inspect_coreml(package: Path):
     from coremltools.proto import Model_pb2
 
+    from mvkit.coreml.package import color_space, image_sides
     from mvkit.metadata import FileFacts
 
     spec = Model_pb2.Model()
@@ -225,10 +225,9 @@ def inspect_coreml(package: Path):
             kind = feature.type.WhichOneof("Type")
             if kind == "imageType":
                 image = feature.type.imageType
-                sides = [s.width for s in image.enumeratedSizes.sizes] or [image.width]
-                colour = {10: "GRAYSCALE", 20: "RGB", 30: "BGR"}.get(image.colorSpace, str(image.colorSpace))
+                sides = image_sides(image)
                 found.append({"name": feature.name, "shape": [1, 3, sides[0], sides[0]], "sizes": sides,
-                              "dtype": f"image {colour}"})
+                              "dtype": f"image {color_space(image)}"})
             elif kind == "multiArrayType":
                 array = feature.type.multiArrayType
                 found.append({"name": feature.name, "shape": list(array.shape),
