@@ -6,7 +6,7 @@ import skimage.data
 from PIL import Image
 
 from mvkit.data import images
-from mvkit.data.images import BadImageError, list_files, load_image, scan_images
+from mvkit.data.images import BadImageError, SizeSummary, list_files, load_image, scan_images
 
 
 def _diff(a: Image.Image, b: np.ndarray) -> float:
@@ -100,3 +100,16 @@ def test_real_flower_photos_all_scan_clean(flowers):
     report = scan_images(files)
     assert len(report.good) == 200 and not report.bad
     assert load_image(files[0]).size == (128, 128)
+    sizes = SizeSummary.of(report.sizes)
+    assert (sizes.count, sizes.short_side_median, sizes.common) == (200, 128, [("128x128", 200)])
+
+
+def test_scan_lists_the_size_distribution_of_mixed_photos(tmp_path):
+    from PIL import Image
+
+    for i, (w, h) in enumerate([(640, 480), (640, 480), (300, 200), (90, 120)]):
+        Image.new("RGB", (w, h), (i * 40, 90, 30)).save(tmp_path / f"{i}.jpg")
+    sizes = SizeSummary.of(scan_images(list_files(tmp_path)).sizes)
+    assert (sizes.short_side_min, sizes.short_side_median, sizes.short_side_max) == (90, 480, 480)
+    assert sizes.common[0] == ("640x480", 2)
+    assert "short side 480 px median (min 90, max 480)" in sizes.describe()

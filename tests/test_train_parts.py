@@ -17,10 +17,16 @@ from mvkit.train.sampling import EpochBatchSampler
 
 
 def test_presets_yaml_and_overrides(tmp_path):
-    finetune = build_recipe()
-    assert (finetune.lr, finetune.stem_lr, finetune.head_lr, finetune.weight_decay) == (3e-5, 1e-5, 5e-5, 0.01)
-    assert (finetune.mixup_alpha, finetune.cutmix_alpha, finetune.mix_prob, finetune.mix_switch_prob) == (0.2, 1.0, 0.5, 0.5)
-    assert finetune.pretrained and finetune.patience == 10
+    guide = build_recipe("guide")  # the guide's recipe, exactly
+    assert (guide.lr, guide.stem_lr, guide.head_lr, guide.weight_decay) == (3e-5, 1e-5, 5e-5, 0.01)
+    assert (guide.mixup_alpha, guide.cutmix_alpha, guide.mix_prob, guide.mix_switch_prob) == (0.2, 1.0, 0.5, 0.5)
+    assert guide.pretrained and guide.patience == 10 and not guide.native_size
+    finetune = build_recipe()  # the default: one lr for the whole net, warm-up, regularised, native size
+    assert finetune.preset == "finetune" and finetune.pretrained and finetune.native_size
+    assert finetune.stem_lr is None and finetune.head_lr is None and finetune.warmup_epochs > 0
+    # --lr alone moves the whole net: no stem or head left at the preset's own value
+    assert {g["lr_scale"] for g in build_optimizer(create_model("mobilevit_xxs", num_classes=3),
+                                                   build_recipe(lr=1e-2)).param_groups} == {1.0}
     head_only = build_recipe("head-only")
     assert head_only.freeze_backbone and head_only.pretrained
     assert not build_recipe("scratch").pretrained
@@ -63,7 +69,7 @@ def test_balanced_sampling_evens_out_classes():
 
 def test_guide_learning_rates_per_group_under_the_schedule():
     model = create_model("tf_efficientnet_lite0", num_classes=5)
-    recipe = build_recipe(warmup_epochs=0)
+    recipe = build_recipe("guide", warmup_epochs=0)
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch=10)
     lrs = {(g["group"], g["weight_decay"]): g["lr"] for g in optimizer.param_groups}

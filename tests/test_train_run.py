@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 
 from mvkit.errors import MvkitError
 from mvkit.models import labels_of, load_model, preprocess_of
-from mvkit.train import build_recipe, train
+from mvkit.data.images import SizeSummary
+from mvkit.train import build_recipe, load_recipe, train
+from mvkit.train.recipe import native_input_size
 from mvkit.train import loop as train_loop
 from mvkit.train.state import load_state
 
@@ -61,6 +63,17 @@ def test_run_folder_holds_checkpoints_metrics_and_charts(flowers_subset, tmp_pat
     assert preprocess_of(best).size == 32
     assert len((out / "metrics.csv").read_text().splitlines()) == 4
     assert result.train_images_per_second > 0
+
+
+def test_without_img_size_a_run_trains_at_the_photos_native_size(flowers_subset, tmp_path):
+    # the 128 px flower photos: 128 px, not MobileViT-XXS's 256; recorded so a resumed run keeps it
+    result = train(tiny_recipe(flowers_subset, tmp_path / "run", img_size=None, epochs=1, batch_size=16))
+    assert result.recipe.img_size == 128 and preprocess_of(load_model(result.best_checkpoint)).size == 128
+    assert load_recipe(tmp_path / "run" / "recipe.yaml").img_size == 128
+    frozen = build_recipe("head-only", model="mobilevit_xxs", data=str(flowers_subset))
+    assert native_input_size(frozen, 256, SizeSummary.of([(128, 128)])) is None  # a frozen body keeps its scale
+    assert native_input_size(build_recipe(), 256, SizeSummary.of([(28, 28)])) == 64
+    assert native_input_size(build_recipe(), 224, SizeSummary.of([(500, 375)])) is None  # bigger: the model's
 
 
 def test_teacher_sees_photos_at_its_own_size_and_normalisation(flowers_subset, tmp_path):

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
@@ -209,7 +210,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import list_files, scan_images
+    from mvkit.data.images import SizeSummary, list_files, scan_images
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")
@@ -218,10 +219,14 @@ def scan_command(
     with progress_bars() as start:
         report = scan_images(files, on_progress=start("checking photos", len(files)))
     report.bad = unlisted + report.bad
+    sizes = SizeSummary.of(report.sizes)
     if as_json:
-        print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad]})
+        print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad],
+                    "sizes": asdict(sizes) if sizes else None})
     else:
         console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
+        if sizes:
+            console.print(f"sizes: {sizes.describe()}")
         _report_skipped(report.bad)
     if report.bad:
         raise typer.Exit(1)
@@ -231,38 +236,44 @@ def scan_command(
 def train_command(
     model: Optional[str] = typer.Argument(None, help="Zoo/timm model name, or an mvkit checkpoint to continue from. Not needed with --resume."),
     data: Optional[str] = typer.Argument(None, help="Dataset: class folders, CSV manifest or builtin:fashion. Not needed with --resume."),
-    preset: Optional[str] = typer.Option(None, help="finetune (the guide's recipe, default), head-only (backbone frozen) or scratch."),
+    preset: Optional[str] = typer.Option(None, help="finetune (default: chosen by measurement), guide (the guide's exact recipe), head-only (backbone frozen) or scratch."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML recipe; options given here override it."),
     out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints, metrics, curves, resume state."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs (finetune: 100, with early stopping)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (finetune: 15)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process (finetune: 32)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate of the body (finetune: 3e-5)."),
-    stem_lr: Optional[float] = typer.Option(None, help="Learning rate of the stem (finetune: 1e-5)."),
-    head_lr: Optional[float] = typer.Option(None, help="Learning rate of the classifier (finetune: 5e-5)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (finetune: 5e-4 for the whole net; guide: 3e-5 for the body)."),
+    stem_lr: Optional[float] = typer.Option(None, help="Learning rate of the stem (guide: 1e-5; finetune: --lr)."),
+    head_lr: Optional[float] = typer.Option(None, help="Learning rate of the classifier (guide: 5e-5; finetune: --lr)."),
     layer_decay: Optional[float] = typer.Option(None, help="timm layer-wise lr decay (e.g. 0.75) instead of stem/head lrs."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (finetune: 0.01)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay (finetune: 0.05, guide: 0.01)."),
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up before the cosine schedule."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default 0.1)."),
     mixup_alpha: Optional[float] = typer.Option(None, "--mixup", help="MixUp alpha (0.2); 0 turns it off."),
     cutmix_alpha: Optional[float] = typer.Option(None, "--cutmix", help="CutMix alpha (1.0); 0 turns it off."),
-    mix_prob: Optional[float] = typer.Option(None, help="Probability of mixing a batch (0.5)."),
+    mix_prob: Optional[float] = typer.Option(None, help="Probability of mixing a batch (finetune: 1.0, guide: 0.5)."),
     balanced: Optional[bool] = typer.Option(None, "--balanced/--no-balanced", help="Class-balanced sampling (weights 1/class count)."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights and validate/save it."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a lower val loss (finetune: 10)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a lower val loss (guide: 10; finetune: none)."),
     teacher: Optional[str] = typer.Option(None, help="Distil from this teacher (a checkpoint trained on the same data, or a model name)."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for the teacher."),
     distill_alpha: Optional[float] = typer.Option(None, help="Weight of the label loss in distillation (0.5)."),
     distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (4.0)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights (finetune/head-only: yes)."),
     weights: Optional[Path] = WeightsOpt,
-    img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (finetune, scratch: the photos' native size up to the model's; others: the model's)."),
     val: Optional[Path] = typer.Option(None, "--val", help="A separate val folder of class folders."),
     val_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for val (0.2)."),
     mixed_precision: Optional[str] = typer.Option(None, help="no, bf16 or fp16 (bf16 uses AMX on recent Intel CPUs)."),
     seed: Optional[int] = typer.Option(None, help="Seed of sampling, augmentation and init."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic algorithms only."),
     workers: Optional[int] = typer.Option(None, help="Data-loading worker processes (0: exact resume)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC weights and batches (default: on; faster convolutions)."),
+    min_lr: Optional[float] = typer.Option(None, help="Learning rate at the end of the cosine schedule."),
+    drop_rate: Optional[float] = typer.Option(None, help="Dropout before the classifier."),
+    drop_path_rate: Optional[float] = typer.Option(None, help="Stochastic depth rate."),
+    scale_min: Optional[float] = typer.Option(None, help="Smallest random-resized-crop area (0.5)."),
+    auto_augment: Optional[str] = typer.Option(None, help="timm augmentation policy, e.g. rand-m7-mstd0.5-inc1 (RandAugment)."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also save the resume state every N optimizer steps."),
 ) -> None:
     """Fine-tune, train from scratch or distil, on CPU, one GPU or many (launch with `accelerate launch`)."""
@@ -286,7 +297,8 @@ def train_command(
             distill_alpha=distill_alpha, distill_temperature=distill_temperature, pretrained=pretrained,
             weights=str(weights) if weights else None, img_size=img_size, val=str(val) if val else None,
             val_fraction=val_fraction, mixed_precision=mixed_precision, seed=seed, deterministic=deterministic,
-            workers=workers, save_every_steps=save_every_steps)
+            workers=workers, channels_last=channels_last, min_lr=min_lr, drop_rate=drop_rate, drop_path_rate=drop_path_rate, scale_min=scale_min, auto_augment=auto_augment,
+            save_every_steps=save_every_steps)
         recipe = build_recipe(recipe_file=recipe_file, **options)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import list_files, load_image, scan_images
+from mvkit.data.images import SizeSummary, list_files, load_image, scan_images
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class DataSplits:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # bad files found by the scan
     split_file: Path | None = None
     pending_split: tuple | None = None  # a new split not written yet (load_data(write_split=False))
+    photo_sizes: SizeSummary | None = None  # of every readable photo, train and val
 
     def save_split(self) -> None:
         if self.pending_split is not None:
@@ -159,7 +160,10 @@ def load_builtin(name: str) -> DataSplits:
         classes = [str(c) for c in arrays["classes"]]
         train = ArrayImageDataset(arrays["train_images"], arrays["train_labels"], classes, f"{name}/train")
         val = ArrayImageDataset(arrays["val_images"], arrays["val_labels"], classes, f"{name}/val")
-    return DataSplits(train=train, val=val, classes=classes)
+        height, width = arrays["train_images"].shape[1:3]
+    count = len(train) + len(val)
+    sizes = SizeSummary(count, min(width, height), min(width, height), min(width, height), [(f"{width}x{height}", count)])
+    return DataSplits(train=train, val=val, classes=classes, photo_sizes=sizes)
 
 
 # ---- folders and manifests ---------------------------------------------------------------------------
@@ -400,6 +404,7 @@ def load_data(
         skipped=report.bad,
         split_file=Path(split_file) if split_file else None,
         pending_split=pending_split,
+        photo_sizes=SizeSummary.of(report.sizes),
     )
 
 

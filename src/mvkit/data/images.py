@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ def load_image(path: Path | str) -> Image.Image:
 class ScanReport:
     good: list[Path] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each good photo, upright
 
     def summary(self) -> str:
         lines = [f"{len(self.good)} images ok, {len(self.bad)} skipped"]
@@ -100,14 +102,36 @@ class ScanReport:
         return "\n".join(lines)
 
 
-def _check(path: Path) -> str | None:
+@dataclass
+class SizeSummary:
+    """The distribution of photo sizes: what a model's input size should be chosen against."""
+    count: int
+    short_side_min: int
+    short_side_median: int
+    short_side_max: int
+    common: list[tuple[str, int]]  # the most frequent "WxH" sizes and their counts
+
+    @classmethod
+    def of(cls, sizes: list[tuple[int, int]]) -> "SizeSummary | None":
+        if not sizes:
+            return None
+        short = sorted(min(size) for size in sizes)
+        common = Counter(f"{w}x{h}" for w, h in sizes).most_common(3)
+        return cls(len(sizes), short[0], short[len(short) // 2], short[-1], common)
+
+    def describe(self) -> str:
+        common = ", ".join(f"{size} ({count})" for size, count in self.common)
+        return (f"short side {self.short_side_median} px median (min {self.short_side_min}, max "
+                f"{self.short_side_max}); most common sizes {common}")
+
+
+def _check(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     if not is_image_file(path):
-        return f"not an image file extension ({path.suffix or 'none'})"
+        return f"not an image file extension ({path.suffix or 'none'})", None
     try:
-        load_image(path)
+        return None, load_image(path).size
     except BadImageError as exc:
-        return str(exc)
-    return None
+        return str(exc), None
 
 
 def scan_images(
@@ -119,9 +143,10 @@ def scan_images(
     paths = list(paths)
     report = ScanReport()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, problem in zip(paths, pool.map(_check, paths)):
+        for path, (problem, size) in zip(paths, pool.map(_check, paths)):
             if problem is None:
                 report.good.append(path)
+                report.sizes.append(size)
             else:
                 report.bad.append((path, problem))
                 log.info("skipping %s: %s", path, problem)  # callers list them

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from mvkit.preprocess import Preprocess
 
 
-def train_transform(size: int, interpolation: str, scale_min: float):
-    """Light augmentation from timm: random-resized crop (area scale_min..1), horizontal flip, no colour jitter."""
+def train_transform(size: int, interpolation: str, scale_min: float, auto_augment: str | None = None):
+    """Augmentation from timm: random-resized crop (area scale_min..1), horizontal flip, and the auto_augment
+    policy if one is given (e.g. RandAugment, "rand-m9-mstd0.5"); no colour jitter."""
     from timm.data import create_transform
 
     return create_transform(input_size=(3, size, size), is_training=True, scale=(scale_min, 1.0), hflip=0.5,
-                            color_jitter=None, interpolation=interpolation, normalize=False)
+                            color_jitter=None, auto_augment=auto_augment, interpolation=interpolation,
+                            normalize=False)
 
 
 def to_unit_range(raw: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +30,7 @@ from mvkit.models import create_model, labels_of, load_model, preprocess_of, sav
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
-from mvkit.train.recipe import TrainRecipe
+from mvkit.train.recipe import TrainRecipe, native_input_size
 from mvkit.train.control import StopRequest, deterministic_algorithms, run_folder_lock
 from mvkit.train.sampling import EpochBatchSampler
 from mvkit.train.state import Progress, load_state, restore_rng, save_state, seed_everything
@@ -63,6 +63,7 @@ class TrainResult:
     val_top1: float = 0.0
     updates: int = 0  # optimizer steps taken
     model: nn.Module | None = None  # the final model (EMA weights if EMA is on), on every process
+    recipe: TrainRecipe | None = None  # as resolved by the run (e.g. its input size), as in recipe.yaml
 
 
 def _out_paths(out: Path) -> dict[str, Path]:
@@ -74,12 +75,15 @@ def _out_paths(out: Path) -> dict[str, Path]:
 
 def _build_student(recipe: TrainRecipe, classes: list[str]) -> nn.Module:
     path = Path(recipe.model)
+    # only when asked: not every architecture takes them
+    regularisation = {k: v for k, v in (("drop_rate", recipe.drop_rate), ("drop_path_rate", recipe.drop_path_rate)) if v}
     if path.is_file() and sidecar_path(path).exists():  # continue from an mvkit checkpoint
         artifact = Artifact.load(path)
-        model = create_model(artifact.model_name, labels=classes, weights=path, preprocess=artifact.preprocess)
+        model = create_model(artifact.model_name, labels=classes, weights=path, preprocess=artifact.preprocess,
+                             **regularisation)
     else:
         model = create_model(recipe.model, labels=classes, pretrained=recipe.pretrained and not recipe.weights,
-                             weights=recipe.weights)
+                             weights=recipe.weights, **regularisation)
     changes = {k: v for k, v in (("size", recipe.img_size), ("crop_pct", recipe.crop_pct)) if v is not None}
     if changes:
         set_preprocess(model, **changes)
@@ -209,11 +213,21 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     if len(data.val) == 0:
         raise MvkitError(f"{recipe.data} leaves no photo for val; give more photos per class or a --val folder")
     model = _build_student(recipe, data.classes)
+    model_size = preprocess_of(model).size
+    native = None if Path(recipe.model).is_file() else native_input_size(recipe, model_size, data.photo_sizes)
+    if native is not None:  # recipe.yaml records the size, so a resumed run keeps it
+        set_preprocess(model, size=native)
+        recipe = replace(recipe, img_size=native)
+        ui.log(f"input {native} px, the photos' native size ({data.photo_sizes.describe()}), not the model's "
+               f"{model_size} px; --img-size chooses another")
     teacher = _build_teacher(recipe, data.classes)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
     student_pre = preprocess_of(model)
     teacher_pre = preprocess_of(teacher) if teacher is not None else None
     canvas = max(student_pre.size, teacher_pre.size if teacher_pre else 0)
-    data.set_transforms(train_transform(canvas, student_pre.interpolation, recipe.scale_min),
+    data.set_transforms(train_transform(canvas, student_pre.interpolation, recipe.scale_min, recipe.auto_augment),
                         student_pre.eval_transform())
     batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
                                           rank, world).batches_per_epoch()
@@ -276,6 +290,8 @@ def _train_one_epoch(run: _Run, stop: StopRequest, ui: TrainUI) -> tuple[float, 
     loss_sum, correct, seen, started = 0.0, 0.0, 0, time.perf_counter()
     for raw, targets in loader:
         raw, targets = to_unit_range(raw.to(device)), targets.to(device)
+        if recipe.channels_last:
+            raw = raw.contiguous(memory_format=torch.channels_last)
         hard_targets = targets
         if run.mixup is not None:
             raw, targets = run.mixup(raw, targets)
@@ -395,7 +411,7 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
                              history=run.progress.history, best_epoch=run.progress.best_epoch,
                              stopped_early=stopped_early,
                              train_images_per_second=images_seen / train_seconds if train_seconds else 0.0,
-                             updates=run.progress.updates, model=run.eval_model())
+                             updates=run.progress.updates, model=run.eval_model(), recipe=run.recipe)
         if run.main and run.progress.history:
             plot_curves(run.progress.history, paths["curves"])
             best = load_model(paths["best"])

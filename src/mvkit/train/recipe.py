@@ -12,6 +12,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from mvkit.data.images import SizeSummary
 from mvkit.errors import MvkitError
 
 
@@ -25,16 +26,20 @@ class TrainRecipe:
     val: str | None = None  # separate val folder
     val_fraction: float = 0.2
     split_seed: int = 0
-    img_size: int | None = None  # None: the model's default input size
+    img_size: int | None = None  # None: the model's default, or with native_size the photos' (native_input_size)
+    native_size: bool = False
     crop_pct: float | None = None
     scale_min: float = 0.5  # light augmentation: random-resized-crop area in [scale_min, 1], horizontal flip
+    auto_augment: str | None = None  # timm's policy string, e.g. "rand-m9-mstd0.5" (RandAugment)
     balanced: bool = False  # class-balanced sampling, weights 1/class count
     workers: int = 0
     # model
     pretrained: bool = True
     weights: str | None = None
     freeze_backbone: bool = False
-    # optimisation (defaults: the guide's fine-tuning recipe)
+    drop_rate: float = 0.0  # dropout before the classifier (timm's drop_rate)
+    drop_path_rate: float = 0.0  # stochastic depth (timm's drop_path_rate)
+    # optimisation (the defaults are the guide's fine-tuning recipe: the `guide` preset)
     epochs: int = 100
     batch_size: int = 32
     lr: float = 3e-5
@@ -59,6 +64,7 @@ class TrainRecipe:
     distill_temperature: float = 4.0
     # running
     mixed_precision: str = "no"  # no, bf16, fp16
+    channels_last: bool = True  # NHWC weights and batches: faster convolutions on CPUs (and GPUs' tensor cores)
     seed: int = 0
     deterministic: bool = False
     save_every_steps: int = 0  # 0: save the resume state at each epoch end only
@@ -83,6 +89,16 @@ class TrainRecipe:
             raise MvkitError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
         if self.workers < 0 or self.save_every_steps < 0 or (self.patience is not None and self.patience < 1):
             raise MvkitError("workers and save_every_steps must be >= 0, patience >= 1 (or empty: no early stop)")
+        if self.auto_augment:
+            from mvkit.train.batches import train_transform
+
+            try:
+                train_transform(32, "bicubic", self.scale_min, self.auto_augment)
+            except Exception as exc:  # timm raises assertion, key and value errors for a bad policy string
+                raise MvkitError(f"auto_augment {self.auto_augment!r} is not a timm policy (e.g. rand-m7-mstd0.5-inc1, "
+                                 f"augmix-m5-w3, v0): {type(exc).__name__} {exc}") from None
+        if not 0.0 <= self.drop_rate < 1.0 or not 0.0 <= self.drop_path_rate < 1.0:
+            raise MvkitError("drop_rate and drop_path_rate must be in [0, 1)")
         for name in ("weight_decay", "warmup_epochs", "min_lr", "label_smoothing", "mixup_alpha", "cutmix_alpha"):
             if getattr(self, name) < 0:
                 raise MvkitError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -99,17 +115,42 @@ class TrainRecipe:
         return self.mix_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
-# What each preset changes from the dataclass defaults (which are the guide's fine-tuning recipe).
+# What each preset changes from the dataclass defaults (the guide's recipe). Each was chosen by measurement on
+# flowers128: BENCHMARKS.md, "Fine-tuning on flowers128", has the runs (python benchmarks/finetune_flowers.py).
+FINETUNE = {
+    # one lr for the whole net with a 1-epoch warm-up: the guide's 3e-5 (stem 1e-5, head 5e-5) reaches
+    # 65% after 3 epochs where this reaches 80%
+    "lr": 5e-4, "stem_lr": None, "head_lr": None, "warmup_epochs": 1.0, "min_lr": 1e-6, "weight_decay": 0.05,
+    # 2,784 photos: the body memorises them within 6 epochs without regularisation (train 95% against val
+    # 76% under the eval transform), so MixUp/CutMix on every batch, dropout and stochastic depth
+    "mix_prob": 1.0, "drop_rate": 0.2, "drop_path_rate": 0.1,
+    "epochs": 15, "patience": None, "native_size": True,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    "finetune": {},
+    "finetune": FINETUNE,
+    "guide": {},  # the guide's recipe, kept for reference
     "head-only": {"freeze_backbone": True, "lr": 1e-3, "stem_lr": None, "head_lr": None, "epochs": 30},
     "scratch": {"pretrained": False, "lr": 2e-3, "stem_lr": None, "head_lr": None, "weight_decay": 0.05,
-                "warmup_epochs": 3.0, "epochs": 100, "patience": None},
+                "warmup_epochs": 3.0, "epochs": 100, "patience": None, "native_size": True},
 }
 FIELD_NAMES = {f.name for f in fields(TrainRecipe)}
 # field name -> its type as text: "float", "int | None", ...
 _HINTS = {name: hint.__name__ if isinstance(hint, type) else str(hint)
           for name, hint in get_type_hints(TrainRecipe).items()}
+
+
+def native_input_size(recipe: TrainRecipe, model_size: int, photos: SizeSummary | None) -> int | None:
+    """The input size to train at when none is given, or None to keep the model's.
+
+    A network that trains its body adapts to the photos' own scale, and upscaling them costs compute without
+    adding detail: on flowers128 (128 px photos) EfficientNet-Lite0 fine-tuned at 128 px matched its 224 px
+    default at a third of the time per epoch (BENCHMARKS.md, "Fine-tuning"). A frozen body keeps the scale its
+    features were learned at: its linear probe lost 4 points at 128 px. Sizes are multiples of 32 (the
+    networks' total stride), from 64 px (smaller is not measured) up to the model's default."""
+    if recipe.img_size is not None or not recipe.native_size or recipe.freeze_backbone or photos is None:
+        return None
+    native = 32 * max(2, round(photos.short_side_median / 32))
+    return native if native < model_size else None
 
 
 def read_recipe_file(path: Path) -> dict[str, Any]:
