@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_markdown import replace_section  # noqa: E402
 from mvkit.train import build_recipe, train  # noqa: E402
+from mvkit.train.recipe import FINETUNE  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BUDGET_MINUTES = 60  # the budget for one training run on this machine's 2 cores
@@ -69,7 +70,7 @@ def recipe_rows(args) -> dict[str, dict]:
         "head_only": dict(model="tf_efficientnet_lite0", preset="head-only", epochs=args.head_epochs),
         "finetune": dict(lite0, preset="finetune"),
         "finetune_224": dict(lite0, preset="finetune", img_size=224, epochs=args.epochs_224 or args.finetune_epochs),
-        "guide": dict(lite0, preset="guide"),
+        "guide": dict(lite0, preset="guide", epochs=args.guide_epochs or args.finetune_epochs or FINETUNE["epochs"]),
         "scratch": dict(model="mobilevit_xxs", preset="scratch", epochs=args.student_epochs),
         "distilled": dict(model="mobilevit_xxs", preset="scratch", epochs=args.student_epochs,
                           teacher=str(out / "finetune" / "best.safetensors")),
@@ -290,6 +291,7 @@ def main() -> None:
     parser.add_argument("--head-epochs", type=int, default=None, help="default: the head-only preset's")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="default: the finetune preset's")
     parser.add_argument("--epochs-224", type=int, default=None, help="default: --finetune-epochs")
+    parser.add_argument("--guide-epochs", type=int, default=None, help="default: --finetune-epochs (the guide: 100)")
     parser.add_argument("--student-epochs", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

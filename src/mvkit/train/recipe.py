@@ -129,7 +129,10 @@ FINETUNE = {
 PRESETS: dict[str, dict[str, Any]] = {
     "finetune": FINETUNE,
     "guide": {},  # the guide's recipe, kept for reference
-    "head-only": {"freeze_backbone": True, "lr": 1e-3, "stem_lr": None, "head_lr": None, "epochs": 30},
+    # crop 1.0: a linear probe on the frozen features scores 77.4% on the whole photo against 75.5% on its
+    # centre 0.875 (scikit-learn logistic regression, flowers128 at 224 px)
+    "head-only": {"freeze_backbone": True, "lr": 1e-3, "stem_lr": None, "head_lr": None, "epochs": 10,
+                  "crop_pct": 1.0},
     "scratch": {"pretrained": False, "lr": 2e-3, "stem_lr": None, "head_lr": None, "weight_decay": 0.05,
                 "warmup_epochs": 3.0, "epochs": 100, "patience": None, "native_size": True},
 }
