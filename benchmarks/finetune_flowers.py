@@ -246,13 +246,13 @@ def _top1_text(row: dict) -> str:
 
 def write_markdown(results: dict) -> None:
     lines = ["## Fine-tuning on flowers128 (the guide's section 5 table)", "",
-             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}. Split: seeded 80/20 stratified (2,784 train / 698 val). Budget: at most "
              f"{BUDGET_MINUTES} minutes of training per run on this machine.", ""]
     table = results.get("rows", {})
     if table:
-        lines += ["| run | val top-1 | input px | epochs (best) | train minutes | within budget | training img/s | command |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| run | val top-1 | input px | epochs (best) | train minutes | within budget | training img/s | threads | command |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name in TITLES:
             if name not in table:
                 continue
@@ -261,7 +261,7 @@ def write_markdown(results: dict) -> None:
             budget = "yes" if row["train_minutes"] <= BUDGET_MINUTES else "**no**"
             epochs = f"{row['epochs']} ({row['best_epoch']})" if row.get("best_epoch") else str(row["epochs"])
             lines.append(f"| {TITLES[name]} | {_top1_text(row)} | {row['img_size']} | {epochs} | "
-                         f"{row['train_minutes']:.1f} | {budget} | {img_s} | `{row['command']}` |")
+                         f"{row['train_minutes']:.1f} | {budget} | {img_s} | {row.get('threads', '')} | `{row['command']}` |")
         lines += ["", "Val top-1 per epoch:", ""]
         lines += [f"- {name}: " + ", ".join(f"{t:.1%}" for t in table[name]["curve"])
                   for name in TITLES if table.get(name, {}).get("curve")]
@@ -273,9 +273,10 @@ def write_markdown(results: dict) -> None:
                   "fp32 NCHW / timm | fp32 / timm | bf16 / timm |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in results["throughput"]:
+            nchw, nchw_ratio = row.get("mvkit fp32 NCHW img/s"), row.get("fp32 NCHW / timm")
             lines.append(f"| {row['model']} | {row['img_size']} | {row['timm img/s']:.1f} | "
-                         f"{row.get('mvkit fp32 NCHW img/s', float('nan')):.1f} | {row['mvkit fp32 img/s']:.1f} | "
-                         f"{row['mvkit bf16 img/s']:.1f} | {row.get('fp32 NCHW / timm', float('nan')):.2f} | "
+                         f"{'' if nchw is None else f'{nchw:.1f}'} | {row['mvkit fp32 img/s']:.1f} | "
+                         f"{row['mvkit bf16 img/s']:.1f} | {'' if nchw_ratio is None else f'{nchw_ratio:.2f}'} | "
                          f"{row['fp32 / timm']:.2f} | {row['bf16 / timm']:.2f} |")
         lines.append("")
     replace_section("finetune_flowers", "\n".join(lines))
