@@ -78,13 +78,15 @@ def recipe_rows(args) -> dict[str, dict]:
 
 
 def run_recipe(name: str, options: dict, args) -> dict:
+    from mvkit.models import preprocess_of
+
     recipe = build_recipe(out=str(Path(args.out) / name), **common(args), **options)
     started = time.perf_counter()
     result = train(recipe)
     minutes = (time.perf_counter() - started) / 60
     resolved = result.recipe
     return {"val_top1": result.val_top1, "best_epoch": result.best_epoch, "epochs": resolved.epochs,
-            "img_size": resolved.img_size, "params_m": sum(p.numel() for p in result.model.parameters()) / 1e6,
+            "img_size": resolved.img_size or preprocess_of(result.model).size, "params_m": sum(p.numel() for p in result.model.parameters()) / 1e6,
             "train_minutes": minutes, "train_img_s": result.train_images_per_second, "lr": resolved.lr,
             "preset": resolved.preset, "mixed_precision": resolved.mixed_precision,
             "curve": [round(row["val_top1"], 4) for row in result.history]}

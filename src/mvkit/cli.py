@@ -258,7 +258,7 @@ def train_command(
     teacher: Optional[str] = typer.Option(None, help="Distil from this teacher (a checkpoint trained on the same data, or a model name)."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for the teacher."),
     distill_alpha: Optional[float] = typer.Option(None, help="Weight of the label loss in distillation (0.5)."),
-    distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (4.0)."),
+    distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (scratch: 1.0; guide, finetune: 4.0)."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Start from pretrained weights (finetune/head-only: yes)."),
     weights: Optional[Path] = WeightsOpt,
     img_size: Optional[int] = typer.Option(None, help="Input size (finetune, scratch: the photos' native size up to the model's; others: the model's)."),
