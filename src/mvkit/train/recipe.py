@@ -133,7 +133,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # centre 0.875 (scikit-learn logistic regression, flowers128 at 224 px)
     "head-only": {"freeze_backbone": True, "lr": 1e-3, "stem_lr": None, "head_lr": None, "epochs": 10,
                   "crop_pct": 1.0},
-    # distillation at T 1: MobileViT-XXS from the finetune row's Lite0 scored 71.6% against 63.8% at the guide's
+    # distillation at T 1: MobileViT-XXS from the finetune row's Lite0 scored 72.3% against 63.8% at the guide's
     # T 4 and 62.8% without a teacher (15 epochs); a teacher trained with MixUp/CutMix and label smoothing has
     # soft outputs already, which T 4 flattens further
     "scratch": {"pretrained": False, "lr": 2e-3, "stem_lr": None, "head_lr": None, "weight_decay": 0.05,
