@@ -297,7 +297,8 @@ def train_command(
             distill_alpha=distill_alpha, distill_temperature=distill_temperature, pretrained=pretrained,
             weights=str(weights) if weights else None, img_size=img_size, val=str(val) if val else None,
             val_fraction=val_fraction, mixed_precision=mixed_precision, seed=seed, deterministic=deterministic,
-            workers=workers, channels_last=channels_last, min_lr=min_lr, drop_rate=drop_rate, drop_path_rate=drop_path_rate, scale_min=scale_min, auto_augment=auto_augment,
+            workers=workers, channels_last=channels_last, min_lr=min_lr, drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate, scale_min=scale_min, auto_augment=auto_augment,
             save_every_steps=save_every_steps)
         recipe = build_recipe(recipe_file=recipe_file, **options)
 

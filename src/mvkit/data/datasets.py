@@ -161,8 +161,7 @@ def load_builtin(name: str) -> DataSplits:
         train = ArrayImageDataset(arrays["train_images"], arrays["train_labels"], classes, f"{name}/train")
         val = ArrayImageDataset(arrays["val_images"], arrays["val_labels"], classes, f"{name}/val")
         height, width = arrays["train_images"].shape[1:3]
-    count = len(train) + len(val)
-    sizes = SizeSummary(count, min(width, height), min(width, height), min(width, height), [(f"{width}x{height}", count)])
+    sizes = SizeSummary.of([(width, height)] * (len(train) + len(val)))  # every image has the array's size
     return DataSplits(train=train, val=val, classes=classes, photo_sizes=sizes)
 
 

@@ -152,8 +152,8 @@ def native_input_size(recipe: TrainRecipe, model_size: int, photos: SizeSummary 
     A network that trains its body adapts to the photos' own scale, and upscaling them costs compute without
     adding detail: on flowers128 (128 px photos) EfficientNet-Lite0 fine-tuned for 19 minutes reached 82.1% at
     128 px (15 epochs) against 74.2% at its default 224 px (3 epochs; BENCHMARKS.md, "Fine-tuning"). A frozen
-    body keeps the scale its features were learned at: its linear probe lost 4 points at 128 px. Sizes are multiples of 32 (the
-    networks' total stride), from 64 px (smaller is not measured) up to the model's default."""
+    body keeps the scale its features were learned at: its linear probe lost 4 points at 128 px. Sizes are
+    multiples of 32 (the networks' total stride), from 64 px (smaller is not measured) up to the model's default."""
     if recipe.img_size is not None or not recipe.native_size or recipe.freeze_backbone or photos is None:
         return None
     native = 32 * max(2, round(photos.short_side_median / 32))
