@@ -40,6 +40,17 @@ def test_user_errors_print_one_line_and_exit_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_train_option_is_one_error_line_before_any_work(tmp_path):
+    env = dict(os.environ, COLUMNS="200")
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "mvkit.cli", "train", "mobilevit_xxs", "builtin:fashion", "--preset", "scratch",
+                             "--auto-augment", "rand-m9-zz3", "--out", str(out)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rand-m9-zz3" in errors[0] and "timm policy" in errors[0]
+    assert not out.exists()  # checked before the data is read or a folder is made
+
+
 def test_models_json_and_scan_exit_codes(tmp_path):
     rows = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert {"name", "params_m", "gmacs", "input_size", "mean", "std", "weights"} <= set(rows[0])

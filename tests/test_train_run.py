@@ -70,6 +70,11 @@ def test_without_img_size_a_run_trains_at_the_photos_native_size(flowers_subset,
     result = train(tiny_recipe(flowers_subset, tmp_path / "run", img_size=None, epochs=1, batch_size=16))
     assert result.recipe.img_size == 128 and preprocess_of(load_model(result.best_checkpoint)).size == 128
     assert load_recipe(tmp_path / "run" / "recipe.yaml").img_size == 128
+    # continuing an mvkit checkpoint keeps the size it was trained at, not the photos'
+    small = train(tiny_recipe(flowers_subset, tmp_path / "small", epochs=1, batch_size=16))
+    continued = train(tiny_recipe(flowers_subset, tmp_path / "continued", model=str(small.best_checkpoint),
+                                  preset="finetune", img_size=None, epochs=1, batch_size=16))
+    assert continued.recipe.img_size is None and preprocess_of(load_model(continued.best_checkpoint)).size == 32
     frozen = build_recipe("head-only", model="mobilevit_xxs", data=str(flowers_subset))
     assert native_input_size(frozen, 256, SizeSummary.of([(128, 128)])) is None  # a frozen body keeps its scale
     assert native_input_size(build_recipe(), 256, SizeSummary.of([(28, 28)])) == 64
