@@ -57,6 +57,7 @@ def test_run_folder_holds_checkpoints_metrics_and_charts(flowers_subset, tmp_pat
         assert (out / name).is_file(), name
     history = json.loads((out / "metrics.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert all(row["train_seconds"] > 0 and row["val_seconds"] > 0 for row in history)
     assert result.best_epoch == 1 + min(range(3), key=lambda i: history[i]["val_loss"])
     best = load_model(out / "best.safetensors")
     assert labels_of(best) == ["daisy", "dandelion", "rose", "sunflower", "tulip"]

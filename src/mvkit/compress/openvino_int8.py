@@ -27,12 +27,17 @@ def kept_float_nodes(ov_model) -> list[str]:
     return first_conv + classifier
 
 
-def has_attention(ov_model) -> bool:
-    """MatMuls between two activations (attention scores) mark a transformer: NNCF then keeps its softmax,
-    LayerNorm and the like float and quantizes the matmuls' inputs as it should (ModelType.TRANSFORMER)."""
-    return any(op.get_type_name() == "MatMul" and not any(
+def attention_matmuls(ov_model) -> list[str]:
+    """Friendly names of the MatMuls between two activations (attention scores, scores x values), not weights."""
+    return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "MatMul" and not any(
         source.get_node().get_type_name() in ("Constant", "Convert") for source in
-        (value.get_source_output() for value in op.inputs())) for op in ov_model.get_ordered_ops())
+        (value.get_source_output() for value in op.inputs()))]
+
+
+def has_attention(ov_model) -> bool:
+    """Attention matmuls mark a transformer: NNCF then keeps its softmax, LayerNorm and the like float and
+    quantizes the matmuls' inputs as it should (ModelType.TRANSFORMER)."""
+    return bool(attention_matmuls(ov_model))
 
 
 def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,

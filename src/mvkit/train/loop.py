@@ -133,7 +133,8 @@ def _average_buffers(model: nn.Module, accelerator) -> None:
 
 def _write_metrics(paths: dict[str, Path], history: list[dict[str, float]]) -> None:
     with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        # every column any row has: a run resumed by a newer mvkit has rows with more of them
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in history for key in row)))
         writer.writeheader()
         writer.writerows(history)
     paths["json"].write_text(json.dumps(history, indent=1))
@@ -336,6 +337,7 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
     world = accelerator.num_processes
     if world > 1:  # BatchNorm statistics drift apart per process: average them once an epoch
         _average_buffers(run.plain_model, accelerator)
+    val_started = time.perf_counter()
     val_loss, val_top1 = _validate(run.eval_model(), run.data.val, recipe.batch_size, accelerator.device,
                                    accelerator.process_index, world,
                                    lambda t: accelerator.reduce(t, reduction="sum"))
@@ -343,7 +345,9 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
     progress.batch = 0
     row = {"epoch": progress.epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
            "val_loss": val_loss, "val_top1": val_top1, "lr": run.optimizer.param_groups[0]["lr"],
-           "train_img_s": seen * world / max(seconds, 1e-9)}
+           "train_img_s": seen * world / max(seconds, 1e-9),
+           # wall time of this epoch's training steps (since the resume point, in a resumed epoch) and validation
+           "train_seconds": seconds, "val_seconds": time.perf_counter() - val_started}
     progress.history.append(row)
     improved = val_loss < progress.best_val_loss
     if improved:
