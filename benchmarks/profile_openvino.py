@@ -6,7 +6,8 @@ and mvkit's IR variants, from the plugin's own per-node counters (PERF_COUNT), p
 
 Variants (random weights: the counters measure speed only):
 - stock: `ov.convert_model(timm model)` (fused SDPA attention, timm's unfold/fold);
-- mvkit: mvkit's export graph (`ready_for_export`: attention as matmul + softmax, channels-last unfold/fold);
+- mvkit: mvkit's export graph (`ready_for_export`: attention as matmul + softmax, channels-last unfold/fold), at a
+  static batch of 1 like the stock row;
 - mvkit + SDPA: mvkit's unfold/fold with timm's fused attention kept;
 - mvkit int8: `mvkit quantize --method ptq -f openvino` (NNCF, calibrated on 64 flowers128 training photos).
 Each at the plugin's default precision (bf16 where the CPU has it) and at f32.
@@ -55,13 +56,8 @@ def variants(model: torch.nn.Module, size: int, work: Path, wanted: set[str] | N
     save_checkpoint(model, checkpoint, source="random weights (speed only)")
 
     def int8(name: str, attention_float: bool = False):
-        kept = openvino_int8.kept_float_nodes
-        if attention_float:  # also the matmuls between two activations (scores and scores x values)
-            openvino_int8.kept_float_nodes = lambda ov_model: kept(ov_model) + openvino_int8.attention_matmuls(ov_model)
-        try:
-            artifact = openvino_int8.quantize_openvino(checkpoint, str(FLOWERS), count=64, out=work / name)
-        finally:
-            openvino_int8.kept_float_nodes = kept
+        artifact = openvino_int8.quantize_openvino(checkpoint, str(FLOWERS), count=64, out=work / name,
+                                                   attention_float=attention_float)
         return ov.Core().read_model(str(ir_file(artifact.path)))
 
     builders = {"stock": lambda: converted(model.eval()), "mvkit": lambda: converted(ready_for_export(model, size)),

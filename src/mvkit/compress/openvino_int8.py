@@ -41,14 +41,16 @@ def has_attention(ov_model) -> bool:
 
 
 def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
-                      on_progress: Progress = None) -> Artifact:
+                      on_progress: Progress = None, attention_float: bool = False) -> Artifact:
+    """attention_float also keeps the attention matmuls float (benchmarks/profile_openvino.py measures it; not
+    faster on MobileViT-S, so `mvkit quantize` leaves it off)."""
     require_extra("openvino", ("openvino", "nncf"), "OpenVINO int8")
     import nncf
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "OpenVINO int8")
     batches = calibration_batches(load_predictor(checkpoint), data, count)
     ov_model = convert(model, fmt="openvino int8")
-    kept = kept_float_nodes(ov_model)
+    kept = kept_float_nodes(ov_model) + (attention_matmuls(ov_model) if attention_float else [])
     transformer = has_attention(ov_model)
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8_openvino")
     nncf.set_log_level(logging.ERROR)
