@@ -9,7 +9,9 @@ Variants (random weights: the counters measure speed only):
 - mvkit: mvkit's export graph (`ready_for_export`: attention as matmul + softmax, channels-last unfold/fold), at a
   static batch of 1 like the stock row;
 - mvkit + SDPA: mvkit's unfold/fold with timm's fused attention kept;
-- mvkit int8: `mvkit quantize --method ptq -f openvino` (NNCF, calibrated on 64 flowers128 training photos).
+- mvkit int8: `mvkit quantize --method ptq -f openvino` (NNCF, calibrated on 64 flowers128 training photos), and
+  the same with NNCF's other choices: the attention matmuls kept float, the performance preset (symmetric
+  activations), and NNCF's default (CNN) scheme instead of its transformer one.
 Each at the plugin's default precision (bf16 where the CPU has it) and at f32.
 """
 
@@ -55,14 +57,18 @@ def variants(model: torch.nn.Module, size: int, work: Path, wanted: set[str] | N
     checkpoint = work / "model.safetensors"
     save_checkpoint(model, checkpoint, source="random weights (speed only)")
 
-    def int8(name: str, attention_float: bool = False):
-        artifact = openvino_int8.quantize_openvino(checkpoint, str(FLOWERS), count=64, out=work / name,
-                                                   attention_float=attention_float)
+    def int8(name: str, **options):
+        artifact = openvino_int8.quantize_openvino(checkpoint, str(FLOWERS), count=64, out=work / name, **options)
         return ov.Core().read_model(str(ir_file(artifact.path)))
 
     builders = {"stock": lambda: converted(model.eval()), "mvkit": lambda: converted(ready_for_export(model, size)),
                 "mvkit + SDPA": with_sdpa, "mvkit int8": lambda: int8("int8"),
-                "mvkit int8 (attention float)": lambda: int8("int8_attention", attention_float=True)}
+                "mvkit int8 (attention float)": lambda: int8("int8_attention", attention_float=True),
+                "mvkit int8 (performance preset)": lambda: int8("int8_performance", preset="performance"),
+                # without NNCF's transformer scheme, which leaves LayerNorm, softmax and adds float
+                "mvkit int8 (CNN scheme)": lambda: int8("int8_cnn", transformer=False),
+                "mvkit int8 (performance preset + CNN scheme)": lambda: int8("int8_perf_cnn", preset="performance",
+                                                                     transformer=False)}
     return {name: build() for name, build in builders.items() if not wanted or name in wanted}
 
 
@@ -90,7 +96,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--nodes", type=int, default=0, help="also list this many slowest nodes per variant")
-    parser.add_argument("--only", default=None, help="comma-separated variants (stock, mvkit, mvkit + SDPA, mvkit int8, mvkit int8 (attention float))")
+    parser.add_argument("--only", default=None, help="comma-separated variants: stock, mvkit, mvkit + SDPA, mvkit int8, "
+                        "mvkit int8 (attention float|performance preset|CNN scheme|performance preset + CNN scheme)")
     parser.add_argument("--threads", type=int, default=None, help="default: the latency hint's choice")
     args = parser.parse_args()
     import openvino as ov

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,11 @@ SHARED_DATA = Path(os.environ.get("MVKIT_SHARED_DATA", REPO.parent / "shared" / 
 FLOWERS = SHARED_DATA / "flowers128"
 
 torch.set_num_threads(2)
+
+# The Ctrl-C tests stand for a user at a terminal, where SIGINT is not ignored. A suite started in the
+# background (`nohup ... &`) inherits SIGINT ignored, and so would every mvkit process it starts: undo that.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(

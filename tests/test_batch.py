@@ -72,8 +72,9 @@ def check_rows(rows: list[dict], expected, count: int = 3482 + 3) -> None:
             continue
         top = answers[row["path"]]
         assert [row[f"label_{i}"] for i in (1, 2, 3)] == [label for label, _ in top]
-        # batches are formed differently around the error rows: float32 sums may differ in the last bit
-        assert [row[f"probability_{i}"] for i in (1, 2, 3)] == pytest.approx([p for _, p in top], abs=2e-6)
+        # batches are formed differently around the error rows, so float32 sums may differ in their last bits,
+        # and the rows round to 6 decimals: 1e-5 (2e-6 failed once at a rounding boundary)
+        assert [row[f"probability_{i}"] for i in (1, 2, 3)] == pytest.approx([p for _, p in top], abs=1e-5)
     assert {row["path"] for row in rows if row["error"]} == set(errors)
     assert len(errors) == 3
 

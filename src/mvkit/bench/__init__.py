@@ -64,10 +64,10 @@ def _peak_rss_worker(path: str, batch: np.ndarray, queue) -> None:
     predictor = load_predictor(path)
     for _ in range(5):
         predictor.run(batch)
-    queue.put(_high_water_rss_mb())
+    queue.put(high_water_rss_mb())
 
 
-def _high_water_rss_mb() -> float:
+def high_water_rss_mb() -> float:
     """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
     from the forked parent image across exec, so every child would report at least its parent's size."""
     status = Path("/proc/self/status")

@@ -41,9 +41,12 @@ def has_attention(ov_model) -> bool:
 
 
 def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
-                      on_progress: Progress = None, attention_float: bool = False) -> Artifact:
-    """attention_float also keeps the attention matmuls float (benchmarks/profile_openvino.py measures it; not
-    faster on MobileViT-S, so `mvkit quantize` leaves it off)."""
+                      on_progress: Progress = None, attention_float: bool = False, preset: str = "mixed",
+                      transformer: bool | None = None) -> Artifact:
+    """attention_float also keeps the attention matmuls float; preset is NNCF's ("mixed": symmetric weights,
+    asymmetric activations; "performance": both symmetric); transformer None follows has_attention. The
+    non-default choices are for benchmarks/profile_openvino.py, which measures them on MobileViT-S
+    (BENCHMARKS.md); `mvkit quantize` keeps the defaults."""
     require_extra("openvino", ("openvino", "nncf"), "OpenVINO int8")
     import nncf
 
@@ -51,14 +54,14 @@ def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path |
     batches = calibration_batches(load_predictor(checkpoint), data, count)
     ov_model = convert(model, fmt="openvino int8")
     kept = kept_float_nodes(ov_model) + (attention_matmuls(ov_model) if attention_float else [])
-    transformer = has_attention(ov_model)
+    transformer = has_attention(ov_model) if transformer is None else transformer
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8_openvino")
     nncf.set_log_level(logging.ERROR)
 
     try:
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(batches), subset_size=sum(len(b) for b in batches),
-            preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations
+            preset=nncf.QuantizationPreset(preset),
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
             ignored_scope=nncf.IgnoredScope(names=kept, validate=True))
     except Exception as exc:
@@ -66,7 +69,7 @@ def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path |
                                "Use ONNX or ExecuTorch int8 instead, or report it to NNCF.") from exc
     if on_progress:  # NNCF runs its calibration passes itself: the photos count as done once it returns
         on_progress(sum(len(b) for b in batches))
-    quantization = (f"static int8 NNCF (mixed preset{', transformer' if transformer else ''}), int8 weights and "
+    quantization = (f"static int8 NNCF ({preset} preset{', transformer' if transformer else ''}), int8 weights and "
                     "activations, first conv and classifier float")
     with atomic_output(target) as partial:
         save_ir(quantized, partial)

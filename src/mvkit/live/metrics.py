@@ -118,6 +118,6 @@ def cpu_seconds() -> float:
 
 
 def peak_rss_mb() -> float:
-    from mvkit.bench import _high_water_rss_mb
+    from mvkit.bench import high_water_rss_mb
 
-    return round(_high_water_rss_mb(), 1)
+    return round(high_water_rss_mb(), 1)
