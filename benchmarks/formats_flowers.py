@@ -64,6 +64,14 @@ def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reus
                                       lambda: export(checkpoint, "coreml", compression="palettize6"))
     paths["onnx int8"] = made(f"{stem}.int8.onnx", lambda: quantize_onnx_static(paths["onnx"], data, count=calib))
     paths["executorch int8 (ptq)"] = made(f"{stem}.ptq-int8.pte", lambda: quantize_executorch(checkpoint, data, count=calib))
+    if "openvino" in available_formats():  # the optional extra
+        from mvkit.compress.openvino_int8 import quantize_openvino
+
+        paths["openvino (plugin default precision)"] = made(f"{stem}_openvino", lambda: export(checkpoint, "openvino"))
+        for precision in ("fp32", "fp16"):
+            paths[f"openvino {precision}"] = made(f"{stem}.{precision}_openvino",
+                                                  lambda p=precision: export(checkpoint, "openvino", precision=p))
+        paths["openvino int8 (NNCF)"] = made(f"{stem}.int8_openvino", lambda: quantize_openvino(checkpoint, data, count=calib))
     if qat_epochs:
         paths[f"executorch int8 (qat, {qat_epochs} epoch)"] = made(
             f"{stem}.qat-int8.pte",
@@ -76,6 +84,8 @@ def parity(args) -> list[dict]:
     for label, source in (("EfficientNet-Lite0 fine-tuned", args.lite0), ("MobileViT-XXS distilled", args.xxs)):
         if not source.exists():
             sys.exit(f"{source} not found: run benchmarks/finetune_flowers.py --only table first")
+        if source != DEFAULT_SOURCES[label]:  # another run's checkpoint: its rows say which
+            label = f"{label.split()[0]} ({source.parent.name})"
         work = args.out / source.parent.name
         work.mkdir(parents=True, exist_ok=True)
         checkpoint = work / "model.safetensors"
@@ -168,11 +178,16 @@ def write_markdown(results: dict) -> None:
     replace_section("formats_flowers", "\n".join(lines))
 
 
+DEFAULT_LITE0 = REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors"
+DEFAULT_XXS = REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors"
+DEFAULT_SOURCES = {"EfficientNet-Lite0 fine-tuned": DEFAULT_LITE0, "MobileViT-XXS distilled": DEFAULT_XXS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "flowers128")
-    parser.add_argument("--lite0", type=Path, default=REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors")
-    parser.add_argument("--xxs", type=Path, default=REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors")
+    parser.add_argument("--lite0", type=Path, default=DEFAULT_LITE0)
+    parser.add_argument("--xxs", type=Path, default=DEFAULT_XXS)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_formats")
     parser.add_argument("--only", choices=["parity", "speed"], default=None)
     parser.add_argument("--calib", type=int, default=256)

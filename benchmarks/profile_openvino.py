@@ -6,12 +6,12 @@ and mvkit's IR variants, from the plugin's own per-node counters (PERF_COUNT), p
 
 Variants (random weights: the counters measure speed only):
 - stock: `ov.convert_model(timm model)` (fused SDPA attention, timm's unfold/fold);
-- mvkit: mvkit's export graph (`ready_for_export`: attention as matmul + softmax, channels-last unfold/fold), at a
-  static batch of 1 like the stock row;
+- mvkit: mvkit's export graph (`ready_for_export`: attention as matmul + softmax, which OpenVINO's frontend fuses
+  back into one ScaledDotProductAttention op; channels-last unfold/fold), at a static batch of 1 like the stock row;
 - mvkit + SDPA: mvkit's unfold/fold with timm's fused attention kept;
 - mvkit int8: `mvkit quantize --method ptq -f openvino` (NNCF, calibrated on 64 flowers128 training photos), and
-  the same with NNCF's other choices: the attention matmuls kept float, the performance preset (symmetric
-  activations), and NNCF's default (CNN) scheme instead of its transformer one.
+  the same with the attention ops kept float, and with NNCF's other choices: the mixed preset (asymmetric
+  activations) and its transformer scheme (ModelType.TRANSFORMER), alone and together.
 Each at the plugin's default precision (bf16 where the CPU has it) and at f32.
 """
 
@@ -64,11 +64,12 @@ def variants(model: torch.nn.Module, size: int, work: Path, wanted: set[str] | N
     builders = {"stock": lambda: converted(model.eval()), "mvkit": lambda: converted(ready_for_export(model, size)),
                 "mvkit + SDPA": with_sdpa, "mvkit int8": lambda: int8("int8"),
                 "mvkit int8 (attention float)": lambda: int8("int8_attention", attention_float=True),
-                "mvkit int8 (performance preset)": lambda: int8("int8_performance", preset="performance"),
-                # without NNCF's transformer scheme, which leaves LayerNorm, softmax and adds float
-                "mvkit int8 (CNN scheme)": lambda: int8("int8_cnn", transformer=False),
-                "mvkit int8 (performance preset + CNN scheme)": lambda: int8("int8_perf_cnn", preset="performance",
-                                                                     transformer=False)}
+                # NNCF's other choices: asymmetric activations, and the scheme that leaves LayerNorm, softmax and
+                # adds float and quantizes the attention's inputs
+                "mvkit int8 (mixed preset)": lambda: int8("int8_mixed", preset="mixed"),
+                "mvkit int8 (transformer scheme)": lambda: int8("int8_transformer", transformer=True),
+                "mvkit int8 (mixed preset + transformer scheme)": lambda: int8("int8_mixed_transformer", preset="mixed",
+                                                                        transformer=True)}
     return {name: build() for name, build in builders.items() if not wanted or name in wanted}
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--nodes", type=int, default=0, help="also list this many slowest nodes per variant")
     parser.add_argument("--only", default=None, help="comma-separated variants: stock, mvkit, mvkit + SDPA, mvkit int8, "
-                        "mvkit int8 (attention float|performance preset|CNN scheme|performance preset + CNN scheme)")
+                        "mvkit int8 (attention float|mixed preset|transformer scheme|mixed preset + transformer scheme)")
     parser.add_argument("--threads", type=int, default=None, help="default: the latency hint's choice")
     args = parser.parse_args()
     import openvino as ov

@@ -27,34 +27,35 @@ def kept_float_nodes(ov_model) -> list[str]:
     return first_conv + classifier
 
 
-def attention_matmuls(ov_model) -> list[str]:
-    """Friendly names of the MatMuls between two activations (attention scores, scores x values), not weights."""
-    return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "MatMul" and not any(
-        source.get_node().get_type_name() in ("Constant", "Convert") for source in
-        (value.get_source_output() for value in op.inputs()))]
-
-
-def has_attention(ov_model) -> bool:
-    """Attention matmuls mark a transformer: NNCF then keeps its softmax, LayerNorm and the like float and
-    quantizes the matmuls' inputs as it should (ModelType.TRANSFORMER)."""
-    return bool(attention_matmuls(ov_model))
+def attention_nodes(ov_model) -> list[str]:
+    """Friendly names of the attention ops: the ScaledDotProductAttention ops that OpenVINO's frontend fuses
+    matmul + softmax + matmul into (mvkit's IR and timm's fused attention both become one), and any MatMul left
+    between two activations (scores, scores x values) rather than an activation and weights."""
+    def is_attention(op) -> bool:
+        if op.get_type_name() == "ScaledDotProductAttention":
+            return True
+        return op.get_type_name() == "MatMul" and not any(
+            source.get_node().get_type_name() in ("Constant", "Convert")
+            for source in (value.get_source_output() for value in op.inputs()))
+    return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if is_attention(op)]
 
 
 def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
-                      on_progress: Progress = None, attention_float: bool = False, preset: str = "mixed",
-                      transformer: bool | None = None) -> Artifact:
-    """attention_float also keeps the attention matmuls float; preset is NNCF's ("mixed": symmetric weights,
-    asymmetric activations; "performance": both symmetric); transformer None follows has_attention. The
-    non-default choices are for benchmarks/profile_openvino.py, which measures them on MobileViT-S
-    (BENCHMARKS.md); `mvkit quantize` keeps the defaults."""
+                      on_progress: Progress = None, attention_float: bool = False, preset: str = "performance",
+                      transformer: bool = False) -> Artifact:
+    """NNCF's own defaults: the performance preset (symmetric int8 weights and activations) and its default
+    scheme, also for MobileViT. On MobileViT-S the mixed preset's asymmetric activations sent most int8
+    convolutions to the CPU plugin's slower jit kernels instead of brgconv, and NNCF's transformer scheme was
+    slower as well; no choice moved a trained MobileViT-XXS's top-1 by more than 0.6 points (BENCHMARKS.md,
+    "Where MobileViT-S spends its time under OpenVINO"). `attention_float` also keeps the attention ops float;
+    the other choices are for benchmarks/profile_openvino.py."""
     require_extra("openvino", ("openvino", "nncf"), "OpenVINO int8")
     import nncf
 
     checkpoint, source, model = load_float_checkpoint(checkpoint, "OpenVINO int8")
     batches = calibration_batches(load_predictor(checkpoint), data, count)
     ov_model = convert(model, fmt="openvino int8")
-    kept = kept_float_nodes(ov_model) + (attention_matmuls(ov_model) if attention_float else [])
-    transformer = has_attention(ov_model) if transformer is None else transformer
+    kept = kept_float_nodes(ov_model) + (attention_nodes(ov_model) if attention_float else [])
     target = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.int8_openvino")
     nncf.set_log_level(logging.ERROR)
 
