@@ -45,6 +45,9 @@ from mvkit.export import available_formats, export  # noqa: E402
 from mvkit.models import create_model, save_checkpoint, set_preprocess  # noqa: E402
 from mvkit.verify import verify  # noqa: E402
 
+DEFAULT_LITE0 = REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors"
+DEFAULT_XXS = REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors"
+
 
 def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reuse: bool) -> dict[str, Path]:
     """Every artifact of one checkpoint; with `reuse`, files already made by an earlier run are kept."""
@@ -81,10 +84,11 @@ def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reus
 
 def parity(args) -> list[dict]:
     rows = []
-    for label, source in (("EfficientNet-Lite0 fine-tuned", args.lite0), ("MobileViT-XXS distilled", args.xxs)):
+    for label, source, default in (("EfficientNet-Lite0 fine-tuned", args.lite0, DEFAULT_LITE0),
+                                   ("MobileViT-XXS distilled", args.xxs, DEFAULT_XXS)):
         if not source.exists():
             sys.exit(f"{source} not found: run benchmarks/finetune_flowers.py --only table first")
-        if source != DEFAULT_SOURCES[label]:  # another run's checkpoint: its rows say which
+        if source != default:  # another run's checkpoint: its rows say which
             label = f"{label.split()[0]} ({source.parent.name})"
         work = args.out / source.parent.name
         work.mkdir(parents=True, exist_ok=True)
@@ -176,11 +180,6 @@ def write_markdown(results: dict) -> None:
                          f"{row['file_mb']:.1f} | {row['speedup_vs_eager']:.2f}x | {ratio} |")
         lines.append("")
     replace_section("formats_flowers", "\n".join(lines))
-
-
-DEFAULT_LITE0 = REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors"
-DEFAULT_XXS = REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors"
-DEFAULT_SOURCES = {"EfficientNet-Lite0 fine-tuned": DEFAULT_LITE0, "MobileViT-XXS distilled": DEFAULT_XXS}
 
 
 def main() -> None:
