@@ -49,36 +49,44 @@ DEFAULT_LITE0 = REPO / "runs" / "bench_flowers" / "finetune" / "best.safetensors
 DEFAULT_XXS = REPO / "runs" / "bench_flowers" / "distilled" / "best.safetensors"
 
 
-def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reuse: bool) -> dict[str, Path]:
-    """Every artifact of one checkpoint; with `reuse`, files already made by an earlier run are kept."""
-    folder, stem = checkpoint.parent, checkpoint.stem
+def artifacts_for(checkpoint: Path, data: str, calib: int, qat_epochs: int, reuse: bool,
+                  only: str | None = None) -> dict[str, Path]:
+    """Every artifact of one checkpoint (with `only`, those whose name contains it); with `reuse`, files already
+    made by an earlier run are kept."""
+    stem = checkpoint.stem
+    paths = {}
 
-    def made(name: str, make):
-        path = folder / name
-        return path if reuse and (folder / (name + ".mvkit.json")).exists() else make().path
+    def onnx_file() -> Path:  # the int8 row quantizes the fp32 file, made here if its row was not
+        return paths.get("onnx") or export(checkpoint, "onnx").path
 
-    paths = {"pytorch eager": checkpoint}
-    for fmt, suffix in (("onnx", ".onnx"), ("executorch", ".pte"), ("torchscript", ".torchscript.pt"), ("coreml", ".mlpackage")):
-        paths[fmt] = made(stem + suffix, lambda fmt=fmt: export(checkpoint, fmt))
-    paths["coreml fp32"] = made(f"{stem}.fp32.mlpackage", lambda: export(checkpoint, "coreml", precision="fp32"))
-    paths["coreml mixed (stem fp32)"] = made(f"{stem}.mixed.mlpackage", lambda: export(checkpoint, "coreml", precision="mixed"))
-    paths["coreml int8 weights"] = made(f"{stem}.int8.mlpackage", lambda: export(checkpoint, "coreml", compression="int8"))
-    paths["coreml palettize6"] = made(f"{stem}.palettize6.mlpackage",
-                                      lambda: export(checkpoint, "coreml", compression="palettize6"))
-    paths["onnx int8"] = made(f"{stem}.int8.onnx", lambda: quantize_onnx_static(paths["onnx"], data, count=calib))
-    paths["executorch int8 (ptq)"] = made(f"{stem}.ptq-int8.pte", lambda: quantize_executorch(checkpoint, data, count=calib))
+    recipes = {  # row name: (file name, how to make it)
+        **{fmt: (stem + suffix, lambda fmt=fmt: export(checkpoint, fmt))
+           for fmt, suffix in (("onnx", ".onnx"), ("executorch", ".pte"), ("torchscript", ".torchscript.pt"),
+                               ("coreml", ".mlpackage"))},
+        "coreml fp32": (f"{stem}.fp32.mlpackage", lambda: export(checkpoint, "coreml", precision="fp32")),
+        "coreml mixed (stem fp32)": (f"{stem}.mixed.mlpackage", lambda: export(checkpoint, "coreml", precision="mixed")),
+        "coreml int8 weights": (f"{stem}.int8.mlpackage", lambda: export(checkpoint, "coreml", compression="int8")),
+        "coreml palettize6": (f"{stem}.palettize6.mlpackage", lambda: export(checkpoint, "coreml", compression="palettize6")),
+        "onnx int8": (f"{stem}.int8.onnx", lambda: quantize_onnx_static(onnx_file(), data, count=calib)),
+        "executorch int8 (ptq)": (f"{stem}.ptq-int8.pte", lambda: quantize_executorch(checkpoint, data, count=calib)),
+    }
     if "openvino" in available_formats():  # the optional extra
         from mvkit.compress.openvino_int8 import quantize_openvino
 
-        paths["openvino (plugin default precision)"] = made(f"{stem}_openvino", lambda: export(checkpoint, "openvino"))
+        recipes["openvino (plugin default precision)"] = (f"{stem}_openvino", lambda: export(checkpoint, "openvino"))
         for precision in ("fp32", "fp16"):
-            paths[f"openvino {precision}"] = made(f"{stem}.{precision}_openvino",
-                                                  lambda p=precision: export(checkpoint, "openvino", precision=p))
-        paths["openvino int8 (NNCF)"] = made(f"{stem}.int8_openvino", lambda: quantize_openvino(checkpoint, data, count=calib))
+            recipes[f"openvino {precision}"] = (f"{stem}.{precision}_openvino",
+                                                lambda p=precision: export(checkpoint, "openvino", precision=p))
+        recipes["openvino int8 (NNCF)"] = (f"{stem}.int8_openvino", lambda: quantize_openvino(checkpoint, data, count=calib))
     if qat_epochs:
-        paths[f"executorch int8 (qat, {qat_epochs} epoch)"] = made(
+        recipes[f"executorch int8 (qat, {qat_epochs} epoch)"] = (
             f"{stem}.qat-int8.pte",
             lambda: quantize_executorch(checkpoint, data, count=calib, method="qat", qat_epochs=qat_epochs))
+    for name, (file_name, make) in recipes.items():
+        if only and only not in name:
+            continue
+        path = checkpoint.parent / file_name
+        paths[name] = path if reuse and path.with_name(file_name + ".mvkit.json").exists() else make().path
     return paths
 
 
@@ -96,9 +104,8 @@ def parity(args) -> list[dict]:
         if not (args.reuse and checkpoint.exists()):
             shutil.copy(source, checkpoint)
             shutil.copy(source.with_name(source.name + ".mvkit.json"), checkpoint.with_name(checkpoint.name + ".mvkit.json"))
-        for fmt, path in artifacts_for(checkpoint, str(args.data), args.calib, args.qat_epochs, args.reuse).items():
-            if fmt == "pytorch eager" or (args.formats and args.formats not in fmt):
-                continue
+        for fmt, path in artifacts_for(checkpoint, str(args.data), args.calib, args.qat_epochs, args.reuse,
+                                       only=args.formats).items():
             # the numpy interpreter is slow at 224 px: Core ML rows use photos spread over the classes
             report = verify(path, str(args.data), limit=args.coreml_photos if fmt.startswith("coreml") else None)
             row = {"model": label, "format": fmt, "photos": report.count, "agreement": report.agreement,

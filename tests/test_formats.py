@@ -358,3 +358,14 @@ def test_openvino_ir_describes_itself_and_fp32_matches_the_checkpoint(exported, 
     assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4, report
     default = verify(exported["openvino"], str(flowers_subset))
     assert default.runtime.startswith("OpenVINO CPU plugin, ") and default.agreement >= 0.95, default
+
+    def kept_f32(path):  # the ops the CPU plugin must run in f32 whatever its inference precision
+        return [op.get_friendly_name() for op in ov.Core().read_model(str(path / "model.xml")).get_ordered_ops()
+                if any(key.startswith("DisablePrecisionConversion") for key in op.get_rt_info().keys())]
+
+    # the leading convolutions stay f32 in the default IR (the marks outlive the metadata's embedding), none in fp32
+    kept = kept_f32(exported["openvino"])
+    assert kept and kept == Artifact.load(exported["openvino"]).extra["f32_convs"], kept
+    assert kept_f32(fp32.path) == [] and Artifact.load(fp32.path).extra["f32_convs"] == []
+    if "bf16" in default.runtime:
+        assert default.runtime.endswith(f"bf16 inference ({len(kept)} leading convs in f32)"), default.runtime

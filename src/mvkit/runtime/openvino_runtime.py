@@ -1,6 +1,7 @@
 """OpenVINO predictor: the IR compiled for the CPU plugin with a latency hint.
-An IR exported with `--precision fp32`, and an int8 IR (for its float ops), are compiled with INFERENCE_PRECISION_HINT
-f32; the others run in the plugin's default precision, and `runtime` says which one ran (bf16 or f32)."""
+An IR exported with `--precision fp32` or `fp16`, and an int8 IR (for its float ops), are compiled with
+INFERENCE_PRECISION_HINT f32; the default IR runs in the plugin's default precision, and `runtime` says which one
+ran (bf16 or f32)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ class OpenVINOPredictor(Predictor):
         self._threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or os.cpu_count() or 1
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "bf16", "f32"
         int8 = "int8, float ops in " if artifact.extra.get("weights") == "int8" else ""
-        self.runtime = f"OpenVINO CPU plugin, {int8}{self.precision} inference"
+        leading = len(artifact.extra.get("f32_convs") or [])
+        kept = f" ({leading} leading convs in f32)" if leading and self.precision != "f32" else ""
+        self.runtime = f"OpenVINO CPU plugin, {int8}{self.precision} inference{kept}"
 
     @property
     def threads(self) -> int:
