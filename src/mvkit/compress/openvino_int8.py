@@ -13,7 +13,7 @@ from mvkit.compress.calibration import calibration_batches
 from mvkit.compress.pt2e import Progress, load_float_checkpoint
 from mvkit.errors import require_extra
 from mvkit.export.graph import conversion_error
-from mvkit.export.openvino import IR_NAME, convert, save_ir
+from mvkit.export.openvino import IR_NAME, convert, from_weights, save_ir
 from mvkit.files import atomic_output
 from mvkit.models import architecture_of, labels_of
 from mvkit.runtime import load_predictor
@@ -34,9 +34,7 @@ def attention_nodes(ov_model) -> list[str]:
     def is_attention(op) -> bool:
         if op.get_type_name() == "ScaledDotProductAttention":
             return True
-        return op.get_type_name() == "MatMul" and not any(
-            source.get_node().get_type_name() in ("Constant", "Convert")
-            for source in (value.get_source_output() for value in op.inputs()))
+        return op.get_type_name() == "MatMul" and not any(from_weights(port) for port in op.inputs())
     return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if is_attention(op)]
 
 

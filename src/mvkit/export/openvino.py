@@ -34,11 +34,18 @@ PRECISIONS = ("default", "fp32", "fp16")
 F32_LEADING_CONVS = 3
 
 
+def from_weights(port) -> bool:
+    """Whether an op's input is a constant (weights, a bias), stored as is or in fp16 behind a Convert."""
+    node = port.get_source_output().get_node()
+    if node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
+
+
 def feeds_residual_add(op) -> bool:
     """Whether the op's output goes into an Add of two activations (a residual connection)."""
     for consumer in (target.get_node() for output in op.outputs() for target in output.get_target_inputs()):
-        if consumer.get_type_name() == "Add" and all(
-                source.get_source_output().get_node().get_type_name() != "Constant" for source in consumer.inputs()):
+        if consumer.get_type_name() == "Add" and not any(from_weights(port) for port in consumer.inputs()):
             return True
     return False
 
@@ -58,6 +65,7 @@ def keep_leading_convs_f32(ov_model, count: int = F32_LEADING_CONVS) -> list[str
             op.get_rt_info()["precise_0"] = ""  # a string here; the IR serializer writes the plugin's attribute
             kept.append(op.get_friendly_name())
     return kept
+
 
 def convert(model: nn.Module, fmt: str = "openvino"):
     """The checkpoint's model as an ov.Model with a dynamic batch, after mvkit's graph preparation."""
