@@ -248,6 +248,37 @@ def test_export_ready_mobilevit_computes_what_timm_computes(photos):
             assert torch.allclose(ready(batch), model(batch), atol=1e-5, rtol=0)
 
 
+def test_openvino_attention_with_separate_qkv_computes_what_timm_computes(photos):
+    """ready_for_openvino writes timm's attention with q, k and v from three layers and rank-4 permutes: the same
+    numbers on real photos, in PyTorch and in the converted f32 IR, whose attention has no rank-5 transpose left."""
+    ov = pytest.importorskip("openvino", reason="OpenVINO extra not installed")
+    import torch
+    from PIL import Image
+
+    from mvkit.export.graph import ready_for_export
+    from mvkit.export.openvino import SeparateQKVAttention, ready_for_openvino
+
+    torch.manual_seed(0)
+    model = create_model("mobilevit_xxs", labels=[f"c{i}" for i in range(10)]).eval()
+    size = 64
+    ready = ready_for_openvino(model, size)
+    assert sum(isinstance(m, SeparateQKVAttention) for m in ready.modules()) == 9  # XXS: 2 + 4 + 3 layers
+    batch = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32) / 255)
+                         .permute(2, 0, 1) for p in photos.values()])
+    with torch.no_grad():
+        expected = model(batch)
+        assert torch.allclose(ready(batch), expected, atol=1e-5, rtol=0)
+        converted = ov.convert_model(ready, example_input=batch)
+        one_qkv_layer = ov.convert_model(ready_for_export(model, size), example_input=batch)
+
+    def attention_transpose_ranks(ov_model) -> set[int]:
+        return {len(op.get_output_partial_shape(0)) for op in ov_model.get_ordered_ops()
+                if op.get_type_name() == "Transpose" and ".attn" in op.get_friendly_name()}
+    assert attention_transpose_ranks(converted) == {4} and 5 in attention_transpose_ranks(one_qkv_layer)
+    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.allclose(compiled(batch.numpy())[0], expected.numpy(), atol=1e-4)
+
+
 def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
     from mvkit.export.coreml import choose_sizes
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvkit.export.graph import conversion_error, ready_for_export
+from mvkit.export.graph import conversion_error, ready_for_export, swap_modules
 from mvkit.models import architecture_of, preprocess_of
 
 IR_NAME = "model.xml"  # inside the artifact's folder, with model.bin beside it
@@ -67,12 +67,62 @@ def keep_leading_convs_f32(ov_model, count: int = F32_LEADING_CONVS) -> list[str
     return kept
 
 
+class SeparateQKVAttention(nn.Module):
+    """timm's Attention with the same math, written the way OpenVINO's CPU plugin fuses it best: q, k and v from
+    three Linear layers (the rows of timm's one qkv layer; the 1/sqrt(d) scale folded into q's), each reshaped
+    by one rank-4 permute (k straight to [B, heads, d, N]), instead of one qkv output split by a rank-5 permute.
+    The plugin then fuses each permute into its neighbours, and an int8 IR has no split to reorder between
+    precisions. MobileViT-S int8 in bf16 ran 1.17-1.21x stock OpenVINO, against 1.08-1.11x for the best IR before
+    (two interleaved runs; BENCHMARKS.md). Written here: neither timm nor OpenVINO has such a switch."""
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        self.heads, self.head_dim = attention.num_heads, attention.head_dim
+        width = self.heads * self.head_dim
+        weight, bias = attention.qkv.weight.detach(), attention.qkv.bias
+        self.q, self.k, self.v = (nn.Linear(attention.qkv.in_features, width, bias=bias is not None) for _ in range(3))
+        for index, linear in enumerate((self.q, self.k, self.v)):
+            rows = slice(index * width, (index + 1) * width)
+            scale = attention.scale if linear is self.q else 1.0
+            linear.weight.data = weight[rows] * scale
+            if bias is not None:
+                linear.bias.data = bias.detach()[rows] * scale
+        self.proj = attention.proj
+
+    @staticmethod
+    def takes(module: nn.Module) -> bool:
+        """timm's plain Attention: no q/k norms, no output norm or gate (what MobileViT's transformer uses)."""
+        from timm.layers.attention import Attention
+
+        return (type(module) is Attention and getattr(module, "gate", None) is None
+                and all(isinstance(getattr(module, name, nn.Identity()), nn.Identity)
+                        for name in ("q_norm", "k_norm", "norm")))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:
+            raise ValueError("SeparateQKVAttention takes no mask (MobileViT's attention has none)")
+        batch, tokens, _ = x.shape
+        heads = (batch, tokens, self.heads, self.head_dim)
+        q = self.q(x).reshape(heads).permute(0, 2, 1, 3)
+        k_t = self.k(x).reshape(heads).permute(0, 2, 3, 1)
+        v = self.v(x).reshape(heads).permute(0, 2, 1, 3)
+        x = (q @ k_t).softmax(dim=-1) @ v
+        return self.proj(x.permute(0, 2, 1, 3).reshape(batch, tokens, self.heads * self.head_dim))
+
+
+def ready_for_openvino(model: nn.Module, size: int) -> nn.Module:
+    """mvkit's graph preparation for every format, then the attention written as SeparateQKVAttention."""
+    ready = ready_for_export(model, size)
+    swap_modules(ready, SeparateQKVAttention.takes, SeparateQKVAttention)
+    return ready
+
+
 def convert(model: nn.Module, fmt: str = "openvino"):
     """The checkpoint's model as an ov.Model with a dynamic batch, after mvkit's graph preparation."""
     import openvino as ov
 
     size = preprocess_of(model).size
-    ready = ready_for_export(model, size)
+    ready = ready_for_openvino(model, size)
     # Traced, not from a torch.export program: on MobileViT-S (256 px, one interleaved scratch run) the IR converted
     # from an ExportedProgram with a dynamic batch ran in 17.6 ms, the traced one in 14.2 ms (stock timm: 15.1).
     try:

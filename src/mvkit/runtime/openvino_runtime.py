@@ -1,7 +1,7 @@
 """OpenVINO predictor: the IR compiled for the CPU plugin with a latency hint.
-An IR exported with `--precision fp32` or `fp16`, and an int8 IR (for its float ops), are compiled with
-INFERENCE_PRECISION_HINT f32; the default IR runs in the plugin's default precision, and `runtime` says which one
-ran (bf16 or f32)."""
+An IR exported with `--precision fp32` or `fp16` is compiled with INFERENCE_PRECISION_HINT f32; the default IR and
+the int8 IR (for its float ops) run in the plugin's default precision, and `runtime` says which one ran (bf16 or
+f32)."""
 
 from __future__ import annotations
 
