@@ -1,5 +1,5 @@
 """OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_export`, the same rewrites the other
-formats get), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch, saved as an
+formats get, plus SeparateQKVAttention: ready_for_openvino), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch, saved as an
 IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...) goes into the
 IR's runtime info, section "mvkit" (embed_openvino), as well as into the sidecar, so the IR describes itself.
 
