@@ -226,3 +226,24 @@ def test_sidecar_parser_accepts_or_refuses_clearly(tmp_path_factory, change, pre
         return
     assert loaded.labels and all(isinstance(label, str) for label in loaded.labels)
     assert 16 <= loaded.preprocess.size <= 4096 and all(v > 0 for v in loaded.preprocess.std)
+
+
+def test_a_source_recorded_relative_to_the_sidecar_reads_back_without_dot_dots(tmp_path, monkeypatch):
+    """The checkpoint is stored relative to the sidecar's folder (so run folders move); read back it is a plain
+    path, relative to the working directory when below it, not "runs/x/../../ck.safetensors"."""
+    from mvkit.artifact import Artifact
+    from mvkit.preprocess import Preprocess
+
+    checkpoint = tmp_path / "runs" / "a" / "best.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"x")
+    exported = tmp_path / "exports" / "phone" / "best.onnx"
+    exported.parent.mkdir(parents=True)
+    exported.write_bytes(b"x")
+    Artifact(path=exported, format="onnx", model_name="mobilevit_xxs", labels=["a", "b"],
+             preprocess=Preprocess(64, 0.9, "bicubic", (0.5,) * 3, (0.5,) * 3), source=str(checkpoint)).save()
+    assert json.loads((tmp_path / "exports/phone/best.onnx.mvkit.json").read_text())["source"].startswith("..")
+    monkeypatch.chdir(tmp_path)
+    assert Artifact.load(Path("exports/phone/best.onnx")).resolved_source() == "runs/a/best.safetensors"
+    monkeypatch.chdir(tmp_path / "exports")
+    assert Artifact.load(Path("phone/best.onnx")).resolved_source() == str(checkpoint.resolve())

@@ -50,7 +50,8 @@ class Artifact:
             return None
         beside = Path(self.path).parent / self.source
         if not Path(self.source).is_absolute() and beside.exists():
-            return str(beside)
+            found = beside.resolve()  # not "runs/x/../../y": relative to here when below it, else absolute
+            return str(found.relative_to(Path.cwd())) if found.is_relative_to(Path.cwd()) else str(found)
         return self.source
 
     def _stored_source(self) -> str | None:
