@@ -163,6 +163,17 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged_with_earlier(table: list[dict], command: str, models: list[str]) -> tuple[list[dict], str]:
+    """A run of some models replaces only their rows: the other models' rows and commands are kept."""
+    earlier = json.loads((RESULTS / "peers.json").read_text()) if (RESULTS / "peers.json").exists() else {}
+    kept = [row for row in earlier.get("rows", []) if row["model"] not in models]
+    if not kept:
+        return table, command
+    order = {name: index for index, name in enumerate(MODELS)}
+    rows = sorted(kept + table, key=lambda row: order.get(row["model"], len(order)))  # stable: a model's rows in order
+    return rows, f"{earlier['command']}`; rows of {', '.join(models)} re-measured by `{command}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS)
@@ -177,6 +188,7 @@ def main() -> None:
             table += measure(model_name, args.rounds, Path(folder))
     RESULTS.mkdir(exist_ok=True)
     command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:])
+    table, command = merged_with_earlier(table, command, args.models)
     (RESULTS / "peers.json").write_text(json.dumps({"command": command, "rows": table}, indent=1))
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     replace_section("peers", "\n".join([

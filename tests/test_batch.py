@@ -5,6 +5,7 @@ the same error rows; a job killed mid-way resumes without losing or doubling a r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -114,12 +115,10 @@ def wait_for(condition, job: subprocess.Popen, timeout: float = 180) -> None:
 
 @pytest.mark.parametrize("suffix,stop", [(".csv", signal.SIGKILL), (".parquet", signal.SIGKILL),
                                          (".jsonl", signal.SIGINT)])
-def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, small_library, library, tmp_path,
-                                                                      suffix, stop):
+def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, small_library, tmp_path, suffix, stop):
     from mvkit.predict import predict_files
 
-    # Parquet parts are written every 10 s: the whole library keeps that job running long enough to stop it
-    library = library if suffix == ".parquet" else small_library
+    library = small_library
     predictions, skipped = predict_files(model, [library], topk=3)
     expected = ({str(p.path): p.top for p in predictions}, {str(path): reason for path, reason in skipped})
     count = len(predictions) + len(skipped)
@@ -133,7 +132,9 @@ def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, sm
             return len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
         return out.stat().st_size if out.exists() else 0
 
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a Parquet part every second (10 s by default), so the job is stopped with most of the photos still to do
+    env = dict(os.environ, MVKIT_PARQUET_PART_SECONDS="1")
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     wait_for(lambda: written() >= (1 if suffix == ".parquet" else 5_000), job)
     job.send_signal(stop)
     job.wait(timeout=60)
@@ -141,7 +142,7 @@ def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, sm
     if stop == signal.SIGINT:  # Ctrl-C: the partial file is valid and holds what was done
         assert 0 < len(partial) < count and job.returncode != 0
     done_before = len(partial) if suffix != ".parquet" else None
-    finished = subprocess.run(command, capture_output=True, text=True)
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
     assert finished.returncode == 0, finished.stderr
     if done_before:
         assert f"{done_before} already done before" in finished.stdout.replace("\n", " ")
