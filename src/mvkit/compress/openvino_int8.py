@@ -77,8 +77,8 @@ def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path |
                         extra={"input": "image", "output": "logits", "softmax_in_graph": False, "dynamic_batch": True,
                                "ir": IR_NAME, "weights": "int8",
                                # the plugin's default precision (bf16 where the CPU has it) for the float ops: with
-                               # SeparateQKVAttention there is no split to reorder, and MobileViT-S int8 ran 1.17-1.21x
-                               # stock OpenVINO in bf16 against 0.99-1.08x in f32 (two interleaved scratch runs)
+                               # SeparateQKVAttention there is no split to reorder, and MobileViT-S int8 ran faster in
+                               # bf16 than in f32 in 4 of 5 interleaved scratch runs (BENCHMARKS.md "Third look")
                                "inference_precision": "default",
                                "quantization": quantization, "kept_float": kept,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,

@@ -1,6 +1,6 @@
-"""OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_export`, the same rewrites the other
-formats get, plus SeparateQKVAttention: ready_for_openvino), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch, saved as an
-IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...) goes into the
+"""OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_openvino`: the rewrites every other
+format gets, plus SeparateQKVAttention), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch,
+saved as an IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...) goes into the
 IR's runtime info, section "mvkit" (embed_openvino), as well as into the sidecar, so the IR describes itself.
 
 Precisions (`--precision`):
@@ -72,8 +72,8 @@ class SeparateQKVAttention(nn.Module):
     three Linear layers (the rows of timm's one qkv layer; the 1/sqrt(d) scale folded into q's), each reshaped
     by one rank-4 permute (k straight to [B, heads, d, N]), instead of one qkv output split by a rank-5 permute.
     The plugin then fuses each permute into its neighbours, and an int8 IR has no split to reorder between
-    precisions. MobileViT-S int8 in bf16 ran 1.17-1.21x stock OpenVINO, against 1.08-1.11x for the best IR before
-    (two interleaved runs; BENCHMARKS.md). Written here: neither timm nor OpenVINO has such a switch."""
+    precisions. MobileViT-S int8 ran 1.13-1.21x stock OpenVINO, against 1.03-1.16x before (interleaved scratch runs,
+    BENCHMARKS.md "Third look"). Written here: neither timm nor OpenVINO has such a switch."""
 
     def __init__(self, attention: nn.Module):
         super().__init__()
