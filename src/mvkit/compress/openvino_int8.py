@@ -78,7 +78,7 @@ def quantize_openvino(checkpoint: Path, data: str, count: int = 256, out: Path |
                                "ir": IR_NAME, "weights": "int8",
                                # the plugin's default precision (bf16 where the CPU has it) for the float ops: with
                                # SeparateQKVAttention there is no split to reorder, and MobileViT-S int8 ran faster in
-                               # bf16 than in f32 in each of 6 interleaved scratch runs (by 2-18%)
+                               # bf16 than in f32 in each of 6 interleaved scratch runs (by 2-22%)
                                "inference_precision": "default",
                                "quantization": quantization, "kept_float": kept,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
