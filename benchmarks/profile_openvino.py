@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--nodes", type=int, default=0, help="also list this many slowest nodes per variant")
-    parser.add_argument("--only", default=None, help="comma-separated variants: stock, mvkit, mvkit (one qkv layer), mvkit + SDPA, mvkit int8, "
+    parser.add_argument("--only", default=None, help="comma-separated variants: stock, mvkit, mvkit (one qkv layer), "
+                        "mvkit + SDPA, mvkit int8, "
                         "mvkit int8 (attention float|mixed preset|transformer scheme|mixed preset + transformer scheme)")
     parser.add_argument("--threads", type=int, default=None, help="default: the latency hint's choice")
     args = parser.parse_args()

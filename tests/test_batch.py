@@ -118,12 +118,11 @@ def wait_for(condition, job: subprocess.Popen, timeout: float = 180) -> None:
 def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, small_library, tmp_path, suffix, stop):
     from mvkit.predict import predict_files
 
-    library = small_library
-    predictions, skipped = predict_files(model, [library], topk=3)
+    predictions, skipped = predict_files(model, [small_library], topk=3)
     expected = ({str(p.path): p.top for p in predictions}, {str(path): reason for path, reason in skipped})
     count = len(predictions) + len(skipped)
     out = tmp_path / f"predictions{suffix}"
-    command = [*CLI, "predict", str(model), str(library), "--out", str(out), "-k", "3", "--workers", "1",
+    command = [*CLI, "predict", str(model), str(small_library), "--out", str(out), "-k", "3", "--workers", "1",
                "--batch-size", "8"]
     parts = out.with_name(out.name + ".parts")
 

@@ -228,11 +228,19 @@ def test_per_channel_std_is_applied_inside_the_program(tmp_path):
     assert summary.image_scale == pytest.approx(1 / 255)
 
 
+def photo_batch(photos: dict, size: int):
+    """The real photos as one [N, 3, size, size] float batch in [0, 1] (resized, no normalisation)."""
+    import torch
+    from PIL import Image
+
+    return torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB").resize((size, size)), np.float32) / 255)
+                        .permute(2, 0, 1) for path in photos.values()])
+
+
 def test_export_ready_mobilevit_computes_what_timm_computes(photos):
     """ready_for_export rewrites MobileViT's unfold/fold (channels-last) and attention (matmul + softmax): the
     same numbers, at a size the patches tile (64: maps 8, 4, 2) and one where timm resizes the map (96: 3x3)."""
     import torch
-    from PIL import Image
 
     from mvkit.export.graph import _mobilevit_forward_channels_last, ready_for_export
 
@@ -242,8 +250,7 @@ def test_export_ready_mobilevit_computes_what_timm_computes(photos):
         ready = ready_for_export(model, size)
         rewritten = [m for m in ready.modules() if getattr(m.forward, "__func__", None) is _mobilevit_forward_channels_last]
         assert len(rewritten) == 3
-        batch = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32) / 255)
-                             .permute(2, 0, 1) for p in photos.values()])
+        batch = photo_batch(photos, size)
         with torch.no_grad():
             assert torch.allclose(ready(batch), model(batch), atol=1e-5, rtol=0)
 
@@ -253,7 +260,6 @@ def test_openvino_attention_with_separate_qkv_computes_what_timm_computes(photos
     numbers on real photos, in PyTorch and in the converted f32 IR, whose attention has no rank-5 transpose left."""
     ov = pytest.importorskip("openvino", reason="OpenVINO extra not installed")
     import torch
-    from PIL import Image
 
     from mvkit.export.graph import ready_for_export
     from mvkit.export.openvino import SeparateQKVAttention, ready_for_openvino
@@ -263,8 +269,7 @@ def test_openvino_attention_with_separate_qkv_computes_what_timm_computes(photos
     size = 64
     ready = ready_for_openvino(model, size)
     assert sum(isinstance(m, SeparateQKVAttention) for m in ready.modules()) == 9  # XXS: 2 + 4 + 3 layers
-    batch = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32) / 255)
-                         .permute(2, 0, 1) for p in photos.values()])
+    batch = photo_batch(photos, size)
     with torch.no_grad():
         expected = model(batch)
         assert torch.allclose(ready(batch), expected, atol=1e-5, rtol=0)

@@ -1,7 +1,8 @@
 """OpenVINO IR export: the model after mvkit's graph preparation (`ready_for_openvino`: the rewrites every other
 format gets, plus SeparateQKVAttention), traced and converted by OpenVINO's PyTorch frontend with a dynamic batch,
-saved as an IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...) goes into the
-IR's runtime info, section "mvkit" (embed_openvino), as well as into the sidecar, so the IR describes itself.
+saved as an IR folder `<stem>_openvino/` holding model.xml + model.bin. mvkit's record (labels, Preprocess, ...)
+goes into the IR's runtime info, section "mvkit" (embed_openvino), as well as into the sidecar, so the IR describes
+itself.
 
 Precisions (`--precision`):
 - default: fp32 weights; the CPU plugin computes in its default precision (bf16 on CPUs with AVX-512 BF16 or
