@@ -47,6 +47,20 @@ def test_presets_yaml_and_overrides(tmp_path):
         build_recipe("fast")
 
 
+def test_a_shorter_finetune_mixes_fewer_batches(tmp_path):
+    """MixUp/CutMix at the finetune preset's full strength hold back a run shorter than its 15 epochs."""
+    assert build_recipe().mix_prob == 1.0 and build_recipe(epochs=40).mix_prob == 1.0
+    assert build_recipe(epochs=3).mix_prob == pytest.approx(0.2)
+    assert build_recipe(epochs=3, mix_prob=0.9).mix_prob == 0.9  # given: kept as it is
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text("epochs: 5\nmix_prob: 1.0\n")
+    assert build_recipe(recipe_file=recipe_file).mix_prob == 1.0
+    assert build_recipe("guide", epochs=3).mix_prob == 0.5  # the guide's recipe is kept exactly
+    short = build_recipe(epochs=6)
+    short.save(tmp_path / "resolved.yaml")  # a resumed run keeps the scaled value
+    assert load_recipe(tmp_path / "resolved.yaml").mix_prob == pytest.approx(0.4)
+
+
 def test_sampler_is_seeded_sharded_and_resumable():
     targets = [i % 5 for i in range(103)]
     full = list(EpochBatchSampler(targets, 8, seed=1, epoch=0))

@@ -251,7 +251,7 @@ def train_command(
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default 0.1)."),
     mixup_alpha: Optional[float] = typer.Option(None, "--mixup", help="MixUp alpha (0.2); 0 turns it off."),
     cutmix_alpha: Optional[float] = typer.Option(None, "--cutmix", help="CutMix alpha (1.0); 0 turns it off."),
-    mix_prob: Optional[float] = typer.Option(None, help="Probability of mixing a batch (finetune: 1.0, guide: 0.5)."),
+    mix_prob: Optional[float] = typer.Option(None, help="Probability of mixing a batch (finetune: 1.0 at 15 epochs or more, epochs / 15 below; guide: 0.5)."),
     balanced: Optional[bool] = typer.Option(None, "--balanced/--no-balanced", help="Class-balanced sampling (weights 1/class count)."),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights and validate/save it."),
     patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a lower val loss (guide: 10; finetune: none)."),
@@ -697,7 +697,7 @@ def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Pa
 
 @app.command("demo")
 def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for everything the demo writes.")) -> None:
-    """The main job on built-in data: predict, head-only fit, eval, export to every format, int8, verify, bench."""
+    """The main job on built-in data: predict, fine-tune, eval, export to every format, int8, verify, bench."""
     from mvkit.demo import DemoStep, run_demo
 
     with progress_bars() as start:

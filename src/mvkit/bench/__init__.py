@@ -5,8 +5,8 @@ Latency rounds are interleaved across artifacts (one call each per round) so tha
 alike, with a short pause before each timed call: runtimes keep their worker threads spinning for a while
 after a call (OpenBLAS under numpy about 0.1 s, ONNX Runtime), and on 2 cores those spinning threads slowed
 the next runtime by half (PyTorch eager MobileViT-S 75 -> 118 ms right after the numpy Core ML interpreter).
-Peak memory is measured in a fresh process per artifact, so one runtime's memory never counts for
-another's.
+Peak memory is measured in a fresh process per artifact (two at a time), so one runtime's memory never counts
+for another's.
 """
 
 from __future__ import annotations
@@ -88,6 +88,15 @@ def peak_rss_mb(path: Path, batch: np.ndarray) -> float | None:
     return queue.get() if process.exitcode == 0 and not queue.empty() else None
 
 
+def peak_rss_many(jobs: list[tuple[Path, np.ndarray]], parallel: int = 2) -> list[float | None]:
+    """peak_rss_mb of each (artifact, batch), `parallel` fresh processes at a time. Each artifact still has a
+    process of its own, so running two side by side changes no number, only the wall time (mostly imports)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        return list(pool.map(lambda job: peak_rss_mb(*job), jobs))
+
+
 def _params_m(predictor: Predictor) -> float | None:
     """From the sidecar (recorded at export); for checkpoints, counted on the model."""
     if predictor.artifact.extra.get("params"):
@@ -154,6 +163,7 @@ def bench_predictors(predictors: list[Predictor], photos: list[Image.Image], rou
             started = time.perf_counter()
             predictor.run(full)
             throughputs[index].append(batch / (time.perf_counter() - started))
+    memory = peak_rss_many(list(zip(paths, singles))) if measure_memory and paths else [None] * len(predictors)
     rows = []
     for index, (predictor, single, times, speeds) in enumerate(zip(predictors, singles, latencies, throughputs)):
         path = paths[index] if paths else None
@@ -163,7 +173,7 @@ def bench_predictors(predictors: list[Predictor], photos: list[Image.Image], rou
             params_m=_params_m(predictor), threads=predictor.threads,
             latency_p50_ms=float(np.percentile(times, 50)), latency_p90_ms=float(np.percentile(times, 90)),
             batch=batch, throughput_img_s=float(np.median(speeds)),
-            peak_rss_mb=peak_rss_mb(Path(path), single) if measure_memory and path else None))
+            peak_rss_mb=memory[index]))
     return rows
 
 

@@ -126,6 +126,10 @@ FINETUNE = {
     "mix_prob": 1.0, "drop_rate": 0.2, "drop_path_rate": 0.1,
     "epochs": 15, "patience": None, "native_size": True,
 }
+# Values chosen for a preset's own number of epochs that a shorter run scales down by epochs / that number, unless
+# they are given: MixUp/CutMix regularise a long schedule and hold a short one back (4 epochs of `finetune`,
+# mixing every batch against none: flowers128 77.4% against 79.5%, builtin:fashion 83.9% against 85.9%).
+SCALED_TO_EPOCHS: dict[str, dict[str, int]] = {"finetune": {"mix_prob": 15}}
 PRESETS: dict[str, dict[str, Any]] = {
     "finetune": FINETUNE,
     "guide": {},  # the guide's recipe, kept for reference
@@ -224,8 +228,10 @@ def build_recipe(preset: str | None = None, recipe_file: Path | None = None, **o
     preset = preset or values.get("preset") or "finetune"
     if preset not in PRESETS:
         raise MvkitError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    recipe = replace(TrainRecipe(), **PRESETS[preset], preset=preset)
-    return with_absolute_paths(replace(recipe, **{**values, **given})).validate()
+    recipe = replace(replace(TrainRecipe(), **PRESETS[preset], preset=preset), **{**values, **given})
+    scaled = {name: getattr(recipe, name) * min(1.0, recipe.epochs / full_epochs)
+              for name, full_epochs in SCALED_TO_EPOCHS.get(preset, {}).items() if name not in {**values, **given}}
+    return with_absolute_paths(replace(recipe, **scaled)).validate()
 
 
 PATH_FIELDS = ("model", "data", "val", "teacher", "teacher_weights", "weights")
