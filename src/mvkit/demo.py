@@ -95,8 +95,8 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
                           seed=seed)
     run = train(recipe, ui=TrainUI(log=ui.log, start_epoch=_epoch_bars(ui)))
     result.checkpoint = out_dir / "fashion_lite0.safetensors"
-    best = load_model(run.best_checkpoint)
-    save_checkpoint(best, result.checkpoint, metrics=Artifact.load(run.best_checkpoint).metrics,
+    best = Artifact.load(run.best_checkpoint)  # its metrics and split record travel with the copy
+    save_checkpoint(load_model(run.best_checkpoint), result.checkpoint, metrics=best.metrics, extra=best.extra,
                     source=f"{BACKBONE} ImageNet weights, fine-tuned on builtin:fashion ({run.out})")
 
     ui.log("[3/6] Reloaded checkpoint predicts val images saved as PNG files")

@@ -229,9 +229,10 @@ def build_recipe(preset: str | None = None, recipe_file: Path | None = None, **o
     preset = preset or values.get("preset") or "finetune"
     if preset not in PRESETS:
         raise MvkitError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    recipe = replace(replace(TrainRecipe(), **PRESETS[preset], preset=preset), **{**values, **given})
+    chosen = {**values, **given}
+    recipe = replace(replace(TrainRecipe(), **PRESETS[preset], preset=preset), **chosen)
     scaled = {name: getattr(recipe, name) * min(1.0, recipe.epochs / full_epochs)
-              for name, full_epochs in SCALED_TO_EPOCHS.get(preset, {}).items() if name not in {**values, **given}}
+              for name, full_epochs in SCALED_TO_EPOCHS.get(preset, {}).items() if name not in chosen}
     return with_absolute_paths(replace(recipe, **scaled)).validate()
 
 
