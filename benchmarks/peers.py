@@ -22,6 +22,7 @@ import shlex
 import sys
 import tempfile
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_markdown import replace_section  # noqa: E402
+from bench_markdown import cpu_name, replace_section  # noqa: E402
 from mvkit.artifact import Artifact  # noqa: E402
 from mvkit.runtime.base import Predictor, softmax  # noqa: E402
 
@@ -163,6 +164,17 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measured_on(table: list[dict]) -> str:
+    """Which CPU each model's rows ran on: a rerun of some models can be on another machine, so only the ratios
+    within one model's rows compare."""
+    machines: dict[str, list[str]] = {}
+    for row in table:
+        key = f"{row.get('cpu', 'CPU not recorded')}, {row.get('date', 'date not recorded')}"
+        if row["model"] not in machines.setdefault(key, []):
+            machines[key].append(row["model"])
+    return "Measured on: " + "; ".join(f"{', '.join(models)}: {key}" for key, models in machines.items()) + "."
+
+
 def merged_with_earlier(table: list[dict], command: str, models: list[str]) -> tuple[list[dict], str]:
     """A run of some models replaces only their rows: the other models' rows and commands are kept."""
     earlier = json.loads((RESULTS / "peers.json").read_text()) if (RESULTS / "peers.json").exists() else {}
@@ -172,6 +184,16 @@ def merged_with_earlier(table: list[dict], command: str, models: list[str]) -> t
     order = {name: index for index, name in enumerate(MODELS)}
     rows = sorted(kept + table, key=lambda row: order.get(row["model"], len(order)))  # stable: a model's rows in order
     return rows, f"{earlier['command']}`; rows of {', '.join(models)} re-measured by `{command}"
+
+
+def write_section(table: list[dict], command: str) -> None:
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    replace_section("peers", "\n".join([
+        "## mvkit's artifacts against each peer runtime's stock path (batch 1)", "",
+        f"Machine: {machine}. Command: `{command}`. Each model's rows in one interleaved run (mvkit bench's "
+        "timing: warm-up, 0.2 s pause before each call, medians). Agreement: top-1 against the checkpoint on 64 "
+        "flowers128 val photos (random weights: a speed check, the accuracy budgets are checked in the format "
+        "tables).", "", markdown(table), "", measured_on(table)]))
 
 
 def main() -> None:
@@ -186,17 +208,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for model_name in args.models:
             table += measure(model_name, args.rounds, Path(folder))
+    for row in table:
+        row.update(cpu=cpu_name(), date=date.today().isoformat())
     RESULTS.mkdir(exist_ok=True)
     command = "python benchmarks/peers.py " + shlex.join(sys.argv[1:])
     table, command = merged_with_earlier(table, command, args.models)
     (RESULTS / "peers.json").write_text(json.dumps({"command": command, "rows": table}, indent=1))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    replace_section("peers", "\n".join([
-        "## mvkit's artifacts against each peer runtime's stock path (batch 1)", "",
-        f"Machine: {machine}. Command: `{command}`. Each model's rows in one interleaved run (mvkit bench's "
-        "timing: warm-up, 0.2 s pause before each call, medians). Agreement: top-1 against the checkpoint on 64 "
-        "flowers128 val photos (random weights: a speed check, the accuracy budgets are checked in the format "
-        "tables).", "", markdown(table)]))
+    write_section(table, command)
     print(markdown(table))
 
 

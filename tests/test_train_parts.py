@@ -146,8 +146,10 @@ def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch
     monkeypatch.setattr("mvkit.train.train", lambda recipe, resume, ui: seen.setdefault("recipe", recipe) and None)
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text("model: mobilenetv3_small_100\ndata: builtin:fashion\npreset: head-only\n")
-    CliRunner().invoke(cli.app, ["train", "--recipe", str(recipe_file), "--lr", "0.01", "--out", str(tmp_path)])
+    CliRunner().invoke(cli.app, ["train", "--recipe", str(recipe_file), "--lr", "0.01", "--ema", "--ema-decay", "0.998",
+                                 "--out", str(tmp_path)])
     recipe = seen["recipe"]
     assert (recipe.model, recipe.data, recipe.preset, recipe.lr) == ("mobilenetv3_small_100", "builtin:fashion", "head-only", 0.01)
+    assert (recipe.ema, recipe.ema_decay) == (True, 0.998)
     result = CliRunner().invoke(cli.app, ["train", "--out", str(tmp_path)])
     assert isinstance(result.exception, MvkitError) and "MODEL and DATA" in str(result.exception)
