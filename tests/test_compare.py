@@ -13,7 +13,7 @@ from mvkit.cli import run as cli_run
 from mvkit.errors import MvkitError
 
 
-def test_compare_two_families_on_real_photos(flowers_subset, tmp_path):
+def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypatch):
     out = tmp_path / "compare"
     budget = CompareBudget(epochs=1, img_size=64, formats=("onnx",), int8=False, bench_rounds=3, verify_photos=40)
     models = ["tf_efficientnet_lite0", "mobilenetv3_small_100"]
@@ -58,6 +58,18 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path):
     assert [r["val_top1"] for r in retimed] == [r["val_top1"] for r in rows]
     assert all(r["onnx fp32 p50 ms"] > 0 for r in retimed)
     assert json.loads((out / "compare.json").read_text())["rows"] == retimed
+
+    # a preset that changed since: the model it trains is measured again, the other one is kept
+    from mvkit.train.recipe import FINETUNE
+    monkeypatch.setitem(FINETUNE, "weight_decay", 0.02)
+    logged.clear()
+    compare(models, str(flowers_subset), out, budget, log=logged.append)
+    assert checkpoint.stat().st_mtime_ns != before
+    assert json.loads((out / "tf_efficientnet_lite0" / "compare.json").read_text())["recipe"]["weight_decay"] == 0.02
+    assert [line for line in logged if "measured before" in line] == [
+        "tf_efficientnet_lite0: measured before with another budget or training recipe; measuring again",
+        f"mobilenetv3_small_100: measured before ({out / 'mobilenetv3_small_100' / 'compare.json'}); "
+        "--redo measures again, --retime times again"]
 
 
 def test_pareto_front_keeps_the_models_nothing_beats():

@@ -578,7 +578,7 @@ def compare_command(
     formats: List[str] = typer.Option(["onnx", "executorch"], "--format", "-f", help="Runtimes to time (fp32 and int8)."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also quantize to static int8, calibrated on DATA."),
     rounds: int = typer.Option(20, help="Latency rounds per artifact (interleaved)."),
-    redo: bool = typer.Option(False, "--redo", help="Measure again the models measured before with this budget."),
+    redo: bool = typer.Option(False, "--redo", help="Measure again the models measured before with this budget and training recipe."),
     retime: bool = typer.Option(False, "--retime", help="Keep the trained and exported files of an earlier run with "
                                 "this budget; time and score them again (e.g. on a quiet machine)."),
 ) -> None:

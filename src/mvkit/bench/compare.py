@@ -87,6 +87,16 @@ def check_compare(models: list[str], data: str, budget: CompareBudget) -> None:
         raise MvkitError(f"--teacher {budget.teacher}: give a checkpoint fine-tuned on this data (from mvkit train)")
 
 
+def training_recipe(model: str, data: str, out: Path, budget: CompareBudget):
+    """The recipe `model` trains with under `budget`: its preset's values as this mvkit version sets them."""
+    from mvkit.train.recipe import build_recipe
+
+    preset, _ = strategy_for(model, budget.teacher)
+    return build_recipe(preset, model=model, data=data, out=str(out / "train"), epochs=budget.epochs,
+                        img_size=budget.img_size, batch_size=budget.batch_size, pretrained=preset == "finetune",
+                        teacher=budget.teacher, patience=None)
+
+
 def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
                   log: Callable[[str], None] = lambda text: None) -> dict:
     """Train, export, quantize, verify and time one model; the result is written to out/compare.json."""
@@ -95,12 +105,9 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
     from mvkit.export import export
     from mvkit.models.zoo import count_macs, resolve_name
     from mvkit.train import train
-    from mvkit.train.recipe import build_recipe
 
-    preset, strategy = strategy_for(model, budget.teacher)
-    recipe = build_recipe(preset, model=model, data=data, out=str(out / "train"), epochs=budget.epochs,
-                          img_size=budget.img_size, batch_size=budget.batch_size, pretrained=preset == "finetune",
-                          teacher=budget.teacher, patience=None)
+    _, strategy = strategy_for(model, budget.teacher)
+    recipe = training_recipe(model, data, out, budget)
     log(f"{model}: training ({strategy}, {budget.epochs} epochs at {budget.img_size} px)")
     trained = train(recipe)
     checkpoint = trained.best_checkpoint
@@ -117,6 +124,7 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
     published = PUBLISHED_TOP1.get(resolve_name(model))
     result = {
         "model": model, "timm_name": resolve_name(model), "strategy": strategy, "budget": budget.to_dict(),
+        "recipe": recipe.to_dict(),
         # the model as trained (its head has DATA's classes), at the budget's input size
         "params_m": round(params / 1e6, 3), "gmacs": round(macs / 1e9, 4), "input_size": size,
         "val_top1": trained.val_top1, "train_images_per_second": round(trained.train_images_per_second, 1),
@@ -152,7 +160,8 @@ def _precision(path: str) -> str:
 
 def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo: bool = False,
             retime: bool = False, log: Callable[[str], None] = lambda text: None) -> list[dict]:
-    """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget;
+    """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget and
+    training recipe;
     `retime` keeps its trained and exported files but times and scores them again), then write the table (markdown,
     JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
     check_compare(models, data, budget)
@@ -163,13 +172,18 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
         if saved.exists() and not redo:
             previous = json.loads(saved.read_text())
             kept = [a["artifact"] for a in previous.get("artifacts", [])]
-            if previous.get("budget") == budget.to_dict() and retime and all(Path(p).exists() for p in kept):
+            # a result counts as measured only under the same budget and training recipe: a preset that changed
+            # since (or a result saved before results recorded their recipe) is measured again
+            same = (previous.get("budget") == budget.to_dict()
+                    and previous.get("recipe") == training_recipe(model, data, folder, budget).to_dict())
+            if same and retime and all(Path(p).exists() for p in kept):
                 results.append(time_and_score(previous, kept, data, folder, budget, log))
                 continue
-            if previous.get("budget") == budget.to_dict() and not retime:
+            if same and not retime:
                 log(f"{model}: measured before ({saved}); --redo measures again, --retime times again")
                 results.append(previous)
                 continue
+            log(f"{model}: measured before with another budget or training recipe; measuring again")
         folder.mkdir(parents=True, exist_ok=True)
         results.append(measure_model(model, data, folder, budget, log))
     rows = table_rows(results)
