@@ -124,7 +124,7 @@ FINETUNE = {
     # 2,784 photos: the body memorises them within 6 epochs without regularisation (train 95% against val
     # 76% under the eval transform), so MixUp/CutMix on every batch, dropout and stochastic depth
     "mix_prob": 1.0, "drop_rate": 0.2, "drop_path_rate": 0.1,
-    # 60 epochs with EMA, or 30 at 224 px, gain 1.5-2 points for 3-4x the time (benchmarks/finetune_sweep.py)
+    # 60 epochs with EMA, or 30 at 224 px, gain 1.5-2 points for 2.5-4x the time (benchmarks/finetune_sweep.py)
     "epochs": 15, "patience": None, "native_size": True,
 }
 # Preset values tuned for a number of epochs: a shorter run multiplies each by epochs / that number, unless the
