@@ -161,9 +161,8 @@ def _precision(path: str) -> str:
 def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo: bool = False,
             retime: bool = False, log: Callable[[str], None] = lambda text: None) -> list[dict]:
     """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget and
-    training recipe;
-    `retime` keeps its trained and exported files but times and scores them again), then write the table (markdown,
-    JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
+    training recipe; `retime` keeps its trained and exported files but times and scores them again), then write the
+    table (markdown, JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
     check_compare(models, data, budget)
     results = []
     for model in models:
@@ -183,7 +182,8 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
                 log(f"{model}: measured before ({saved}); --redo measures again, --retime times again")
                 results.append(previous)
                 continue
-            log(f"{model}: measured before with another budget or training recipe; measuring again")
+            if not same:
+                log(f"{model}: measured before with another budget or training recipe; measuring again")
         folder.mkdir(parents=True, exist_ok=True)
         results.append(measure_model(model, data, folder, budget, log))
     rows = table_rows(results)
