@@ -11,6 +11,7 @@ set):
   head_only    --preset head-only (backbone frozen)
   finetune     --preset finetune, the default (input at the photos' native 128 px)
   finetune_224 the same at the model's 224 px (the resolution question)
+  progressive  the same at 224 px with progressive resizing from 128 px (--progressive-from 128)
   guide        --preset guide, the guide's exact recipe, same epochs as finetune
   timm         timm's own train.py (a snapshot of timm's repository, never committed) with its fine-tuning flags,
                the same split, model, pretrained weights, input size, epochs and hyper-parameters as finetune
@@ -51,6 +52,7 @@ TITLES = {
     "head_only": "EfficientNet-Lite0 pretrained, head only (`head-only`)",
     "finetune": "EfficientNet-Lite0 pretrained, full fine-tune (`finetune`, the default)",
     "finetune_224": "EfficientNet-Lite0 pretrained, full fine-tune (`finetune` at 224 px)",
+    "progressive": "EfficientNet-Lite0 pretrained, full fine-tune (`finetune` at 224 px, progressive from 128 px)",
     "guide": "EfficientNet-Lite0 pretrained, full fine-tune (`guide`: the guide's recipe)",
     "timm": "EfficientNet-Lite0 pretrained, full fine-tune (timm's train.py, peer)",
     "scratch": "MobileViT-XXS from scratch (`scratch`)",
@@ -70,6 +72,8 @@ def recipe_rows(args) -> dict[str, dict]:
         "head_only": dict(model="tf_efficientnet_lite0", preset="head-only", epochs=args.head_epochs),
         "finetune": dict(lite0, preset="finetune"),
         "finetune_224": dict(lite0, preset="finetune", img_size=224, epochs=args.epochs_224 or args.finetune_epochs),
+        "progressive": dict(lite0, preset="finetune", img_size=224, progressive_from=128,
+                            epochs=args.epochs_224 or args.finetune_epochs),
         "guide": dict(lite0, preset="guide", epochs=args.guide_epochs or args.finetune_epochs or FINETUNE["epochs"]),
         "scratch": dict(model="mobilevit_xxs", preset="scratch", epochs=args.student_epochs),
         "distilled": dict(model="mobilevit_xxs", preset="scratch", epochs=args.student_epochs,
@@ -89,7 +93,10 @@ def run_recipe(name: str, options: dict, args) -> dict:
             "img_size": resolved.img_size or preprocess_of(result.model).size, "params_m": sum(p.numel() for p in result.model.parameters()) / 1e6,
             "train_minutes": minutes, "train_img_s": result.train_images_per_second, "lr": resolved.lr,
             "preset": resolved.preset, "mixed_precision": resolved.mixed_precision,
-            "curve": [round(row["val_top1"], 4) for row in result.history]}
+            "curve": [round(row["val_top1"], 4) for row in result.history],
+            # what each epoch cost at its training size (progressive resizing changes it per epoch)
+            "epoch_px": [row["train_px"] for row in result.history],
+            "epoch_train_seconds": [round(row["train_seconds"], 1) for row in result.history]}
 
 
 def pretrained_as_is(args) -> dict:

@@ -196,6 +196,8 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
                             "--out", out], tmp_path, "fewer than one batch")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--ema", "--ema-decay", "1.5", "--out", out],
                    tmp_path, "ema_decay in (0, 1)")
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "64", "--progressive-from", "96",
+                            "--out", out], tmp_path, "progressive_from 96 px must be below the input size 64 px")
     assert not out.exists()
 
 

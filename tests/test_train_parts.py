@@ -5,6 +5,8 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mvkit.errors import MvkitError
 from mvkit.models import create_model
@@ -13,6 +15,7 @@ from mvkit.train import build_recipe, load_recipe
 from mvkit.train.batches import model_input
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
+from mvkit.train.recipe import TrainRecipe, train_size_at
 from mvkit.train.sampling import EpochBatchSampler
 
 
@@ -135,6 +138,19 @@ def test_each_model_gets_the_batch_at_its_own_size_and_normalisation():
     assert 0.0 <= x_student.min() and x_student.max() <= 1.0
     assert torch.allclose(x_teacher.mean(dim=(0, 2, 3)) * torch.tensor(teacher.std) + torch.tensor(teacher.mean),
                           raw.mean(dim=(0, 2, 3)), atol=0.01)
+
+
+@given(epochs=st.integers(1, 300), start=st.integers(32, 1000), final=st.integers(33, 1024))
+def test_progressive_resizing_rises_to_the_final_size_and_trains_the_last_third_there(epochs, start, final):
+    assert train_size_at(TrainRecipe(epochs=epochs), 0, final) == final  # off by default
+    sizes = [train_size_at(TrainRecipe(epochs=epochs, progressive_from=start), epoch, final) for epoch in range(epochs)]
+    assert sizes[-1] == final and sizes == sorted(sizes)
+    if start >= final or epochs == 1:
+        assert set(sizes) == {final}
+        return
+    assert sizes[0] == start and all(start <= size <= final for size in sizes)
+    assert all(size % 32 == 0 for size in sizes if size not in (start, final))
+    assert sizes.count(final) >= epochs / 3  # BatchNorm statistics settle at the size the model is used at
 
 
 def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch):

@@ -157,6 +157,31 @@ def test_sigint_or_sigterm_anywhere_then_resume_gives_the_uninterrupted_weights(
     assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
 
 
+def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):
+    """3 epochs rising from 32 to 64 px: the first trains at 32 px, the others, every validation and the
+    checkpoint at 64. Stopped inside epoch 2 and resumed, the run ends with the uninterrupted run's weights."""
+    recipe = dict(img_size=64, progressive_from=32, epochs=3, deterministic=True)
+    seen = []
+    with forward_hook_on("_build_student", lambda module, args: seen.append((module.training, args[0].shape[-1]))):
+        result = train(tiny_recipe(flowers_subset, tmp_path / "straight", **recipe))
+    assert [size for training, size in seen if training] == [32] * 8 + [64] * 16  # 8 batches an epoch
+    assert {size for training, size in seen if not training} == {64}
+    assert [row["train_px"] for row in result.history] == [32, 64, 64]
+    assert preprocess_of(load_model(result.best_checkpoint)).size == 64
+    out, calls = tmp_path / "interrupted", {"n": 0}
+
+    def send_sigterm(module, args):
+        calls["n"] += 1
+        if calls["n"] == 12:  # epoch 2's second batch: 8 training and 2 validation batches come before it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with forward_hook_on("_build_student", send_sigterm), pytest.raises(MvkitError, match="stopped by SIGTERM"):
+        train(tiny_recipe(flowers_subset, out, **recipe))
+    train(build_recipe(recipe_file=out / "recipe.yaml"), resume=True)
+    straight, again = _weights(tmp_path / "straight" / "last.safetensors"), _weights(out / "last.safetensors")
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+
+
 def test_a_second_training_into_the_same_folder_is_refused(flowers_subset, tmp_path):
     out = tmp_path / "run"
     with train_loop.run_folder_lock(out, main_process=True):  # a first run holding the folder

@@ -29,12 +29,12 @@ def to_unit_range(raw: torch.Tensor) -> torch.Tensor:
     return raw.float().div_(255.0) if raw.dtype == torch.uint8 else raw.float()
 
 
-def model_input(raw: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
-    """Resize a [0, 1] batch to the model's size if needed, then normalise with its mean/std."""
-    if raw.shape[-1] != preprocess.size or raw.shape[-2] != preprocess.size:
+def model_input(raw: torch.Tensor, preprocess: Preprocess, size: int | None = None) -> torch.Tensor:
+    """Resize a [0, 1] batch to `size` (default: the model's) if needed, then normalise with its mean/std."""
+    size = size or preprocess.size
+    if raw.shape[-1] != size or raw.shape[-2] != size:
         mode = "bicubic" if preprocess.interpolation == "bicubic" else "bilinear"
-        raw = F.interpolate(raw, size=(preprocess.size, preprocess.size), mode=mode, antialias=True,
-                            align_corners=False).clamp(0.0, 1.0)
+        raw = F.interpolate(raw, size=(size, size), mode=mode, antialias=True, align_corners=False).clamp(0.0, 1.0)
     mean = torch.tensor(preprocess.mean, device=raw.device, dtype=raw.dtype).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, device=raw.device, dtype=raw.dtype).view(1, 3, 1, 1)
     return (raw - mean) / std

@@ -30,7 +30,7 @@ from mvkit.models import create_model, labels_of, load_model, preprocess_of, sav
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
-from mvkit.train.recipe import TrainRecipe, native_input_size
+from mvkit.train.recipe import TrainRecipe, native_input_size, train_size_at
 from mvkit.train.control import StopRequest, deterministic_algorithms, run_folder_lock
 from mvkit.train.sampling import EpochBatchSampler
 from mvkit.train.state import Progress, load_state, restore_rng, save_state, seed_everything
@@ -187,6 +187,9 @@ class _Run:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.plain_model
 
+    def train_size(self, epoch: int) -> int:
+        return train_size_at(self.recipe, epoch, self.student_pre.size)
+
     def save_resume_state(self) -> None:
         if self.main:
             save_state(self.paths["state"], self.progress, self.plain_model, self.optimizer, self.scheduler,
@@ -227,9 +230,10 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
         teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
     student_pre = preprocess_of(model)
     teacher_pre = preprocess_of(teacher) if teacher is not None else None
-    canvas = max(student_pre.size, teacher_pre.size if teacher_pre else 0)
-    data.set_transforms(train_transform(canvas, student_pre.interpolation, recipe.scale_min, recipe.auto_augment),
-                        student_pre.eval_transform())
+    if recipe.progressive_from is not None and recipe.progressive_from >= student_pre.size:
+        raise MvkitError(f"progressive_from {recipe.progressive_from} px must be below the input size "
+                         f"{student_pre.size} px it rises to")
+    data.set_transforms(None, student_pre.eval_transform())  # the train transform is set per epoch
     batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
                                           rank, world).batches_per_epoch()
     if batches_per_epoch == 0:
@@ -256,6 +260,10 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
         run.progress = state["progress"]
         restore_rng(state["rng"])
         ui.log(f"resumed at epoch {run.progress.epoch + 1}, batch {run.progress.batch}")
+    if recipe.progressive_from is not None:
+        sizes = [train_size_at(recipe, epoch, student_pre.size) for epoch in range(recipe.epochs)]
+        ui.log("progressive resizing, training input per epoch: "
+               + ", ".join(f"{size} px x {sizes.count(size)}" for size in dict.fromkeys(sizes)))
     if run.main:  # every check passed: now the run folder gets its files
         data.save_split()
         recipe.save(paths["recipe"])
@@ -278,6 +286,10 @@ def _train_one_epoch(run: _Run, stop: StopRequest, ui: TrainUI) -> tuple[float, 
     epoch = progress.epoch
     if progress.batch == 0:  # a fresh epoch: its randomness depends on (seed, epoch) only
         seed_everything(recipe.seed * 1000 + epoch * 10 + rank)
+    size = run.train_size(epoch)
+    canvas = max(size, run.teacher_pre.size if run.teacher_pre else 0)  # the teacher gets its own size from it
+    run.data.train.transform = train_transform(canvas, run.student_pre.interpolation, recipe.scale_min,
+                                               recipe.auto_augment)
     sampler = EpochBatchSampler(run.data.train.targets, recipe.batch_size, recipe.seed, epoch, rank, world,
                                 balanced=recipe.balanced, start_batch=progress.batch)
     # Its own generator: creating the loader must not draw from the global RNG, or a resumed run would be one
@@ -297,7 +309,7 @@ def _train_one_epoch(run: _Run, stop: StopRequest, ui: TrainUI) -> tuple[float, 
         if run.mixup is not None:
             raw, targets = run.mixup(raw, targets)
         with accelerator.autocast():
-            logits = run.model(model_input(raw, run.student_pre))
+            logits = run.model(model_input(raw, run.student_pre, size))
             if run.teacher is not None:
                 with torch.no_grad():
                     teacher_logits = run.teacher(model_input(raw, run.teacher_pre))
@@ -345,7 +357,7 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
     progress.batch = 0
     row = {"epoch": progress.epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
            "val_loss": val_loss, "val_top1": val_top1, "lr": run.optimizer.param_groups[0]["lr"],
-           "train_img_s": seen * world / max(seconds, 1e-9),
+           "train_px": run.train_size(progress.epoch - 1), "train_img_s": seen * world / max(seconds, 1e-9),
            # wall time of this epoch's training steps (since the resume point, in a resumed epoch) and validation
            "train_seconds": seconds, "val_seconds": time.perf_counter() - val_started}
     progress.history.append(row)

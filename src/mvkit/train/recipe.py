@@ -28,6 +28,8 @@ class TrainRecipe:
     split_seed: int = 0
     img_size: int | None = None  # None: the model's default, or with native_size the photos' (native_input_size)
     native_size: bool = False
+    # progressive resizing: the first epoch trains at this size, later ones larger (train_size_at); None: off
+    progressive_from: int | None = None
     crop_pct: float | None = None
     scale_min: float = 0.5  # light augmentation: random-resized-crop area in [scale_min, 1], horizontal flip
     auto_augment: str | None = None  # timm's policy string, e.g. "rand-m9-mstd0.5" (RandAugment)
@@ -85,6 +87,11 @@ class TrainRecipe:
             raise MvkitError("epochs, batch_size and lr must be positive")
         if self.img_size is not None and not 16 <= self.img_size <= 4096:
             raise MvkitError(f"img_size must be from 16 to 4096 pixels, not {self.img_size}")
+        if self.progressive_from is not None and not 32 <= self.progressive_from <= 4096:
+            raise MvkitError(f"progressive_from must be from 32 to 4096 pixels, not {self.progressive_from}")
+        if self.progressive_from is not None and self.img_size is not None and self.progressive_from >= self.img_size:
+            raise MvkitError(f"progressive_from {self.progressive_from} px must be below the input size "
+                             f"{self.img_size} px it rises to")
         if not 0.0 < self.val_fraction < 1.0:
             raise MvkitError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
         if self.workers < 0 or self.save_every_steps < 0 or (self.patience is not None and self.patience < 1):
@@ -164,6 +171,27 @@ def native_input_size(recipe: TrainRecipe, model_size: int, photos: SizeSummary 
         return None
     native = 32 * max(2, round(photos.short_side_median / 32))
     return native if native < model_size else None
+
+
+# Progressive resizing reaches the full input size after this share of the epochs, so the last third trains (and
+# settles BatchNorm statistics) at the size it is validated and exported at.
+PROGRESSIVE_SHARE = 2 / 3
+
+
+def train_size_at(recipe: TrainRecipe, epoch: int, final_size: int) -> int:
+    """The training input size of `epoch` (0-based): `final_size`, or with progressive resizing (EfficientNetV2's
+    progressive learning, sizes only) a size rising linearly from `progressive_from` to `final_size` over the first
+    PROGRESSIVE_SHARE of the epochs, in multiples of 32. Validation always runs at `final_size`."""
+    start = recipe.progressive_from
+    if start is None or start >= final_size or recipe.epochs < 2:  # the last epoch trains at the final size
+        return final_size
+    ramp = max(1, round(recipe.epochs * PROGRESSIVE_SHARE) - 1)  # epochs 0..ramp rise; later ones are final
+    if epoch == 0:
+        return start
+    if epoch >= ramp:
+        return final_size
+    size = start + (final_size - start) * epoch / ramp
+    return min(final_size, max(start, 32 * round(size / 32)))
 
 
 def read_recipe_file(path: Path) -> dict[str, Any]:
