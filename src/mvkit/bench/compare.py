@@ -97,6 +97,14 @@ def training_recipe(model: str, data: str, out: Path, budget: CompareBudget):
                         teacher=budget.teacher, patience=None)
 
 
+def same_recipe(saved: dict | None, recipe) -> bool:
+    """Whether a recipe saved with a result is `recipe`. A key the saved one lacks is a recipe field added since,
+    which that run trained with at its default."""
+    from mvkit.train.recipe import TrainRecipe
+
+    return saved is not None and {**TrainRecipe().to_dict(), **saved} == recipe.to_dict()
+
+
 def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
                   log: Callable[[str], None] = lambda text: None) -> dict:
     """Train, export, quantize, verify and time one model; the result is written to out/compare.json."""
@@ -174,7 +182,7 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
             # a result counts as measured only under the same budget and training recipe: a preset that changed
             # since (or a result saved before results recorded their recipe) is measured again
             same = (previous.get("budget") == budget.to_dict()
-                    and previous.get("recipe") == training_recipe(model, data, folder, budget).to_dict())
+                    and same_recipe(previous.get("recipe"), training_recipe(model, data, folder, budget)))
             if same and retime and all(Path(p).exists() for p in kept):
                 results.append(time_and_score(previous, kept, data, folder, budget, log))
                 continue

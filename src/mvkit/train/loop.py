@@ -260,10 +260,6 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
         run.progress = state["progress"]
         restore_rng(state["rng"])
         ui.log(f"resumed at epoch {run.progress.epoch + 1}, batch {run.progress.batch}")
-    if recipe.progressive_from is not None:
-        sizes = [train_size_at(recipe, epoch, student_pre.size) for epoch in range(recipe.epochs)]
-        ui.log("progressive resizing, training input per epoch: "
-               + ", ".join(f"{size} px x {sizes.count(size)}" for size in dict.fromkeys(sizes)))
     if run.main:  # every check passed: now the run folder gets its files
         data.save_split()
         recipe.save(paths["recipe"])
@@ -272,6 +268,10 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
         histogram = class_histogram(data.train)
         ui.log(f"{len(data.train)} train / {len(data.val)} val photos, {len(data.classes)} classes: "
                + ", ".join(f"{name} {count}" for name, count in histogram.items()))
+        if recipe.progressive_from is not None:
+            sizes = [run.train_size(epoch) for epoch in range(recipe.epochs)]
+            ui.log("progressive resizing, training input per epoch: "
+                   + ", ".join(f"{size} px x {sizes.count(size)}" for size in dict.fromkeys(sizes)))
         if teacher is not None:
             ui.log(f"teacher {recipe.teacher}: input {teacher_pre.size} px, mean {teacher_pre.mean}; "
                    f"student {student_pre.size} px, mean {student_pre.mean}")
