@@ -198,6 +198,9 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
                    tmp_path, "ema_decay in (0, 1)")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "64", "--progressive-from", "96",
                             "--out", out], tmp_path, "progressive_from 96 px must be below the input size 64 px")
+    # without --img-size the size is known only once the photos are scanned: 128 px, their native size
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--no-pretrained", "--progressive-from", "128",
+                            "--out", out], tmp_path, "progressive_from 128 px must be below the input size 128 px")
     assert not out.exists()
 
 

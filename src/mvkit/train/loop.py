@@ -30,7 +30,7 @@ from mvkit.models import create_model, labels_of, load_model, preprocess_of, sav
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
-from mvkit.train.recipe import TrainRecipe, native_input_size, train_size_at
+from mvkit.train.recipe import TrainRecipe, check_progressive, native_input_size, train_size_at
 from mvkit.train.control import StopRequest, deterministic_algorithms, run_folder_lock
 from mvkit.train.sampling import EpochBatchSampler
 from mvkit.train.state import Progress, load_state, restore_rng, save_state, seed_everything
@@ -230,9 +230,7 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
         teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
     student_pre = preprocess_of(model)
     teacher_pre = preprocess_of(teacher) if teacher is not None else None
-    if recipe.progressive_from is not None and recipe.progressive_from >= student_pre.size:
-        raise MvkitError(f"progressive_from {recipe.progressive_from} px must be below the input size "
-                         f"{student_pre.size} px it rises to")
+    check_progressive(recipe, student_pre.size)
     data.set_transforms(None, student_pre.eval_transform())  # the train transform is set per epoch
     batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
                                           rank, world).batches_per_epoch()

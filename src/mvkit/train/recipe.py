@@ -89,9 +89,8 @@ class TrainRecipe:
             raise MvkitError(f"img_size must be from 16 to 4096 pixels, not {self.img_size}")
         if self.progressive_from is not None and not 32 <= self.progressive_from <= 4096:
             raise MvkitError(f"progressive_from must be from 32 to 4096 pixels, not {self.progressive_from}")
-        if self.progressive_from is not None and self.img_size is not None and self.progressive_from >= self.img_size:
-            raise MvkitError(f"progressive_from {self.progressive_from} px must be below the input size "
-                             f"{self.img_size} px it rises to")
+        if self.img_size is not None:  # else checked once the run knows its size
+            check_progressive(self, self.img_size)
         if not 0.0 < self.val_fraction < 1.0:
             raise MvkitError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
         if self.workers < 0 or self.save_every_steps < 0 or (self.patience is not None and self.patience < 1):
@@ -176,6 +175,12 @@ def native_input_size(recipe: TrainRecipe, model_size: int, photos: SizeSummary 
 # Progressive resizing reaches the full input size after this share of the epochs, so the last third trains (and
 # settles BatchNorm statistics) at the size it is validated and exported at.
 PROGRESSIVE_SHARE = 2 / 3
+
+
+def check_progressive(recipe: TrainRecipe, final_size: int) -> None:
+    if recipe.progressive_from is not None and recipe.progressive_from >= final_size:
+        raise MvkitError(f"progressive_from {recipe.progressive_from} px must be below the input size "
+                         f"{final_size} px it rises to")
 
 
 def train_size_at(recipe: TrainRecipe, epoch: int, final_size: int) -> int:
