@@ -183,7 +183,11 @@ def merged_with_earlier(table: list[dict], command: str, models: list[str]) -> t
         return table, command
     order = {name: index for index, name in enumerate(MODELS)}
     rows = sorted(kept + table, key=lambda row: order.get(row["model"], len(order)))  # stable: a model's rows in order
-    return rows, f"{earlier['command']}`; rows of {', '.join(models)} re-measured by `{command}"
+    # the first full run's command, then one clause per re-measured set of models, the latest run's only
+    base, *clauses = earlier["command"].split("`; rows of ")
+    ours = f"{', '.join(models)} re-measured by `"
+    clauses = [clause for clause in clauses if not clause.startswith(ours)] + [ours + command]
+    return rows, "`; rows of ".join([base, *clauses])
 
 
 def write_section(table: list[dict], command: str) -> None:
