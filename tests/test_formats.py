@@ -347,6 +347,25 @@ def test_written_out_silu_is_the_same_math(photos):
         torch.testing.assert_close(written(batch), ready(batch), rtol=1e-5, atol=1e-5)
 
 
+def test_export_ready_activations_run_out_of_place_with_the_same_numbers(lite0, photos):
+    """ready_for_export turns timm's in-place activations (EfficientNet-Lite0's ReLU6) out of place, which
+    torch.export captures faster: the pretrained model gives the same logits on real photos, bit for bit."""
+    import torch
+    from PIL import Image
+
+    from mvkit.export.graph import ready_for_export
+    from mvkit.models import preprocess_of
+
+    in_place = [name for name, m in lite0.named_modules() if getattr(m, "inplace", None) is True]
+    ready = ready_for_export(lite0, 224)
+    assert len(in_place) > 15 and not any(getattr(m, "inplace", None) is True for m in ready.modules())
+    assert all(getattr(lite0.get_submodule(name), "inplace") is True for name in in_place), "the source is untouched"
+    transform = preprocess_of(lite0).eval_transform()
+    batch = torch.stack([transform(Image.open(photos[name]).convert("RGB")) for name in ("coffee", "chelsea")])
+    with torch.no_grad():
+        assert torch.equal(ready(batch), lite0.eval()(batch))
+
+
 def test_litert_int8_runs_mobilevit_silu_in_int8(flowers_subset, tmp_path):
     """Every SiLU after a quantized conv is an int8 LOGISTIC in the .tflite (only the float first conv's stays
     float). Untrained MobileViT-XXS: the check is the graph."""
