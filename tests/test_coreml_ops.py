@@ -272,3 +272,23 @@ def test_scatter_index_validation_follows_the_opset():
     with pytest.raises(PredictionError, match="out of bounds"):
         implementation_of("scatter_nd", "CoreML7")(data=data, indices=np.array([[0, 3]]), updates=np.array([1.0]),
                                                     validate_indices=True)
+
+
+def test_fp16_constants_are_converted_once_and_forgotten_with_their_program():
+    """An fp16 program's weights get one shared, read-only float32 copy; values made at run time get their own;
+    a constant's copy goes when the constant does (no growth over many loaded packages)."""
+    import gc
+
+    from mvkit.coreml.ops.common import _F32_OF_CONSTANT, _f32, register_constant
+
+    weight = register_constant(np.linspace(-2, 2, 12, dtype=np.float16).reshape(3, 4))
+    first, second = _f32(weight), _f32(weight)
+    assert first is second and first.dtype == np.float32 and np.array_equal(first, weight.astype(np.float32))
+    with pytest.raises(ValueError):
+        first += 1  # shared between ops: never changed in place
+    computed = weight * np.float16(2)
+    assert _f32(computed) is not _f32(computed)
+    key = id(weight)
+    del weight, first, second
+    gc.collect()
+    assert key not in _F32_OF_CONSTANT

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mvkit.coreml.ops import implementation_of
-from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, unpack_bits
+from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, register_constant, unpack_bits
 from mvkit.coreml.ops.state import StateTensor
 from mvkit.errors import MvkitError
 
@@ -116,6 +116,8 @@ class Program:
                 self.constants[op.outputs[0].name] = decode_value(op.attributes["val"], self.weights)
             elif op.type.startswith("constexpr_"):
                 self.constants.update(self._execute(op, self.constants))
+        for value in self.constants.values():
+            register_constant(value)
 
     def _bound(self, argument, env: dict[str, Any]) -> list[Any]:
         """The values an op argument binds: names looked up in `env`, inline values decoded."""

@@ -46,7 +46,8 @@ def op_conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dila
     strides = [int(s) for s in (strides if strides is not None else [1] * rank)]
     dilations = [int(d) for d in (dilations if dilations is not None else [1] * rank)]
     pads = _spatial_pads(x, kernel, strides, dilations, pad_type, pad)
-    x = np.pad(x, [(0, 0), (0, 0), *pads])
+    if any(before or after for before, after in pads):  # 1x1 convolutions have none: no copy
+        x = np.pad(x, [(0, 0), (0, 0), *pads])
     groups = int(groups)
     n = x.shape[0]
     out_c, in_per_group = weight.shape[:2]
