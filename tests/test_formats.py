@@ -351,17 +351,14 @@ def test_export_ready_activations_run_out_of_place_with_the_same_numbers(lite0, 
     """ready_for_export turns timm's in-place activations (EfficientNet-Lite0's ReLU6) out of place, which
     torch.export captures faster: the pretrained model gives the same logits on real photos, bit for bit."""
     import torch
-    from PIL import Image
 
     from mvkit.export.graph import ready_for_export
-    from mvkit.models import preprocess_of
 
     in_place = [name for name, m in lite0.named_modules() if getattr(m, "inplace", None) is True]
     ready = ready_for_export(lite0, 224)
     assert len(in_place) > 15 and not any(getattr(m, "inplace", None) is True for m in ready.modules())
     assert all(getattr(lite0.get_submodule(name), "inplace") is True for name in in_place), "the source is untouched"
-    transform = preprocess_of(lite0).eval_transform()
-    batch = torch.stack([transform(Image.open(photos[name]).convert("RGB")) for name in ("coffee", "chelsea")])
+    batch = photo_batch(photos, 224)
     with torch.no_grad():
         assert torch.equal(ready(batch), lite0.eval()(batch))
 
