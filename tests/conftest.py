@@ -17,7 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MVKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 FLOWERS = SHARED_DATA / "flowers128"
 
-torch.set_num_threads(2)
+
+def pin_xdist_worker() -> None:
+    """Under pytest-xdist (the suite runs `-n 2`), each worker and every process it starts keeps to its own share
+    of the cores, so that the runtimes, which take one thread per usable core, never run more threads than cores:
+    on 2 cores, two workers of 2 spinning threads each made the demo test at least three times slower."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker and count > 1 and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % count::count] or cores)
+
+
+pin_xdist_worker()
+torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 
 # The Ctrl-C tests stand for a user at a terminal, where SIGINT is not ignored. A suite started in the
 # background (`nohup ... &`) inherits SIGINT ignored, and so would every mvkit process it starts: undo that.

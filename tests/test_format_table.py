@@ -4,6 +4,9 @@ checked here through the command line, on the real fine-tuned checkpoint and rea
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +128,27 @@ def test_verify_and_bench_take_every_installed_format(exported, flowers_subset, 
     assert all(row["status"] == "verified" for row in rows), rows
     fastest = min(rows, key=lambda row: row["latency_p50_ms"])  # every row passed, so the fastest is named
     assert f"fastest verified on this machine: {fastest['artifact']} ({fastest['format']}" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux's CPU affinity")
+def test_a_process_confined_to_one_core_runs_every_runtime_on_one_thread(exported, flowers_subset):
+    """As under taskset or a container's cpuset: a runtime that counted the machine's cores instead would run two
+    threads on the one core it may use, and their spin-waits slow each other down."""
+    script = ("import json, os, sys\n"
+              "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+              "from PIL import Image\n"
+              "from mvkit.runtime import load_predictor\n"
+              "threads = {}\n"
+              "for path in sys.argv[2:]:\n"
+              "    predictor = load_predictor(path)\n"
+              "    predictor.run(predictor.prepare([Image.open(sys.argv[1]).convert('RGB')]))\n"
+              "    threads[predictor.artifact.format] = predictor.threads\n"
+              "print(json.dumps(threads))\n")
+    photo = sorted((flowers_subset / "rose").glob("*.jpg"))[0]
+    paths = [str(exported[fmt]) for fmt in ["safetensors", *INSTALLED]]
+    shown = subprocess.run([sys.executable, "-c", script, str(photo), *paths], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout.splitlines()[-1]) == {fmt: 1 for fmt in ["safetensors", *INSTALLED]}
 
 
 def broken_export(model, path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ import numpy as np
 from mvkit.batch.inputs import check_input, count_inputs, iter_inputs
 from mvkit.batch.outputs import check_output, open_output
 from mvkit.errors import MvkitError
+from mvkit.runtime.base import usable_cores
 
 ENGINES = ("local", "ray")
 RAY_WINDOW = 50_000  # paths per Ray dataset: bounds the driver's memory; actors reload once per window
@@ -212,7 +212,7 @@ def _ray_rows(model: Path, paths: Iterator[str], workers: int, batch_size: int, 
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 **({} if address else {"num_cpus": os.cpu_count()}))
+                 **({} if address else {"num_cpus": usable_cores()}))
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows in input order: what resume relies on
     context.enable_progress_bars = False

@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
+
+from mvkit.runtime.base import usable_cores
 
 
 class TemperatureSensor(Protocol):
@@ -131,7 +132,7 @@ class Device:
     def detect(cls) -> "Device":
         import psutil
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         low_power, reason = _low_power()
         return cls(cores, psutil.virtual_memory().total / 2**30, low_power, reason)
 

@@ -6,6 +6,7 @@ TorchScript file answer for the same pixels.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,15 @@ from PIL import Image
 
 from mvkit.artifact import Artifact
 from mvkit.errors import MvkitError
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, a container's cpuset), which
+    os.cpu_count() ignores. Runtimes get this many threads, so a process confined to fewer cores does not run more
+    threads than cores (their spin-waits then slow each other down several times over)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -6,14 +6,13 @@ interpreter on macOS too, fed the same 8-bit pixels as Core ML, to cross-check t
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 
 import numpy as np
 from PIL import Image
 
 from mvkit.artifact import Artifact
-from mvkit.runtime.base import Predictor
+from mvkit.runtime.base import Predictor, usable_cores
 
 
 class CoreMLPredictor(Predictor):
@@ -38,7 +37,7 @@ class CoreMLPredictor(Predictor):
 
     @property
     def threads(self) -> int:
-        return os.cpu_count() or 1  # Core ML schedules itself; numpy's BLAS uses every core
+        return usable_cores()  # Core ML schedules itself; numpy's BLAS uses every core it may
 
     @property
     def runtime(self) -> str:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.runtime.base import Predictor, softmax
+from mvkit.runtime.base import Predictor, softmax, usable_cores
 
 
 class LiteRTPredictor(Predictor):
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact)
         from ai_edge_litert.interpreter import Interpreter  # installed: the format table checks it first
-        self._threads = threads or os.cpu_count() or 1
+        self._threads = threads or usable_cores()
         self.interpreter = Interpreter(model_path=str(artifact.path), num_threads=self._threads)
         self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.runtime.base import Predictor, softmax
+from mvkit.runtime.base import Predictor, softmax, usable_cores
 
 
 def session_options(threads: int | None = None):
@@ -15,7 +14,7 @@ def session_options(threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or usable_cores()
     options.inter_op_num_threads = 1
     return options
 

@@ -5,13 +5,12 @@ f32)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from mvkit.artifact import Artifact
-from mvkit.runtime.base import Predictor, softmax
+from mvkit.runtime.base import Predictor, softmax, usable_cores
 
 
 def ir_file(path: Path) -> Path:
@@ -38,7 +37,7 @@ class OpenVINOPredictor(Predictor):
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(ir_file(artifact.path))), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self._threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or os.cpu_count() or 1
+        self._threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS")) or usable_cores()
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # "bf16", "f32"
         int8 = "int8, float ops in " if artifact.extra.get("weights") == "int8" else ""
         leading = len(artifact.extra.get("f32_convs") or [])
