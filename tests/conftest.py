@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mvkit.runtime.base import usable_cores
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MVKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 FLOWERS = SHARED_DATA / "flowers128"
@@ -29,7 +31,7 @@ def pin_xdist_worker() -> None:
 
 
 pin_xdist_worker()
-torch.set_num_threads(min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
+torch.set_num_threads(min(2, usable_cores()))
 
 # The Ctrl-C tests stand for a user at a terminal, where SIGINT is not ignored. A suite started in the
 # background (`nohup ... &`) inherits SIGINT ignored, and so would every mvkit process it starts: undo that.

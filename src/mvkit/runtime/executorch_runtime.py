@@ -20,8 +20,9 @@ def fit_thread_pool() -> int:
     process, before the first program loads: resetting the pool repeatedly crashed here."""
     from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != usable_cores():
-        portable_lib._unsafe_reset_threadpool(usable_cores())
+    cores = usable_cores()
+    if portable_lib._threadpool_get_thread_count() != cores:
+        portable_lib._unsafe_reset_threadpool(cores)
     return portable_lib._threadpool_get_thread_count()
 
 
