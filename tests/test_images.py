@@ -68,6 +68,27 @@ def test_odd_photos_load_with_right_size_colour_and_orientation(odd_folder):
     assert _diff(rotated, np.rot90(original, k=-1)) < 4.0
 
 
+@pytest.mark.parametrize("suffix, fmt", [(".heic", "HEIF"), (".avif", "AVIF")])
+def test_phone_photo_formats_load_upright_and_broken_ones_are_named(tmp_path, suffix, fmt):
+    """iPhones save HEIC by default, Android and the web AVIF: a rotated one loads as a viewer shows it."""
+    if suffix not in images.IMAGE_EXTENSIONS:
+        pytest.skip(f"this Pillow has no {fmt} codec")
+    photo = Image.fromarray(skimage.data.astronaut()).resize((300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    photo.save(tmp_path / f"rotated{suffix}", fmt, quality=90, exif=exif.tobytes())
+    encoded = (tmp_path / f"rotated{suffix}").read_bytes()
+    (tmp_path / f"truncated{suffix}").write_bytes(encoded[: len(encoded) // 2])
+
+    upright = load_image(tmp_path / f"rotated{suffix}")
+    assert upright.mode == "RGB" and upright.size == (200, 300)
+    assert _diff(upright, np.asarray(photo.transpose(Image.Transpose.ROTATE_270))) < 4.0  # up to the codec's loss
+
+    report = scan_images(list_files(tmp_path))
+    assert [p.name for p in report.good] == [f"rotated{suffix}"]
+    assert [p.name for p, _ in report.bad] == [f"truncated{suffix}"]
+
+
 def test_palette_grayscale_and_one_bit_images_become_rgb(tmp_path):
     photo = Image.fromarray(skimage.data.coffee())
     photo.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")

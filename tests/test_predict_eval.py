@@ -31,6 +31,16 @@ def test_pretrained_lite0_offline_on_coffee_and_chelsea(photos):
     assert len(by_name["chelsea"]) == 3 and by_name["chelsea"][0]["probability"] >= by_name["chelsea"][1]["probability"]
 
 
+def test_predict_reads_an_iphone_heic_photo(tmp_path, photos):
+    from PIL import Image
+
+    with Image.open(photos["coffee"]) as photo:
+        photo.save(tmp_path / "coffee.heic", "HEIF", quality=90)
+    output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", str(tmp_path), "--json", "-k", "1")
+    assert [Path(p["path"]).name for p in output["predictions"]] == ["coffee.heic"] and not output["skipped"]
+    assert output["predictions"][0]["top"][0]["label"] == "espresso"
+
+
 def test_predict_on_a_folder_reports_skipped_files(tmp_path, photos):
     for photo in photos.values():
         (tmp_path / photo.name).write_bytes(photo.read_bytes())

@@ -1,8 +1,9 @@
 """Reading photos safely: every odd-but-valid file loads as the RGB image a person would see; broken ones
 are found before training or evaluation starts, skipped and reported.
 
-Pillow does the decoding; what is ours is the normalisation of modes (16-bit, palette, alpha, CMYK), the
-EXIF orientation, refusing decompression bombs and the scan that collects the files that fail.
+Pillow does the decoding, with pillow-heif registered for the HEIC/HEIF photos iPhones take by default (Pillow
+itself reads AVIF). What is ours is the normalisation of modes (16-bit, palette, alpha, CMYK), the EXIF
+orientation, refusing decompression bombs and the scan that collects the files that fail.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image, ImageOps
+import pillow_heif
+from PIL import Image, ImageOps, features
 
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+# libheif turns a HEIC's rotation into pixels and resets its EXIF orientation, so exif_transpose below does not
+# turn it twice; AVIF keeps the EXIF tag and is turned there, as any viewer shows it.
+pillow_heif.register_heif_opener()
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".heic",
+                    ".heif"} | ({".avif"} if features.check("avif") else set())
 # Pillow's own bomb threshold (about 89 megapixels): bigger files are refused, not decoded.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
