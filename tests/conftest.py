@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,11 @@ def pin_xdist_worker() -> None:
 
 pin_xdist_worker()
 torch.set_num_threads(min(2, usable_cores()))
+
+# Small copies of large photos go to a folder of this run's (and of the mvkit processes it starts), not the home's.
+if "MVKIT_PHOTO_CACHE" not in os.environ:
+    os.environ["MVKIT_PHOTO_CACHE"] = tempfile.mkdtemp(prefix="mvkit-photo-cache-")
+    atexit.register(shutil.rmtree, os.environ["MVKIT_PHOTO_CACHE"], ignore_errors=True)
 
 # The Ctrl-C tests stand for a user at a terminal, where SIGINT is not ignored. A suite started in the
 # background (`nohup ... &`) inherits SIGINT ignored, and so would every mvkit process it starts: undo that.

@@ -134,3 +134,43 @@ def test_scan_lists_the_size_distribution_of_mixed_photos(tmp_path):
     assert (sizes.short_side_min, sizes.short_side_median, sizes.short_side_max) == (90, 480, 480)
     assert sizes.common[0] == ("640x480", 2)
     assert "short side 480 px median (min 90, max 480)" in sizes.describe()
+
+
+def test_large_photos_are_decoded_once_and_read_small_after(tmp_path, monkeypatch):
+    """Phone-sized photos: the scan keeps a copy at 512 px short side, and training and evaluation read it; a
+    changed photo is never read from an old copy, a damaged copy falls back to the photo."""
+    from mvkit.data import load_data
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MVKIT_PHOTO_CACHE", str(cache))
+    astronaut = Image.fromarray(skimage.data.astronaut()).resize((1024, 768), Image.Resampling.BICUBIC)
+    coffee = Image.fromarray(skimage.data.coffee()).resize((1200, 800), Image.Resampling.BICUBIC)
+    for folder in ("a", "b"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    astronaut.save(tmp_path / "data" / "a" / "big.jpg", quality=95)
+    astronaut.resize((300, 200)).save(tmp_path / "data" / "a" / "small.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone held upright: stored landscape, shown portrait
+    coffee.save(tmp_path / "data" / "b" / "big.heic", "HEIF", quality=90, exif=exif.tobytes())
+    coffee.resize((300, 200)).save(tmp_path / "data" / "b" / "small.png")
+
+    splits = load_data(tmp_path / "data", val_fraction=0.5)
+    assert len(list(cache.rglob("*.jpg"))) == 2  # only the two large photos
+    photos = {path.relative_to(tmp_path / "data").as_posix(): path for path, _ in splits.train.samples + splits.val.samples}
+    read = {name: images.load_photo(path) for name, path in photos.items()}
+    assert read["a/big.jpg"].size == (683, 512) and read["b/big.heic"].size == (512, 768)  # upright
+    assert read["a/small.jpg"].size == (300, 200) and read["b/small.png"].size == (300, 200)  # as they are
+    for name in ("a/big.jpg", "b/big.heic"):
+        full = load_image(photos[name]).resize(read[name].size, Image.Resampling.LANCZOS)
+        assert _diff(read[name], np.asarray(full)) < 2.0
+    dataset_sizes = {splits.train.image(i).size for i in range(len(splits.train))}
+    dataset_sizes |= {splits.val.image(i).size for i in range(len(splits.val))}
+    assert dataset_sizes == {(683, 512), (512, 768), (300, 200)}
+
+    coffee.save(photos["a/big.jpg"], quality=90)  # the photo replaced: its old copy no longer applies
+    assert images.load_photo(photos["a/big.jpg"]).size == (1200, 800)
+    images.cached_copy(photos["b/big.heic"]).write_bytes(b"not a jpeg")
+    assert images.load_photo(photos["b/big.heic"]).size == (800, 1200)
+
+    monkeypatch.setenv("MVKIT_PHOTO_CACHE", "off")
+    assert images.cached_copy(photos["a/big.jpg"]) is None

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import SizeSummary, list_files, load_image, scan_images
+from mvkit.data.images import SizeSummary, list_files, load_photo, scan_images
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
         return self.samples[index][1]
 
     def image(self, index: int) -> Image.Image:
-        return load_image(self.samples[index][0])
+        return load_photo(self.samples[index][0])
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image = self.image(index)
@@ -356,7 +356,7 @@ def load_data(
     if val is not None:
         rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(Path(val), unlisted)]
 
-    report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress)
+    report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress, keep_copies=True)
     report.bad = unlisted + report.bad
     good = set(report.good)
     rows = [row for row in rows if row[0] in good]
