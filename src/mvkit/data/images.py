@@ -134,11 +134,11 @@ class SizeSummary:
                 f"{self.short_side_max}); most common sizes {common}")
 
 
-# A phone's 12 MP photo took about 160 ms to decode and resize for Lite0 (JPEG) and 1 s (HEIC) on this project's
-# CPU, several times a training step; so photos with a short side of CACHE_FROM px or more are kept, from the scan
-# on, at a short side of CACHED_SHORT_SIDE: twice MobileViT's 256 px input, so that crops and resizes to any mobile
-# model's size still take their pixels from a sharper image. Nothing like it in Pillow or torchvision; Ultralytics
-# keeps resized copies the same way (its `cache` option).
+# Decoding and resizing a phone camera's photo (9-12 MP, JPEG or HEIC) takes longer than the training step that uses
+# it, every epoch; so photos with a short side of CACHE_FROM px or more are kept, from the scan on, at a short side
+# of CACHED_SHORT_SIDE: twice MobileViT's 256 px input, so that crops and resizes to any mobile model's size still
+# take their pixels from a sharper image (BENCHMARKS.md, "the photo cache"). Nothing like it in Pillow or
+# torchvision; Ultralytics keeps resized copies the same way (its `cache` option).
 CACHED_SHORT_SIDE = 512
 CACHE_FROM = 768
 
@@ -148,7 +148,9 @@ def photo_cache_dir() -> Path | None:
     setting = os.environ.get("MVKIT_PHOTO_CACHE", "")
     if setting.lower() in ("0", "off"):
         return None
-    return Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mvkit" / "photos"
+    if setting:
+        return Path(setting)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mvkit" / "photos"
 
 
 def cached_copy(path: Path) -> Path | None:
