@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,13 @@ def test_large_photos_are_decoded_once_and_read_small_after(tmp_path, monkeypatc
     for name in ("a/big.jpg", "b/big.heic"):
         full = load_image(photos[name]).resize(read[name].size, Image.Resampling.LANCZOS)
         assert _diff(read[name], np.asarray(full)) < 2.0
+    decoded = []  # a second scan, as the next command on the same folder runs it: large photos are not decoded
+    monkeypatch.setattr(images, "load_image", lambda path: decoded.append(Path(path).name) or load_image(path))
+    again = load_data(tmp_path / "data", val_fraction=0.5)
+    assert sorted(decoded) == ["small.jpg", "small.png"]
+    assert again.photo_sizes == splits.photo_sizes  # the photos' own sizes, from the copies' headers
+    monkeypatch.undo()
+    monkeypatch.setenv("MVKIT_PHOTO_CACHE", str(cache))
     dataset_sizes = {splits.train.image(i).size for i in range(len(splits.train))}
     dataset_sizes |= {splits.val.image(i).size for i in range(len(splits.val))}
     assert dataset_sizes == {(683, 512), (512, 768), (300, 200)}
