@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from mvkit.data.images import is_image_file, list_files, load_image, scan_images
+from mvkit.data.images import is_image_file, list_files, read_photo
 from mvkit.errors import MvkitError
 from mvkit.runtime import Predictor, is_artifact, load_predictor
 from mvkit.runtime.torch_runtime import model_predictor
@@ -66,17 +66,25 @@ def predict_files(
     batch_size: int = 16,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
-    """Predictions for every readable photo, and the (path, reason) of every file skipped."""
+    """Predictions for every readable photo, and the (path, reason) of every file skipped. Each photo is decoded
+    once, as its batch comes: a phone's photo can take a second to decode."""
     predictor = as_predictor(model)
-    unlisted: list[tuple[Path, str]] = []
-    report = scan_images(collect_inputs(inputs, unlisted))
-    report.bad = unlisted + report.bad
+    skipped: list[tuple[Path, str]] = []
+    files = collect_inputs(inputs, skipped)
     k = min(topk, len(predictor.labels))
     predictions = []
-    for start in range(0, len(report.good), batch_size):
-        paths = report.good[start:start + batch_size]
-        probabilities = predictor.predict_images([load_image(p) for p in paths])
-        predictions += [Prediction(path, top_k(row, predictor.labels, k)) for path, row in zip(paths, probabilities)]
+    for start in range(0, len(files), batch_size):
+        paths, images = [], []
+        for path in files[start:start + batch_size]:
+            image, problem = read_photo(path)
+            if image is None:
+                skipped.append((path, problem))
+            else:
+                paths.append(path)
+                images.append(image)
+        if images:
+            probabilities = predictor.predict_images(images)
+            predictions += [Prediction(path, top_k(row, predictor.labels, k)) for path, row in zip(paths, probabilities)]
         if on_progress:
-            on_progress(len(paths))
-    return predictions, report.bad
+            on_progress(len(files[start:start + batch_size]))  # every file handled, read or skipped
+    return predictions, skipped

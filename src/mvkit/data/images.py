@@ -214,16 +214,23 @@ def size_from_copy(path: Path) -> tuple[int, int] | None:
         return None  # a damaged copy: the photo is decoded as if there were none
 
 
-def _check(path: Path, keep_copy: bool = False) -> tuple[str | None, tuple[int, int] | None]:
+def read_photo(path: Path) -> tuple[Image.Image | None, str | None]:
+    """(the photo, None), or (None, why it cannot be used): what the scan decides about one file."""
     if not is_image_file(path):
-        return f"not an image file extension ({path.suffix or 'none'})", None
-    known = size_from_copy(path) if keep_copy else None
+        return None, f"not an image file extension ({path.suffix or 'none'})"
+    try:
+        return load_image(path), None
+    except BadImageError as exc:
+        return None, str(exc)
+
+
+def _check(path: Path, keep_copy: bool = False) -> tuple[str | None, tuple[int, int] | None]:
+    known = size_from_copy(path) if keep_copy and is_image_file(path) else None
     if known:
         return None, known
-    try:
-        image = load_image(path)
-    except BadImageError as exc:
-        return str(exc), None
+    image, problem = read_photo(path)
+    if image is None:
+        return problem, None
     if keep_copy:
         keep_small_copy(path, image)
     return None, image.size
