@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,18 +127,16 @@ def main() -> None:
     on = [run for run in runs if run["cache"] != "off"]
     kept = [run for run in runs if run["cache"].startswith("on, copies")]
 
-    def median(values):
-        values = sorted(values)
-        return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-
     lines = ["| run | photo cache | whole run s | before the first epoch s (scan, model, copies) | each epoch s | val top-1 |",
              "|---|---|---|---|---|---|"]
     for index, run in enumerate(runs, 1):
         lines.append(f"| {index} | {run['cache']} | {run['wall_s']:.1f} | {run['before_epochs_s']:.1f} | "
                      f"{', '.join(f'{s:.1f}' for s in run['epoch_s'])} | {run['val_top1']:.1%} |")
-    epoch_ratio = median([s for r in off for s in r['epoch_s']]) / median([s for r in on for s in r['epoch_s']])
-    wall_ratio = median([r["wall_s"] for r in off]) / median([r["wall_s"] for r in kept])
-    scan_ratio = median([r["before_epochs_s"] for r in off]) / median([r["before_epochs_s"] for r in kept])
+    epoch_ratio = (statistics.median([s for run in off for s in run["epoch_s"]])
+                   / statistics.median([s for run in on for s in run["epoch_s"]]))
+    wall_ratio = statistics.median([r["wall_s"] for r in off]) / statistics.median([r["wall_s"] for r in kept])
+    scan_ratio = (statistics.median([r["before_epochs_s"] for r in off])
+                  / statistics.median([r["before_epochs_s"] for r in kept]))
     machine = f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
     replace_section("photo_cache", "\n".join([
         "## Training on phone-sized photos: the photo cache", "",
