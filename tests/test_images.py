@@ -182,3 +182,18 @@ def test_large_photos_are_decoded_once_and_read_small_after(tmp_path, monkeypatc
 
     monkeypatch.setenv("MVKIT_PHOTO_CACHE", "off")
     assert images.cached_copy(photos["a/big.jpg"]) is None
+
+
+def test_a_photo_cache_that_cannot_be_written_costs_nothing_but_speed(tmp_path, monkeypatch):
+    from mvkit.data import load_data
+
+    (tmp_path / "not_a_folder").write_text("a file where the cache folder would go\n")
+    monkeypatch.setenv("MVKIT_PHOTO_CACHE", str(tmp_path / "not_a_folder" / "cache"))
+    big = Image.fromarray(skimage.data.astronaut()).resize((1024, 768), Image.Resampling.BICUBIC)
+    for folder in ("a", "b"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        big.save(tmp_path / "data" / folder / "big.jpg", quality=95)
+    splits = load_data(tmp_path / "data", val_fraction=0.5)
+    assert not splits.skipped and len(splits.train) + len(splits.val) == 2
+    assert splits.train.image(0).size == (1024, 768)  # read whole, as without a cache
+    assert sorted(p.name for p in tmp_path.rglob("*.partial")) == []

@@ -9,6 +9,7 @@ photo far larger than any mobile model's input is decoded once, by the scan, and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -187,7 +188,8 @@ def keep_small_copy(target: Path, image: Image.Image) -> None:
         small.save(partial, "JPEG", quality=95, subsampling=0, comment=f"{image.width}x{image.height}")
         os.replace(partial, target)  # whole or not at all, also with two scans at once
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that cannot be made holds no partial file either
+            partial.unlink()
         log.info("photo cache: could not write %s: %s", target, exc)
 
 
