@@ -36,9 +36,13 @@ def test_predict_reads_an_iphone_heic_photo(tmp_path, photos):
 
     with Image.open(photos["coffee"]) as photo:
         photo.save(tmp_path / "coffee.heic", "HEIF", quality=90)
+    encoded = (tmp_path / "coffee.heic").read_bytes()
+    (tmp_path / "cut_off.heic").write_bytes(encoded[: len(encoded) // 2])  # a copy interrupted half-way
     output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", str(tmp_path), "--json", "-k", "1")
-    assert [Path(p["path"]).name for p in output["predictions"]] == ["coffee.heic"] and not output["skipped"]
+    assert [Path(p["path"]).name for p in output["predictions"]] == ["coffee.heic"]
     assert output["predictions"][0]["top"][0]["label"] == "espresso"
+    assert [(Path(s["path"]).name, s["reason"].split(":")[0]) for s in output["skipped"]] == \
+        [("cut_off.heic", "corrupt or truncated")]
 
 
 def test_predict_on_a_folder_reports_skipped_files(tmp_path, photos):
