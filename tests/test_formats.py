@@ -292,6 +292,14 @@ def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
     with pytest.raises(MvkitError, match=r"multiples of 64.*--sizes 192,256"):
         choose_sizes(model, [192, 224, 256])
     assert choose_sizes(model, [224]) == ([224], None)
+    # a model trained at 64 px (a 1x1 map at the last stage, which torch.export fixes) or at a side that is not a
+    # multiple of 64 is exported at its own size only, never at a default it was not trained at
+    for own in (64, 160):
+        set_preprocess(model, size=own)
+        sizes, note = choose_sizes(model, None)
+        assert sizes == [own] and f"size {own} only" in note
+    with pytest.raises(MvkitError, match=r"from 128 up; 64 is not.*--sizes 128,192"):
+        choose_sizes(model, [64, 128, 192])
 
 
 @needs_coreml

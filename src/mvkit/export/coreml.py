@@ -53,22 +53,31 @@ def size_multiple(model: nn.Module) -> int:
 
 
 def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[int], str | None]:
-    """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model."""
+    """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model. The model's
+    own size is always among them. Sides that share one program must be multiples of `size_multiple` and at
+    least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at MobileViT's last stage), so the
+    smallest side can only be exported alone."""
     multiple = size_multiple(model)
     own = preprocess_of(model).size
+
+    def shareable(side: int) -> bool:
+        return side % multiple == 0 and side >= 2 * multiple
+
     if sizes:
         sizes = sorted(set(int(s) for s in sizes))
-        bad = [s for s in sizes if s % multiple]
+        bad = [s for s in sizes if not shareable(s)]
         if len(sizes) > 1 and bad:
             raise MvkitError(
                 f"--sizes {','.join(map(str, sizes))}: {architecture_of(model)} can share one Core ML program only "
-                f"across sides that are multiples of {multiple}; {','.join(map(str, bad))} is not. "
-                f"Use e.g. --sizes {','.join(str(s) for s in sizes if s % multiple == 0) or own}, "
-                "or export that size on its own (--sizes N).")
+                f"across sides that are multiples of {multiple} from {2 * multiple} up; {','.join(map(str, bad))} "
+                f"{'is' if len(bad) == 1 else 'are'} not. Use e.g. --sizes "
+                f"{','.join(str(s) for s in sizes if shareable(s)) or own}, or export that size on its own (--sizes N).")
         return sizes, None
-    chosen = sorted({s for s in GUIDE_SIZES if s % multiple == 0} | ({own} if own % multiple == 0 else set()))
-    if not chosen:
-        return [own], None
+    if not shareable(own):
+        return [own], (f"size {own} only: {architecture_of(model)} shares one Core ML program across sides that are "
+                       f"multiples of {multiple} from {2 * multiple} up, and {own} (its own size) is not one; "
+                       "export another size with --sizes N")
+    chosen = sorted({s for s in GUIDE_SIZES if shareable(s)} | {own})
     dropped = [s for s in GUIDE_SIZES if s not in chosen]
     note = (f"sizes {','.join(map(str, chosen))}: {','.join(map(str, dropped))} left out, not a multiple of "
             f"{multiple} for {architecture_of(model)}; export it alone with --sizes N") if dropped else None
@@ -150,7 +159,7 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
 
     name, labels, preprocess = architecture_of(model), labels_of(model), preprocess_of(model)
     chosen, note = choose_sizes(model, sizes)
-    default = preprocess.size if preprocess.size in chosen else chosen[-1]
+    default = preprocess.size if preprocess.size in chosen else chosen[-1]  # --sizes without the own size
     image, mean, std = image_input(preprocess, chosen, default)
     wrapped = CoreMLClassifier(ready_for_export(model, default), mean, std).eval()
     multiple = size_multiple(model)
