@@ -59,6 +59,25 @@ def test_corrupt_files_in_a_tree_are_skipped_and_reported(flowers_subset, tmp_pa
     assert len(data.train) + len(data.val) == 80
 
 
+def test_system_folders_of_macos_zips_and_nas_boxes_are_neither_classes_nor_photos(flowers_subset, tmp_path, caplog):
+    from mvkit.batch.inputs import iter_inputs
+
+    root = tmp_path / "unzipped"
+    shutil.copytree(flowers_subset, root)
+    a_rose = next((root / "rose").iterdir())
+    (root / "__MACOSX" / "rose").mkdir(parents=True)  # what macOS's Compress puts in a zip
+    (root / "__MACOSX" / "rose" / f"._{a_rose.name}").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    thumbs = root / "rose" / "@eaDir" / a_rose.name  # a Synology NAS's thumbnails: real JPEGs of the photos
+    thumbs.mkdir(parents=True)
+    shutil.copy(a_rose, thumbs / "SYNOPHOTO_THUMB_M.jpg")
+    (root / "tulip" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 windows thumbnail cache")
+    data = load_data(root)
+    assert data.classes == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    assert len(data.train) + len(data.val) == 80 and data.skipped == []
+    assert "__MACOSX" not in caplog.text
+    assert not [p for p in iter_inputs(str(root)) if "@eaDir" in p or "__MACOSX" in p]
+
+
 def test_train_val_folders_and_separate_val_tree(flowers_subset, tmp_path):
     root = tmp_path / "split_tree"
     for part, members in (("train", slice(0, 12)), ("val", slice(12, 16))):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from mvkit.data.images import IMAGE_EXTENSIONS
+from mvkit.data.images import IMAGE_EXTENSIONS, is_skipped_name
 from mvkit.errors import MvkitError
 
 MANIFEST_SUFFIXES = {".csv", ".txt", ".lst"}
@@ -46,13 +46,13 @@ def iter_inputs(spec: str) -> Iterator[str]:
 
 
 def _walk(folder: Path) -> Iterator[str]:
-    """Depth first, names sorted within each directory; hidden entries skipped."""
+    """Depth first, names sorted within each directory; hidden and system entries skipped."""
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError:
         return
     for entry in entries:
-        if entry.name.startswith("."):
+        if is_skipped_name(entry.name):
             continue
         if entry.is_dir(follow_symlinks=False):
             yield from _walk(Path(entry.path))

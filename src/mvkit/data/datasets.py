@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import SizeSummary, list_files, load_photo, scan_images
+from mvkit.data.images import SizeSummary, is_skipped_name, list_files, load_photo, scan_images
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def load_builtin(name: str) -> DataSplits:
 
 def _class_folders(root: Path) -> list[Path]:
     try:
-        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in root.iterdir() if p.is_dir() and not is_skipped_name(p.name))
     except PermissionError:
         raise MvkitError(f"cannot read the folder {root}: permission denied") from None
 

@@ -42,8 +42,19 @@ class BadImageError(MvkitError):
     """A file that cannot be used as a photo; the message says why."""
 
 
+# What operating systems and NAS boxes leave beside photos: macOS's zip resource forks, Synology's thumbnail
+# folders (real JPEGs of the photos, which would leak into training as more photos), Windows' thumbnail caches.
+SYSTEM_NAMES = {"__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "Thumbs.db",
+                "desktop.ini"}
+
+
+def is_skipped_name(name: str) -> bool:
+    """Hidden files and folders and the system ones above: never photos, never classes, never reported."""
+    return name.startswith(".") or name in SYSTEM_NAMES
+
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_skipped_name(path.name)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -266,7 +277,7 @@ def scan_images(
 
 
 def list_files(folder: Path, problems: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Every non-hidden file below folder, sorted, so listings are the same on every machine. Symlinked folders
+    """Every file below folder except hidden and system ones (`is_skipped_name`), sorted, so listings are the same on every machine. Symlinked folders
     are followed once; what cannot be listed (an unreadable folder, a symlink loop, a broken link) is appended
     to `problems` as (path, reason) and logged, never dropped silently."""
     problems = problems if problems is not None else []
@@ -284,10 +295,10 @@ def list_files(folder: Path, problems: list[tuple[Path, str]] | None = None) -> 
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not is_skipped_name(d))
         for name in files:
             path = Path(root) / name
-            if name.startswith("."):
+            if is_skipped_name(name):
                 continue
             if path.is_file():
                 found.append(path)
