@@ -216,6 +216,8 @@ def scan_command(
         raise MvkitError(f"{data} is not a folder")
     unlisted: list = []
     files = list_files(data, unlisted)
+    if not files and not unlisted:
+        raise MvkitError(f"{data} holds no files to check")
     with progress_bars() as start:
         report = scan_images(files, on_progress=start("checking photos", len(files)))
     report.bad = unlisted + report.bad
