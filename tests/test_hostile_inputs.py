@@ -259,6 +259,11 @@ def test_verify_with_missing_data_is_refused(exported, tmp_path, capsys):
 
 # ---- the real entry point ------------------------------------------------------------------------------
 
+def test_scan_of_a_folder_without_files_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()  # a wrong folder is a mistake, not a clean bill
+    assert_refused(capsys, ["scan", tmp_path / "empty"], tmp_path, "holds no files")
+
+
 def test_the_mvkit_process_prints_one_error_line_and_keeps_json_pure(tmp_path, photos):
     result = subprocess.run([sys.executable, "-m", "mvkit.cli", "export", str(tmp_path / "none.safetensors"),
                              "-f", "onnx"], capture_output=True, text=True)
