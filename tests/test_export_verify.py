@@ -72,7 +72,18 @@ def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowe
     result = runner.invoke(app, ["verify", str(onnx_artifact.path), "--data", str(flowers_subset),
                                  "--reference", str(tmp_path / "other.safetensors"), "--json"])
     assert result.exit_code == 1
-    assert json.loads(result.stdout)["agreement"] < 0.9
+    report = json.loads(result.stdout)
+    assert report["agreement"] < 0.9 and report["flips"] == round((1 - report["agreement"]) * report["count"])
+    assert 0 <= report["largest_flipped_lead"] <= 1
+
+
+def test_verify_names_flips_that_were_near_ties():
+    from mvkit.verify import flipped_leads
+
+    reference = np.array([[0.50, 0.49, 0.01], [0.90, 0.05, 0.05], [0.30, 0.45, 0.25], [0.2, 0.2, 0.6]])
+    artifact = np.array([[0.49, 0.50, 0.01], [0.89, 0.06, 0.05], [0.46, 0.30, 0.24], [0.2, 0.2, 0.6]])
+    assert flipped_leads(artifact, reference) == {"flips": 2, "largest_flipped_lead": pytest.approx(0.15)}
+    assert flipped_leads(reference, reference) == {"flips": 0, "largest_flipped_lead": None}
 
 
 def broken_onnx_export(model, path):

@@ -496,6 +496,10 @@ def verify_command(
                 console.print(f"  [red]problem:[/red] {problem}")
         console.print(f"  top-1 agreement {report.agreement:.2%} (threshold {report.threshold:.0%}), "
                       f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
+        if report.flips:
+            near_ties = " (near ties, which any reduced precision can flip)" if report.largest_flipped_lead < 0.05 else ""
+            console.print(f"  {report.flips} photo(s) changed top-1; on them the reference led its second class by at "
+                          f"most {report.largest_flipped_lead:.1%}{near_ties}")
         if report.artifact_top1 is not None:
             console.print(f"  accuracy: artifact {report.artifact_top1:.2%}, reference {report.reference_top1:.2%}")
         if report.interpreter_vs_coreml:

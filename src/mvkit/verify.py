@@ -35,6 +35,10 @@ class VerifyReport:
     runtime: str | None = None  # e.g. Core ML packages on Linux run in mvkit's numpy MIL interpreter
     # on macOS: mvkit's interpreter against real Core ML on the same photos (agreement, max/mean |dp|)
     interpreter_vs_coreml: dict | None = None
+    # the photos whose top-1 changed, and the largest lead the reference's top class had over its second on
+    # them: a few points or less means near ties, which any reduced precision flips
+    flips: int = 0
+    largest_flipped_lead: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,10 +156,20 @@ def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float =
         mean_abs_prob_diff=mean_difference, artifact_top1=_accuracy(ours, labels, index),
         reference_top1=_accuracy(theirs, labels, index), threshold=threshold,
         passed=agreement >= threshold and not problems, runtime=getattr(candidate, "runtime", None),
-        structure=structure, problems=problems, interpreter_vs_coreml=cross_check)
+        structure=structure, problems=problems, interpreter_vs_coreml=cross_check,
+        **flipped_leads(ours, theirs))
 
 
 def compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float, float]:
     """(top-1 agreement, max |dp|, mean |dp|) of two probability arrays over the same photos."""
     difference = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
     return float((ours.argmax(axis=1) == theirs.argmax(axis=1)).mean()), float(difference.max()), float(difference.mean())
+
+
+def flipped_leads(ours: np.ndarray, theirs: np.ndarray) -> dict:
+    """How many photos changed top-1, and the reference's largest lead of its top class over the next on them."""
+    flipped = ours.argmax(axis=1) != theirs.argmax(axis=1)
+    if not flipped.any():
+        return {"flips": 0, "largest_flipped_lead": None}
+    top_two = np.sort(theirs[flipped].astype(np.float64), axis=1)[:, -2:]
+    return {"flips": int(flipped.sum()), "largest_flipped_lead": float((top_two[:, 1] - top_two[:, 0]).max())}
