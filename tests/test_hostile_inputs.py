@@ -192,8 +192,6 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     assert_refused(capsys, ["train", "--recipe", wrong_type, "--out", out], tmp_path, "epochs must be int")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "0", "--out", out], tmp_path,
                    "img_size")
-    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--no-pretrained", "--batch-size", "512",
-                            "--out", out], tmp_path, "fewer than one batch")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--ema", "--ema-decay", "1.5", "--out", out],
                    tmp_path, "ema_decay in (0, 1)")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "64", "--progressive-from", "96",

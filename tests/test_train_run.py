@@ -193,9 +193,18 @@ def test_a_second_training_into_the_same_folder_is_refused(flowers_subset, tmp_p
 
 def test_a_run_that_fails_its_checks_leaves_no_folder(flowers_subset, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(MvkitError, match="fewer than one batch"):
-        train(tiny_recipe(flowers_subset, out, batch_size=512))
+    with pytest.raises(MvkitError, match="progressive_from 64 px must be below the input size 32 px"):
+        train(tiny_recipe(flowers_subset, out, progressive_from=64))
     assert not out.exists()
+
+
+def test_fewer_photos_than_a_batch_train_as_one_batch_of_them_all(flowers_subset, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_recipe(flowers_subset, out, batch_size=512, epochs=1))
+    training_photos = len(json.loads((out / "split.json").read_text())["train"])
+    expected = training_photos - training_photos % 2  # MixUp pairs the photos of a batch
+    assert result.recipe.batch_size == expected and f"batch_size: {expected}" in (out / "recipe.yaml").read_text()
+    assert len(result.history) == 1
 
 
 def test_a_moved_run_folder_resumes_from_anywhere(flowers_subset, tmp_path, monkeypatch):

@@ -232,11 +232,16 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     teacher_pre = preprocess_of(teacher) if teacher is not None else None
     check_progressive(recipe, student_pre.size)
     data.set_transforms(None, student_pre.eval_transform())  # the train transform is set per epoch
+    per_process = len(data.train) // world
+    if per_process < recipe.batch_size:  # a small dataset: one batch of them all (even, for MixUp's pairs)
+        if per_process < 2:
+            raise MvkitError(f"{len(data.train)} training photo(s) for {world} process(es): each needs at least 2")
+        fitted = per_process - per_process % 2
+        ui.log(f"batch {fitted}: the {len(data.train)} training photos are fewer than a batch of {recipe.batch_size}"
+               + (f" x {world} processes" if world > 1 else ""))
+        recipe = replace(recipe, batch_size=fitted)  # recipe.yaml records it, so a resumed run keeps it
     batches_per_epoch = EpochBatchSampler(data.train.targets, recipe.batch_size, recipe.seed, 0,
                                           rank, world).batches_per_epoch()
-    if batches_per_epoch == 0:
-        raise MvkitError(f"{len(data.train)} training photos are fewer than one batch of {recipe.batch_size} "
-                         f"x {world} processes; lower --batch-size")
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, batches_per_epoch)
     model, optimizer = accelerator.prepare(model, optimizer)
