@@ -279,3 +279,24 @@ def test_verify_and_calibration_use_the_split_the_checkpoint_was_trained_on(flow
     assert report.count == 40  # half of the 80 photos, as trained; the default split gives 15
     batches = calibration_batches(load_predictor(result.best_checkpoint), str(flowers_subset), 1000)
     assert sum(len(b) for b in batches) == 40  # calibration takes training photos only
+
+
+def test_continuing_from_a_checkpoint_on_changed_classes_keeps_each_row_by_name(flowers_checkpoint, flowers_subset,
+                                                                                  photos):
+    """A checkpoint of daisy, dandelion, rose, sunflower, tulip continued on rose, daisy and a new orchid: rose and
+    daisy keep their trained rows whatever their new positions, orchid starts at zero, the rest are left out."""
+    from PIL import Image
+
+    before = load_model(flowers_checkpoint)
+    recipe = build_recipe("finetune", model=str(flowers_checkpoint), data=str(flowers_subset))
+    after = train_loop._build_student(recipe, ["daisy", "orchid", "rose"]).eval()
+    assert labels_of(after) == ["daisy", "orchid", "rose"]
+    transform = preprocess_of(before).eval_transform()
+    batch = torch.stack([transform(Image.open(p).convert("RGB"))
+                         for p in [*sorted((flowers_subset / "rose").iterdir())[:4], photos["coffee"]]])
+    with torch.no_grad():
+        old, new = before(batch), after(batch)
+    known = labels_of(before)
+    assert torch.allclose(new[:, 0], old[:, known.index("daisy")], atol=1e-5)
+    assert torch.allclose(new[:, 2], old[:, known.index("rose")], atol=1e-5)
+    assert torch.equal(new[:, 1], torch.zeros(len(batch)))

@@ -233,6 +233,33 @@ def create_model(
     return attach_metadata(model, timm_name, labels, preprocess).eval()
 
 
+def relabel_classifier(model: nn.Module, labels: list[str]) -> nn.Module:
+    """The model with a classifier for `labels`: the rows of classes it already knows are kept, matched by name
+    (not by position, which would give a trained row another class's meaning); new classes start at zero, as a
+    new head does. For continuing training from a checkpoint on data whose classes changed."""
+    known = labels_of(model)
+    old = model.get_classifier()
+    kept = {name: known.index(name) for name in labels if name in known}
+    model.reset_classifier(len(labels))
+    new = model.get_classifier()
+    if isinstance(old, nn.Linear) and isinstance(new, nn.Linear):
+        with torch.no_grad():
+            nn.init.zeros_(new.weight)
+            nn.init.zeros_(new.bias)
+            for row, name in enumerate(labels):
+                if name in kept:
+                    new.weight[row] = old.weight[kept[name]]
+                    new.bias[row] = old.bias[kept[name]]
+    else:
+        kept = {}
+    new_classes = [name for name in labels if name not in kept]
+    log.warning("the checkpoint's classes differ from the data's: %s; %s%s",
+                f"kept the classifier rows of {', '.join(kept)}" if kept else "no class in common",
+                f"new classes start from zero: {', '.join(new_classes)}" if new_classes else "no new class",
+                f"; left out: {', '.join(n for n in known if n not in labels)}" if set(known) - set(labels) else "")
+    return attach_metadata(model, architecture_of(model), labels, preprocess_of(model))
+
+
 def count_macs(timm_name: str, size: int | None = None, num_classes: int | None = None) -> tuple[int, int, int]:
     """(params, MACs, input size) measured on a model built on the meta device: no memory, no weights."""
     from torch.utils.flop_counter import FlopCounterMode

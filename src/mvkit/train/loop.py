@@ -26,7 +26,8 @@ from mvkit.data.datasets import DataSplits, class_histogram, load_data, split_re
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate, plot_confusion
 from mvkit.files import check_writable
-from mvkit.models import create_model, labels_of, load_model, preprocess_of, save_checkpoint, set_preprocess
+from mvkit.models import (create_model, labels_of, load_model, preprocess_of, relabel_classifier, save_checkpoint,
+                          set_preprocess)
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
@@ -79,8 +80,10 @@ def _build_student(recipe: TrainRecipe, classes: list[str]) -> nn.Module:
     regularisation = {k: v for k, v in (("drop_rate", recipe.drop_rate), ("drop_path_rate", recipe.drop_path_rate)) if v}
     if path.is_file() and sidecar_path(path).exists():  # continue from an mvkit checkpoint
         artifact = Artifact.load(path)
-        model = create_model(artifact.model_name, labels=classes, weights=path, preprocess=artifact.preprocess,
-                             **regularisation)
+        model = create_model(artifact.model_name, labels=artifact.labels, weights=path,
+                             preprocess=artifact.preprocess, **regularisation)
+        if artifact.labels != classes:
+            model = relabel_classifier(model, classes)
     else:
         model = create_model(recipe.model, labels=classes, pretrained=recipe.pretrained and not recipe.weights,
                              weights=recipe.weights, **regularisation)
