@@ -137,6 +137,9 @@ def test_a_file_with_neither_record_nor_sidecar_says_what_is_missing(described, 
     assert shown.returncode == 2
     assert shown.stderr.startswith("error:") and len(shown.stderr.splitlines()) == 1
     assert "no sidecar" in shown.stderr and "carries no mvkit metadata" in shown.stderr
+    inspected = subprocess.run([*CLI, "inspect", str(bare)], capture_output=True, text=True)
+    assert inspected.returncode == 0 and f"{bare}: onnx, architecture unknown" in inspected.stdout
+    assert "input  image: float [-1, 3, 224, 224]" in inspected.stdout and "mvkit cannot run it" in inspected.stdout
 
 
 def test_quantized_files_describe_themselves_too(flowers_checkpoint, flowers_subset, tmp_path):

@@ -446,7 +446,8 @@ def inspect_command(
         print_json(facts)
         return
     values = facts["values"]
-    console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {values['architecture']['value']}")
+    architecture = values["architecture"]["value"] or "architecture unknown"
+    console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {architecture}")
     for kind in ("inputs", "outputs"):
         for port in facts[kind]:
             console.print(f"  {kind[:-1]:6s} {escape(str(port['name']))}: {port['dtype']} {port['shape']}")
@@ -459,9 +460,12 @@ def inspect_command(
         elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         console.print(f"  {key:13s} {escape(str(value))}  [dim](from {' and '.join(shown['from'])})[/dim]")
-    if not facts["described_by_file"]:
+    if not facts["described_by_file"] and facts["has_sidecar"]:
         console.print("  [yellow]the file carries no mvkit metadata: only its sidecar describes it; "
                       "export it again to embed it[/yellow]")
+    elif not facts["described_by_file"]:
+        console.print("  [yellow]neither the file nor a sidecar says which model, labels and preprocessing it holds, "
+                      "so mvkit cannot run it; make it with `mvkit export`[/yellow]")
     for key in facts["mismatches"]:
         console.print(f"  [red]the file and its sidecar disagree on {key}[/red]")
 

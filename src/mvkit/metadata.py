@@ -183,6 +183,8 @@ def inspect_artifact(path: Path) -> dict[str, Any]:
         if in_file is not None and in_sidecar is not None and in_file != in_sidecar:
             mismatches.append(key)
         values[key] = {"value": in_file if in_file is not None else in_sidecar, "from": where}
+    if values["format"]["value"] is None and facts is not None:  # a file made elsewhere: its reader knows the format
+        values["format"] = {"value": row_for_file(path).name, "from": ["file name"]}
     return {"path": str(path), "format": values["format"]["value"],
             "described_by_file": bool(record), "has_sidecar": sidecar is not None,
             "inputs": facts.inputs if facts else [], "outputs": facts.outputs if facts else [],
