@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mvkit.data import class_histogram, load_data
+from mvkit.data.datasets import check_for_training
 from mvkit.errors import MvkitError
 
 
@@ -91,6 +92,23 @@ def test_train_val_folders_and_separate_val_tree(flowers_subset, tmp_path):
     assert len(separate.train) == 60 and len(separate.val) == 20
     image, label = separate.val[0]
     assert image.size == (128, 128) and separate.classes[label] == "daisy"
+
+
+def test_a_val_class_without_training_photos_is_refused_for_training_and_named(flowers_subset, tmp_path, caplog):
+    root = tmp_path / "split_tree"
+    for part, members in (("train", slice(0, 12)), ("val", slice(12, 16))):
+        for class_dir in sorted(flowers_subset.iterdir()):
+            (root / part / class_dir.name).mkdir(parents=True)
+            for photo in sorted(class_dir.iterdir())[members]:
+                shutil.copy(photo, root / part / class_dir.name / photo.name)
+    (root / "val" / "tulip").rename(root / "val" / "tulips")  # a misnamed folder
+    data = load_data(root)  # eval and verify take it: a trained model needs no training photos
+    with pytest.raises(MvkitError, match=r"no training photo: tulips \(train has 'tulip': a misnamed folder\?\)"):
+        check_for_training(data)
+    shutil.rmtree(root / "val" / "tulips")  # a class with no val photo is only unmeasured
+    data = load_data(root)
+    check_for_training(data)
+    assert len(data.classes) == 5 and len(data.val) == 16 and "no val photo of tulip" in caplog.text
 
 
 def test_csv_manifest_with_and_without_split_column(flowers_subset, tmp_path):

@@ -202,6 +202,18 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     assert not out.exists()
 
 
+def test_a_val_folder_named_unlike_its_training_folder_is_refused(flowers_subset, tmp_path, capsys):
+    root = tmp_path / "photos"
+    for part, members in (("train", slice(0, 12)), ("val", slice(12, 16))):
+        for name in ("rose", "tulip"):
+            (root / part / name).mkdir(parents=True)
+            for photo in sorted((flowers_subset / name).iterdir())[members]:
+                shutil.copy(photo, root / part / name / photo.name)
+    (root / "val" / "tulip").rename(root / "val" / "Tulips")
+    assert_refused(capsys, ["train", "mobilevit_xxs", root, "--no-pretrained", "--out", tmp_path / "run"], tmp_path,
+                   "no training photo: Tulips (train has 'tulip': a misnamed folder?)")
+
+
 def test_yaml_numbers_without_a_dot_are_numbers(flowers_subset, tmp_path):
     from mvkit.train import build_recipe
 

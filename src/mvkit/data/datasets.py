@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -405,6 +406,26 @@ def load_data(
         pending_split=pending_split,
         photo_sizes=SizeSummary.of(report.sizes),
     )
+
+
+def check_for_training(data: DataSplits) -> None:
+    """Before training: a class with val photos but no training photo is a mistake (often a folder named
+    differently in val/, e.g. `tulips` beside train's `tulip`); one without val photos is only unmeasured.
+    (Eval and verify take val-only data: a trained model needs no training photos.)"""
+    trained = {data.classes[i] for i in data.train.targets}
+    measured = {data.classes[i] for i in data.val.targets}
+    untrained = [name for name in data.classes if name not in trained]
+    if untrained:
+        named = []
+        for name in untrained:
+            close = difflib.get_close_matches(name, sorted(trained), n=1)
+            named.append(f"{name} (train has {close[0]!r}: a misnamed folder?)" if close else name)
+        raise MvkitError(f"val holds class(es) with no training photo: {', '.join(named)}. A model cannot learn "
+                         "them: rename the folders or give them training photos")
+    unmeasured = [name for name in data.classes if name not in measured]
+    if unmeasured:
+        log.warning("no val photo of %s: %s accuracy is not measured", ", ".join(unmeasured),
+                    "its" if len(unmeasured) == 1 else "their")
 
 
 def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:

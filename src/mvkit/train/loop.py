@@ -22,7 +22,7 @@ from torch import nn
 
 from mvkit.artifact import Artifact, sidecar_path
 from mvkit.compat import reset_accelerate_precision
-from mvkit.data.datasets import DataSplits, class_histogram, load_data, split_record
+from mvkit.data.datasets import DataSplits, check_for_training, class_histogram, load_data, split_record
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate, plot_confusion
 from mvkit.files import check_writable
@@ -219,6 +219,7 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
                                  seed=recipe.split_seed, split_file=paths["split"], write_split=False)
     if len(data.val) == 0:
         raise MvkitError(f"{recipe.data} leaves no photo for val; give more photos per class or a --val folder")
+    check_for_training(data)
     model = _build_student(recipe, data.classes)
     model_size = preprocess_of(model).size
     native = None if Path(recipe.model).is_file() else native_input_size(recipe, model_size, data.photo_sizes)
