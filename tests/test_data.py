@@ -79,13 +79,18 @@ def test_system_folders_of_macos_zips_and_nas_boxes_are_neither_classes_nor_phot
     assert not [p for p in iter_inputs(str(root)) if "@eaDir" in p or "__MACOSX" in p]
 
 
-def test_train_val_folders_and_separate_val_tree(flowers_subset, tmp_path):
-    root = tmp_path / "split_tree"
+def split_tree(flowers: Path, root: Path) -> Path:
+    """train/ and val/ folders of the same classes: 12 and 4 photos of each."""
     for part, members in (("train", slice(0, 12)), ("val", slice(12, 16))):
-        for class_dir in sorted(flowers_subset.iterdir()):
+        for class_dir in sorted(flowers.iterdir()):
             (root / part / class_dir.name).mkdir(parents=True)
             for photo in sorted(class_dir.iterdir())[members]:
                 shutil.copy(photo, root / part / class_dir.name / photo.name)
+    return root
+
+
+def test_train_val_folders_and_separate_val_tree(flowers_subset, tmp_path):
+    root = split_tree(flowers_subset, tmp_path / "split_tree")
     data = load_data(root)
     assert len(data.train) == 60 and len(data.val) == 20
     separate = load_data(root / "train", val=root / "val")
@@ -95,12 +100,7 @@ def test_train_val_folders_and_separate_val_tree(flowers_subset, tmp_path):
 
 
 def test_a_val_class_without_training_photos_is_refused_for_training_and_named(flowers_subset, tmp_path, caplog):
-    root = tmp_path / "split_tree"
-    for part, members in (("train", slice(0, 12)), ("val", slice(12, 16))):
-        for class_dir in sorted(flowers_subset.iterdir()):
-            (root / part / class_dir.name).mkdir(parents=True)
-            for photo in sorted(class_dir.iterdir())[members]:
-                shutil.copy(photo, root / part / class_dir.name / photo.name)
+    root = split_tree(flowers_subset, tmp_path / "split_tree")
     (root / "val" / "tulip").rename(root / "val" / "tulips")  # a misnamed folder
     data = load_data(root)  # eval and verify take it: a trained model needs no training photos
     with pytest.raises(MvkitError, match=r"no training photo: tulips \(train has 'tulip': a misnamed folder\?\)"):
