@@ -143,22 +143,22 @@ def _write_metrics(paths: dict[str, Path], history: list[dict[str, float]]) -> N
     paths["json"].write_text(json.dumps(history, indent=1))
 
 
-def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
+def plot_curves(history: list[dict[str, float]], path: Path, mixed: bool = False) -> Path:
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [row["train_loss"] for row in history], label="train")
-    loss_ax.plot(epochs, [row["val_loss"] for row in history], label="val")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
-    loss_ax.legend()
-    acc_ax.plot(epochs, [row["train_top1"] for row in history], label="train (on mixed batches)")
-    acc_ax.plot(epochs, [row["val_top1"] for row in history], label="val")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("top-1")
-    acc_ax.legend()
+    for ax, key, ylabel, train_label in ((loss_ax, "loss", "loss", "train"),
+                                         (acc_ax, "top1", "top-1", "train (on mixed batches)" if mixed else "train")):
+        # markers: a run of one epoch is one point, which a line alone would not show
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], marker="o", markersize=3, label=train_label)
+        ax.plot(epochs, [row[f"val_{key}"] for row in history], marker="o", markersize=3, label="val")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
@@ -436,7 +436,7 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
                              train_images_per_second=images_seen / train_seconds if train_seconds else 0.0,
                              updates=run.progress.updates, model=run.eval_model(), recipe=run.recipe)
         if run.main and run.progress.history:
-            plot_curves(run.progress.history, paths["curves"])
+            plot_curves(run.progress.history, paths["curves"], mixed=run.recipe.uses_mixing)
             best = load_model(paths["best"])
             evaluation = evaluate(best, run.data.val, batch_size=recipe.batch_size)
             plot_confusion(evaluation, paths["confusion"], title=f"{recipe.model}, best epoch {run.progress.best_epoch}")
