@@ -55,6 +55,9 @@ def _image(path: Path) -> tuple[str, str] | None:
     return (path.name, f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}") if kind else None
 
 
+PATH_COLUMNS = ("artifact", "reference")  # shown by file name: full paths made tables wider than the page
+
+
 def _table(section: Section, records: list[dict], prefix: str | None, columns: list[str] | None = None) -> None:
     """One row per record; cell keys are f"{prefix}{index}/{column}", or the bare column for prefix None (a single
     record at the top of its file)."""
@@ -62,7 +65,7 @@ def _table(section: Section, records: list[dict], prefix: str | None, columns: l
                                             if not isinstance(record[key], (dict, list))))
     section.columns = columns
     for index, record in enumerate(records):
-        section.rows.append([Cell(Path(record[c]).name if c == "artifact" else _format(record.get(c)),
+        section.rows.append([Cell(Path(record[c]).name if c in PATH_COLUMNS and c in record else _format(record.get(c)),
                                   (c if prefix is None else f"{prefix}{index}/{c}") if c in record else None)
                              for c in columns])
 
@@ -75,7 +78,8 @@ def _key_values(section: Section, data: dict, keys: list[str]) -> None:
         for part in key.split("/"):
             value = value.get(part) if isinstance(value, dict) else None
         if value is not None and not isinstance(value, (dict, list)):
-            section.rows.append([Cell(key.replace("/", " ")), Cell(_format(value), key)])
+            shown = Path(value).name if key in PATH_COLUMNS else _format(value)
+            section.rows.append([Cell(key.replace("/", " ")), Cell(shown, key)])
 
 
 LIVE_KEYS = ["artifact", "runtime", "size/size", "size/reason", "fps/target", "fps/achieved", "frames/read",
