@@ -168,6 +168,27 @@ def test_split_values_are_case_insensitive_synonyms(flowers_subset, tmp_path):
     assert (len(data.train), len(data.val)) == (60, 20)
 
 
+def test_identical_copies_are_found_and_named_when_they_leak_into_val_or_carry_two_labels(flowers_subset, tmp_path,
+                                                                                          caplog):
+    from typer.testing import CliRunner
+
+    from mvkit.cli import app
+
+    root = split_tree(flowers_subset, tmp_path / "split_tree")
+    a_rose = sorted((root / "train" / "rose").iterdir())[0]
+    shutil.copy(a_rose, root / "val" / "rose" / "copy_of_a_rose.jpg")  # a training photo again in val
+    shutil.copy(a_rose, root / "train" / "tulip" / "a_rose_filed_as_tulip.jpg")  # and under another class
+    data = load_data(root)
+    assert len(data.duplicates) == 1
+    assert {p.name for p in data.duplicates[0]} == {a_rose.name, "copy_of_a_rose.jpg", "a_rose_filed_as_tulip.jpg"}
+    check_for_training(data)
+    assert "1 photo(s) in val are byte-identical copies of training photos" in caplog.text
+    assert "1 photo(s) are filed under two classes" in caplog.text
+    scanned = json.loads(CliRunner().invoke(app, ["scan", str(root), "--json"]).stdout)
+    assert [[Path(p).name for p in group] for group in scanned["duplicates"]] == \
+        [[p.name for p in group] for group in data.duplicates]
+
+
 def test_unreadable_folders_symlink_loops_and_empty_classes_are_reported(flowers_subset, tmp_path, caplog):
     import os
 

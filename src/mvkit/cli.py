@@ -210,7 +210,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import SizeSummary, list_files, scan_images
+    from mvkit.data.images import SizeSummary, find_duplicates, list_files, scan_images
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")
@@ -222,13 +222,20 @@ def scan_command(
         report = scan_images(files, on_progress=start("checking photos", len(files)))
     report.bad = unlisted + report.bad
     sizes = SizeSummary.of(report.sizes)
+    duplicates = find_duplicates(report.good)
     if as_json:
         print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad],
-                    "sizes": asdict(sizes) if sizes else None})
+                    "sizes": asdict(sizes) if sizes else None,
+                    "duplicates": [[str(p) for p in group] for group in duplicates]})
     else:
         console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
         if sizes:
             console.print(f"sizes: {sizes.describe()}")
+        if duplicates:
+            console.print(f"{len(duplicates)} group(s) of identical copies (a copy in val is no test; copies under "
+                          "two classes mean a wrong label):")
+            for group in duplicates:
+                console.print("  " + escape(" = ".join(str(p) for p in group)))
         _report_skipped(report.bad)
     if report.bad:
         raise typer.Exit(1)

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import SizeSummary, is_skipped_name, list_files, load_photo, scan_images
+from mvkit.data.images import (SizeSummary, find_duplicates, is_skipped_name, list_files, load_photo,
+                               scan_images)
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class DataSplits:
     split_file: Path | None = None
     pending_split: tuple | None = None  # a new split not written yet (load_data(write_split=False))
     photo_sizes: SizeSummary | None = None  # of every readable photo, train and val
+    duplicates: list[list[Path]] = field(default_factory=list)  # groups of files with the same bytes
 
     def save_split(self) -> None:
         if self.pending_split is not None:
@@ -405,6 +407,7 @@ def load_data(
         split_file=Path(split_file) if split_file else None,
         pending_split=pending_split,
         photo_sizes=SizeSummary.of(report.sizes),
+        duplicates=find_duplicates(p for p, _ in train_rows + val_rows),
     )
 
 
@@ -426,6 +429,27 @@ def check_for_training(data: DataSplits) -> None:
     if unmeasured:
         log.warning("no val photo of %s: %s accuracy is not measured", ", ".join(unmeasured),
                     "its" if len(unmeasured) == 1 else "their")
+    _warn_about_duplicates(data)
+
+
+def _warn_about_duplicates(data: DataSplits) -> None:
+    """Copies of one photo: in both train and val they are no test; under two classes one label is wrong."""
+    if not data.duplicates:
+        return
+    label_of = {path: data.classes[label] for path, label in data.train.samples + data.val.samples}
+    in_val = {path for path, _ in data.val.samples}
+    leaked = [group for group in data.duplicates if {p in in_val for p in group} == {True, False}]
+    conflicting = [group for group in data.duplicates if len({label_of[p] for p in group}) > 1]
+
+    def example(group: list[Path]) -> str:
+        return " = ".join(f"{p.parent.name}/{p.name}" for p in group)
+
+    if leaked:
+        log.warning("%d photo(s) in val are byte-identical copies of training photos, so val has seen them "
+                    "(e.g. %s): delete the copies", len(leaked), example(leaked[0]))
+    if conflicting:
+        log.warning("%d photo(s) are filed under two classes as identical copies, so one label is wrong (e.g. %s)",
+                    len(conflicting), example(conflicting[0]))
 
 
 def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:

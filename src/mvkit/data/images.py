@@ -276,10 +276,28 @@ def scan_images(
     return report
 
 
+def find_duplicates(paths: Iterable[Path]) -> list[list[Path]]:
+    """Groups of files with the same bytes (copies of one photo under other names), each sorted. Only files of
+    equal size are read and hashed, so a library of distinct photos costs a stat each. A photo saved again or
+    resized is a near-duplicate, which this does not look for."""
+    by_size: dict[int, list[Path]] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            by_size.setdefault(os.stat(path).st_size, []).append(path)
+    groups: dict[bytes, list[Path]] = {}
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        for path in same_size:
+            with contextlib.suppress(OSError), open(path, "rb") as file:
+                groups.setdefault(hashlib.file_digest(file, "blake2b").digest(), []).append(path)
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
+
+
 def list_files(folder: Path, problems: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Every file below folder except hidden and system ones (`is_skipped_name`), sorted, so listings are the same on every machine. Symlinked folders
-    are followed once; what cannot be listed (an unreadable folder, a symlink loop, a broken link) is appended
-    to `problems` as (path, reason) and logged, never dropped silently."""
+    """Every file below folder except hidden and system ones (`is_skipped_name`), sorted, so listings are the same
+    on every machine. Symlinked folders are followed once; what cannot be listed (an unreadable folder, a symlink
+    loop, a broken link) is appended to `problems` as (path, reason) and logged, never dropped silently."""
     problems = problems if problems is not None else []
     first_new = len(problems)
     found: list[Path] = []
