@@ -486,3 +486,19 @@ def test_live_refuses_bad_input_before_any_work(onnx_model, clip, tmp_path, caps
                         "--out", str(out)]) == 2
         assert "cannot listen there" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "a refused run leaves no file"
+
+
+def test_the_caption_fits_small_frames_by_shortening_the_label_first(flowers_subset):
+    from PIL import ImageDraw
+
+    from mvkit.live.overlay import _caption, _font, annotate
+
+    photo = Image.open(next((flowers_subset / "rose").iterdir())).convert("RGB")  # 128 px, as a phone's preview
+    label = "limpkin, Aramus pictus"  # an ImageNet label: longer than a small frame
+    for side in (64, 128, 320, 640):
+        frame = photo.resize((side, side))
+        draw, font = ImageDraw.Draw(frame), _font(side, side)
+        caption = _caption(draw, font, side - 4, label, "4%", "8.8 fps", "241 ms")
+        assert draw.textlength(caption, font=font) <= side - 4, (side, caption)
+        assert caption.startswith("limpkin") and "4%" in caption, (side, caption)
+        assert annotate(frame, label, 0.04, 8.8, 240.8).size == frame.size

@@ -18,13 +18,28 @@ def _font(width: int, height: int):
         return ImageFont.load_default()
 
 
+def _caption(draw: ImageDraw.ImageDraw, font, width: int, label: str, confidence: str, rate: str,
+             latency: str) -> str:
+    """The fullest caption that fits the frame's width: the whole caption, then the label's first name (ImageNet's
+    "limpkin, Aramus pictus" -> "limpkin"), then label and confidence alone, then the label cut short."""
+    short = label.split(",")[0]
+    for caption in (f"{label} {confidence} | {rate} | {latency}", f"{short} {confidence} | {rate} | {latency}",
+                    f"{short} {confidence}"):
+        if draw.textlength(caption, font=font) <= width:
+            return caption
+    while len(short) > 1 and draw.textlength(f"{short}… {confidence}", font=font) > width:
+        short = short[:-1]
+    return f"{short}… {confidence}"
+
+
 def annotate(image: Image.Image, label: str, confidence: float, fps: float | None, latency_ms: float) -> Image.Image:
     """A copy of the frame with a caption bar at the top."""
     picture = image.copy()
     draw = ImageDraw.Draw(picture, "RGBA")
     font = _font(picture.width, picture.height)
     rate = f"{fps:.1f} fps" if fps else "- fps"
-    caption = f"{label} {confidence:.0%} | {rate} | {latency_ms:.0f} ms"
+    pad = max(2, picture.height // 100)
+    caption = _caption(draw, font, picture.width - 2 * pad, label, f"{confidence:.0%}", rate, f"{latency_ms:.0f} ms")
     left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
     pad = max(2, (bottom - top) // 4)
     draw.rectangle((0, 0, picture.width, bottom + 2 * pad), fill=(0, 0, 0, 170))
