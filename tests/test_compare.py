@@ -28,7 +28,7 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
         assert 0.0 <= row["val_top1"] <= 1.0
         assert row["eager p50 ms"] > 0 and row["onnx fp32 p50 ms"] > 0
         assert row["fastest"] == "onnx fp32" and row["fastest_peak_rss_mb"] > 0 and row["fp32_file_mb"] > 1
-        assert row["input_size"] == 64 and row["params_m"] > 1
+        assert row["input_size"] == 64 and row["params_m"] > 1 and row["batch_size"] == 32  # 64 training photos
     assert lite0["published_imagenet_top1"] == 75.1 and "EfficientNet-Lite" in lite0["published_source"]
 
     saved = json.loads((out / "compare.json").read_text())
@@ -38,7 +38,7 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     assert [r["model"] for r in table] == models
     assert float(table[0]["onnx fp32 p50 ms"]) == lite0["onnx fp32 p50 ms"]
     markdown = (out / "compare.md").read_text()
-    assert "published, not measured" in markdown and "from scratch" in markdown
+    assert "published, not measured" in markdown and "from scratch" in markdown and "px, batch 32;" in markdown
     assert f"{lite0['onnx fp32 p50 ms']:.2f}" in markdown
     assert Image.open(out / "pareto.png").size[0] > 300
     assert "<svg" in (out / "pareto.svg").read_text()[:500]

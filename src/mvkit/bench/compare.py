@@ -133,6 +133,7 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
     result = {
         "model": model, "timm_name": resolve_name(model), "strategy": strategy, "budget": budget.to_dict(),
         "recipe": recipe.to_dict(),
+        "batch_size": trained.recipe.batch_size,  # the budget's, or all the training photos when fewer
         # the model as trained (its head has DATA's classes), at the budget's input size
         "params_m": round(params / 1e6, 3), "gmacs": round(macs / 1e9, 4), "input_size": size,
         "val_top1": trained.val_top1, "train_images_per_second": round(trained.train_images_per_second, 1),
@@ -220,6 +221,7 @@ def table_rows(results: list[dict]) -> list[dict]:
         rows.append({
             "model": result["model"], "strategy": result["strategy"], "params_m": result["params_m"],
             "gmacs": result["gmacs"], "input_size": result["input_size"],
+            "batch_size": result.get("batch_size", result["budget"]["batch_size"]),  # older results lack it
             "val_top1": round(result["val_top1"], 4),
             "eager p50 ms": round(eager["latency_p50_ms"], 2) if eager and eager["latency_p50_ms"] else None,
             **latency,
@@ -247,7 +249,9 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
     header = ["model", "how trained", "params M", f"GMACs ({budget.img_size} px)", "val top-1 (measured)",
               *latency_columns, "fastest verified", "its top-1", "its peak MB", "fp32 file MB",
               "ImageNet top-1 (published, not measured)"]
-    lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch {budget.batch_size}; "
+    batches = sorted({row["batch_size"] for row in rows} or {budget.batch_size})
+    lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch "
+             f"{'/'.join(map(str, batches))}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
              f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
