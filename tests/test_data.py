@@ -111,6 +111,17 @@ def test_a_val_class_without_training_photos_is_refused_for_training_and_named(f
     assert len(data.classes) == 5 and len(data.val) == 16 and "no val photo of tulip" in caplog.text
 
 
+def test_a_class_added_after_the_saved_split_is_named_before_training(flowers_subset, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(flowers_subset, root)
+    split_file = tmp_path / "run" / "split.json"
+    split_file.parent.mkdir()
+    check_for_training(load_data(root, split_file=split_file))  # a first run saves its split
+    shutil.copytree(root / "tulip", root / "orchid")  # then a class is added
+    with pytest.raises(MvkitError, match=r"no photo of class\(es\) orchid is in the saved split .*split.json"):
+        check_for_training(load_data(root, split_file=split_file))
+
+
 def test_csv_manifest_with_and_without_split_column(flowers_subset, tmp_path):
     photos = sorted(flowers_subset.rglob("*.jpg"))
     with_split = tmp_path / "with_split.csv"

@@ -417,6 +417,10 @@ def check_for_training(data: DataSplits) -> None:
     (Eval and verify take val-only data: a trained model needs no training photos.)"""
     trained = {data.classes[i] for i in data.train.targets}
     measured = {data.classes[i] for i in data.val.targets}
+    unsplit = [name for name in data.classes if name not in trained | measured]
+    if unsplit:  # photos found now, but a saved split from before they were added leaves them out
+        raise MvkitError(f"no photo of class(es) {', '.join(unsplit)} is in the saved split {data.split_file}, which "
+                         "was made before they were added: delete that file to split again, or train into a new --out")
     untrained = [name for name in data.classes if name not in trained]
     if untrained:
         named = []
