@@ -87,6 +87,18 @@ def test_eval_cli_on_real_flowers(flowers_manifest, flowers_checkpoint, tmp_path
     assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
 
 
+def test_eval_takes_an_exported_file_and_runs_it_in_its_runtime(flowers_checkpoint, flowers_manifest, tmp_path):
+    """As Ultralytics' val does: the checkpoint's figures, from ONNX Runtime."""
+    from mvkit.export import export
+
+    onnx_file = export(flowers_checkpoint, "onnx", tmp_path).path
+    reference = run_cli("eval", str(flowers_checkpoint), str(flowers_manifest), "--out", str(tmp_path / "ckpt"),
+                        "--json")
+    metrics = run_cli("eval", str(onnx_file), str(flowers_manifest), "--out", str(tmp_path / "onnx"), "--json")
+    assert metrics["count"] == reference["count"] == 100
+    assert metrics["confusion"] == reference["confusion"]  # fp32: the same answer for every photo
+
+
 def test_eval_refuses_a_model_that_does_not_know_the_classes(flowers_manifest, lite0):
     data = load_data(flowers_manifest)
     with pytest.raises(MvkitError, match="dandelion"):

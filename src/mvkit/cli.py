@@ -160,7 +160,7 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
 
 @app.command("eval")
 def eval_command(
-    model: str = ModelArg,
+    model: str = ArtifactArg,
     data: str = typer.Argument(..., help="Dataset: a folder of class folders, a CSV manifest (path,label), or builtin:fashion."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
@@ -178,10 +178,14 @@ def eval_command(
     from mvkit.data.datasets import combined
     from mvkit.evaluate import evaluate, plot_confusion
     from mvkit.models import load_model
+    from mvkit.runtime import is_artifact, load_predictor
 
     if split not in ("val", "train", "all"):
         raise MvkitError(f"--split must be val, train or all, not {split!r}")
-    net = load_model(model, pretrained=pretrained, weights=weights, require_weights=True)
+    # an exported file runs in its own runtime, as Ultralytics' val does; a checkpoint or a name in PyTorch
+    exported = is_artifact(model) and not str(model).endswith(FORMATS["safetensors"].suffix)
+    net = load_predictor(model) if exported else load_model(model, pretrained=pretrained, weights=weights,
+                                                            require_weights=True)
     with progress_bars() as start:
         splits = load_data(data, val=val, val_fraction=val_fraction, seed=seed,
                            split_file=split_file or out / "split.json", on_scan_progress=start("checking photos", None))

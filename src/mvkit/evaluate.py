@@ -14,6 +14,7 @@ from mvkit.data.datasets import with_transform
 from mvkit.errors import MvkitError
 from mvkit.inference import predict_probabilities
 from mvkit.models.zoo import labels_of, preprocess_of
+from mvkit.runtime.base import Predictor
 
 
 @dataclass
@@ -42,17 +43,24 @@ def _dataset_to_model_index(dataset_classes: list[str], model_labels: list[str])
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Predictor,
     dataset: torch.utils.data.Dataset,
     batch_size: int = 32,
     num_workers: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
-    """Evaluate with the model's own eval transform; dataset classes are matched to model labels by name."""
-    model_labels = labels_of(model)
-    to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))
-    dataset = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's dataset is not changed
-    probabilities, targets = predict_probabilities(model, dataset, batch_size, num_workers, on_progress)
+    """Evaluate a model in memory with its own eval transform (`num_workers` DataLoader processes), or an exported
+    artifact's Predictor in its own runtime; dataset classes are matched to model labels by name."""
+    if isinstance(model, nn.Module):
+        model_labels = labels_of(model)
+        to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))  # checked before the work
+        dataset_in = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's is not changed
+        probabilities, targets = predict_probabilities(model, dataset_in, batch_size, num_workers, on_progress)
+    else:
+        model_labels = model.labels
+        to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))
+        scores, labels = model.predict_dataset(dataset, batch_size, on_progress)
+        probabilities, targets = torch.from_numpy(scores), torch.from_numpy(labels)
     true_model_index = to_model[targets]
     k = min(5, len(model_labels))
     topk = probabilities.topk(k, dim=-1).indices
