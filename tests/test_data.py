@@ -8,6 +8,7 @@ import pytest
 
 from mvkit.data import class_histogram, load_data
 from mvkit.data.datasets import check_for_training
+from mvkit.data.images import find_duplicates
 from mvkit.errors import MvkitError
 
 
@@ -190,14 +191,15 @@ def test_identical_copies_are_found_and_named_when_they_leak_into_val_or_carry_t
     shutil.copy(a_rose, root / "val" / "rose" / "copy_of_a_rose.jpg")  # a training photo again in val
     shutil.copy(a_rose, root / "train" / "tulip" / "a_rose_filed_as_tulip.jpg")  # and under another class
     data = load_data(root)
-    assert len(data.duplicates) == 1
-    assert {p.name for p in data.duplicates[0]} == {a_rose.name, "copy_of_a_rose.jpg", "a_rose_filed_as_tulip.jpg"}
+    duplicates = find_duplicates(p for p, _ in data.train.samples + data.val.samples)
+    assert len(duplicates) == 1
+    assert {p.name for p in duplicates[0]} == {a_rose.name, "copy_of_a_rose.jpg", "a_rose_filed_as_tulip.jpg"}
     check_for_training(data)
     assert "1 photo(s) in val are byte-identical copies of training photos" in caplog.text
     assert "1 photo(s) are filed under two classes" in caplog.text
     scanned = json.loads(CliRunner().invoke(app, ["scan", str(root), "--json"]).stdout)
     assert [[Path(p).name for p in group] for group in scanned["duplicates"]] == \
-        [[p.name for p in group] for group in data.duplicates]
+        [[p.name for p in group] for group in duplicates]
 
 
 def test_unreadable_folders_symlink_loops_and_empty_classes_are_reported(flowers_subset, tmp_path, caplog):

@@ -51,14 +51,13 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate a model in memory with its own eval transform (`num_workers` DataLoader processes), or an exported
     artifact's Predictor in its own runtime; dataset classes are matched to model labels by name."""
-    if isinstance(model, nn.Module):
-        model_labels = labels_of(model)
-        to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))  # checked before the work
+    in_memory = isinstance(model, nn.Module)
+    model_labels = labels_of(model) if in_memory else model.labels
+    to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))  # checked before the work
+    if in_memory:
         dataset_in = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's is not changed
         probabilities, targets = predict_probabilities(model, dataset_in, batch_size, num_workers, on_progress)
     else:
-        model_labels = model.labels
-        to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))
         scores, labels = model.predict_dataset(dataset, batch_size, on_progress)
         probabilities, targets = torch.from_numpy(scores), torch.from_numpy(labels)
     true_model_index = to_model[targets]

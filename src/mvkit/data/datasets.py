@@ -105,7 +105,6 @@ class DataSplits:
     split_file: Path | None = None
     pending_split: tuple | None = None  # a new split not written yet (load_data(write_split=False))
     photo_sizes: SizeSummary | None = None  # of every readable photo, train and val
-    duplicates: list[list[Path]] = field(default_factory=list)  # groups of files with the same bytes
 
     def save_split(self) -> None:
         if self.pending_split is not None:
@@ -407,7 +406,6 @@ def load_data(
         split_file=Path(split_file) if split_file else None,
         pending_split=pending_split,
         photo_sizes=SizeSummary.of(report.sizes),
-        duplicates=find_duplicates(p for p, _ in train_rows + val_rows),
     )
 
 
@@ -437,13 +435,15 @@ def check_for_training(data: DataSplits) -> None:
 
 
 def _warn_about_duplicates(data: DataSplits) -> None:
-    """Copies of one photo: in both train and val they are no test; under two classes one label is wrong."""
-    if not data.duplicates:
+    """Copies of one photo: in both train and val they are no test; under two classes one label is wrong. Only
+    training looks for them (it reads equal-sized files again), so eval, verify and calibration do not pay for it."""
+    if not isinstance(data.train, ImageFileDataset):  # the built-in set: arrays, not files
         return
     label_of = {path: data.classes[label] for path, label in data.train.samples + data.val.samples}
+    duplicates = find_duplicates(label_of)
     in_val = {path for path, _ in data.val.samples}
-    leaked = [group for group in data.duplicates if {p in in_val for p in group} == {True, False}]
-    conflicting = [group for group in data.duplicates if len({label_of[p] for p in group}) > 1]
+    leaked = [group for group in duplicates if {p in in_val for p in group} == {True, False}]
+    conflicting = [group for group in duplicates if len({label_of[p] for p in group}) > 1]
 
     def example(group: list[Path]) -> str:
         return " = ".join(f"{p.parent.name}/{p.name}" for p in group)

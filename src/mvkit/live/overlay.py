@@ -38,10 +38,10 @@ def annotate(image: Image.Image, label: str, confidence: float, fps: float | Non
     draw = ImageDraw.Draw(picture, "RGBA")
     font = _font(picture.width, picture.height)
     rate = f"{fps:.1f} fps" if fps else "- fps"
-    pad = max(2, picture.height // 100)
-    caption = _caption(draw, font, picture.width - 2 * pad, label, f"{confidence:.0%}", rate, f"{latency_ms:.0f} ms")
-    left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+    _, top, _, bottom = draw.textbbox((0, 0), "Ag", font=font)  # the line's height sets the bar's padding
     pad = max(2, (bottom - top) // 4)
+    caption = _caption(draw, font, picture.width - 2 * pad, label, f"{confidence:.0%}", rate, f"{latency_ms:.0f} ms")
+    _, top, _, bottom = draw.textbbox((0, 0), caption, font=font)
     draw.rectangle((0, 0, picture.width, bottom + 2 * pad), fill=(0, 0, 0, 170))
     draw.text((pad, pad - top // 2), caption, fill=(255, 255, 255, 255), font=font)
     return picture
