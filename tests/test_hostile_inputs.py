@@ -214,6 +214,18 @@ def test_a_val_folder_named_unlike_its_training_folder_is_refused(flowers_subset
                    "no training photo: Tulips (train has 'tulip': a misnamed folder?)")
 
 
+def test_a_class_added_after_the_run_folders_split_is_refused(flowers_subset, tmp_path, capsys):
+    from mvkit.data import load_data
+
+    root, out = tmp_path / "photos", tmp_path / "run"
+    shutil.copytree(flowers_subset, root)
+    out.mkdir()
+    load_data(root, split_file=out / "split.json")  # the split an earlier run saved
+    shutil.copytree(root / "tulip", root / "orchid")
+    assert_refused(capsys, ["train", "mobilevit_xxs", root, "--no-pretrained", "--out", out], tmp_path,
+                   "no photo of class(es) orchid is in the saved split")
+
+
 def test_yaml_numbers_without_a_dot_are_numbers(flowers_subset, tmp_path):
     from mvkit.train import build_recipe
 
