@@ -32,6 +32,20 @@ def test_every_command_has_help(command):
     assert result.exit_code == 0 and "Usage" in result.output and len(result.output) > 200
 
 
+def test_help_texts_survive_rich_markup():
+    """Typer renders help as Rich markup, where an unescaped "[ray]" is a style tag and vanishes."""
+    from rich.text import Text
+    import typer.main
+
+    group = typer.main.get_command(app)
+    texts = [group.help]
+    for command in group.commands.values():
+        texts.append(command.help)
+        texts.extend(param.help for param in command.params if getattr(param, "help", None))
+    for text in filter(None, texts):
+        assert Text.from_markup(text).plain == text.replace("\\[", "["), text
+
+
 def test_user_errors_print_one_line_and_exit_2_without_traceback(tmp_path):
     env = dict(os.environ, COLUMNS="200")
     result = subprocess.run([sys.executable, "-m", "mvkit.cli", "predict", "mobilevit_xxx", str(tmp_path)],

@@ -113,3 +113,20 @@ def test_imagenet_model_eval_counts_other_predictions(tmp_path, lite0, photos):
     result = evaluate(lite0, data.val)
     assert result.count == 2 and result.top1 == 1.0
     assert result.confusion.shape == (2, 3)
+
+
+def test_labels_and_paths_in_square_brackets_print_as_they_are(flowers_subset, tmp_path):
+    """Rich markup would take "[red]" for a style and drop it from what the user reads."""
+    import shutil
+
+    data, photos_dir = tmp_path / "data", tmp_path / "photos [new]"
+    for source, name in (("rose", "rose [red]"), ("tulip", "tulip [bold]")):
+        shutil.copytree(flowers_subset / source, data / name)
+    photos_dir.mkdir()
+    shutil.copy(next((flowers_subset / "rose").iterdir()), photos_dir / "[draft] rose.jpg")
+    checkpoint = probe_checkpoint(data, 64, tmp_path / "brackets.safetensors")
+    result = runner.invoke(app, ["predict", str(checkpoint), str(photos_dir), "-k", "2"], catch_exceptions=False,
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "photos [new]/[draft] rose.jpg" in result.output
+    assert "rose [red]" in result.output and "tulip [bold]" in result.output

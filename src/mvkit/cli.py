@@ -25,8 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)  # long paths stay on one line when piped
-error_console = Console(stderr=True, soft_wrap=True)
+# Markup is off: labels and paths such as "tulip [red]" print as they are; styled lines pass markup=True.
+console = Console(soft_wrap=True, markup=False)  # long paths stay on one line when piped
+error_console = Console(stderr=True, soft_wrap=True, markup=False)
 
 ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
 ARTIFACT_KINDS = ", ".join(f"{row.suffix} ({name})" for name, row in FORMATS.items() if row.exporter)
@@ -60,9 +61,9 @@ def progress_bars() -> Iterator[Callable[[str, Optional[int]], Callable[[int], N
 
 def _report_skipped(skipped: list) -> None:
     if skipped:
-        error_console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]")
+        error_console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]", markup=True)
         for path, reason in skipped:
-            error_console.print(f"  {escape(str(path))}: {escape(reason)}")
+            error_console.print(f"  {path}: {reason}")
 
 
 @app.command("models")
@@ -104,7 +105,7 @@ def predict_command(
                                        "(streamed, resumable: a re-run skips the rows written). INPUT is then one "
                                        "folder tree, a quoted glob, a .csv manifest (path column) or a .txt list."),
     engine: str = typer.Option("local", help="With --out: local (worker processes read the photos) or ray "
-                               "(Ray Data actors; pip install 'mvkit[ray]')."),
+                               "(Ray Data actors; pip install 'mvkit\\[ray]')."),
     workers: int = typer.Option(2, help="With --out: photo-reading processes (local) or Ray actors."),
     address: Optional[str] = typer.Option(None, help="With --engine ray: an existing cluster (ray start --head "
                                           "prints it); default: a local Ray instance."),
@@ -124,9 +125,9 @@ def predict_command(
                     "skipped": [{"path": str(p), "reason": r} for p, r in skipped]})
     else:
         for prediction in predictions:
-            console.print(f"[bold]{escape(str(prediction.path))}[/bold]")
+            console.print(f"[bold]{escape(str(prediction.path))}[/bold]", markup=True)
             for label, probability in prediction.top:
-                console.print(f"  {probability:7.2%}  {escape(label)}")
+                console.print(f"  {probability:7.2%}  {label}")
         _report_skipped(skipped)
     if not predictions:
         raise typer.Exit(1)
@@ -154,7 +155,7 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
         summary = predict_to_file(model, source, out, engine=engine, workers=workers, batch_size=batch_size,
                                   topk=topk, address=address, on_start=start, on_progress=advance)
     resumed = f", {summary.skipped_done} already done before" if summary.skipped_done else ""
-    console.print(f"{escape(str(summary.out))}: {summary.written} rows written{resumed}; {summary.errors} photos "
+    console.print(f"{summary.out}: {summary.written} rows written{resumed}; {summary.errors} photos "
                   "could not be read (their rows hold the error)")
 
 
@@ -204,7 +205,7 @@ def eval_command(
     for name, accuracy in result.per_class.items():
         table.add_row(name, f"{accuracy:.1%}")
     console.print(table)
-    console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}")
+    console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}", markup=True)
     console.print(f"wrote {out / 'metrics.json'} and {png}")
 
 
@@ -239,7 +240,7 @@ def scan_command(
             console.print(f"{len(duplicates)} group(s) of identical copies (a copy in val is no test; copies under "
                           "two classes mean a wrong label):")
             for group in duplicates:
-                console.print("  " + escape(" = ".join(str(p) for p in group)))
+                console.print("  " + " = ".join(map(str, group)))
         _report_skipped(report.bad)
     if report.bad:
         raise typer.Exit(1)
@@ -331,7 +332,7 @@ def train_command(
 
         result = train(recipe, resume=resume, ui=TrainUI(log=progress.console.print, start_epoch=start_epoch))
     console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; "
-                  f"{result.train_images_per_second:.1f} training img/s")
+                  f"{result.train_images_per_second:.1f} training img/s", markup=True)
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
 
 
@@ -350,7 +351,7 @@ def _parse_sizes(sizes: Optional[str]) -> Optional[list[int]]:
 def _warn_random_weights(model: str, pretrained: bool, weights: Optional[Path]) -> None:
     if not Path(model).exists() and not pretrained and weights is None:
         error_console.print(f"[bold yellow]warning:[/bold yellow] {escape(model)} has random weights (no --pretrained, "
-                            "no --weights): fine for speed tests, its answers mean nothing", soft_wrap=True)
+                            "no --weights): fine for speed tests, its answers mean nothing", soft_wrap=True, markup=True)
 
 
 @app.command("export")
@@ -402,13 +403,13 @@ def export_command(
             print_error(str(exc))
             failed.append(fmt)
             continue
-        console.print(f"{fmt}: {escape(str(artifact.path))} ({file_size_mb(artifact.path):.1f} MB)")
+        console.print(f"{fmt}: {artifact.path} ({file_size_mb(artifact.path):.1f} MB)")
         if artifact.extra.get("note"):
-            console.print(f"  note: {escape(artifact.extra['note'])}")
+            console.print(f"  note: {artifact.extra['note']}")
         if artifact.extra.get("ops_outside_delegate"):
             console.print(f"  ops left outside the XNNPACK delegate: {', '.join(artifact.extra['ops_outside_delegate'])}")
     if failed:
-        console.print(f"[red]failed:[/red] {', '.join(failed)}; the other formats were written")
+        console.print(f"[red]failed:[/red] {', '.join(failed)}; the other formats were written", markup=True)
         raise typer.Exit(1)
 
 
@@ -435,12 +436,12 @@ def quantize_command(
         with progress_bars() as start:
             bar = start(f"{plan.method} {plan.fmt}", count if plan.entry.calibrated and plan.method == "ptq" else None)
             artifact = quantize(plan, model, calib, count, on_progress=bar)
-        console.print(f"{artifact.extra['quantization']}: {escape(str(artifact.path))} "
+        console.print(f"{artifact.extra['quantization']}: {artifact.path} "
                       f"({file_size_mb(artifact.path):.1f} MB)")
         if artifact.extra.get("note"):
-            console.print(f"  note: {escape(artifact.extra['note'])}")
+            console.print(f"  note: {artifact.extra['note']}")
         if calib:
-            console.print(f"check it: mvkit verify {escape(str(artifact.path))} --data {escape(calib)}")
+            console.print(f"check it: mvkit verify {artifact.path} --data {calib}")
 
 
 @app.command("inspect")
@@ -458,10 +459,10 @@ def inspect_command(
         return
     values = facts["values"]
     architecture = values["architecture"]["value"] or "architecture unknown"
-    console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {architecture}")
+    console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {escape(architecture)}", markup=True)
     for kind in ("inputs", "outputs"):
         for port in facts[kind]:
-            console.print(f"  {kind[:-1]:6s} {escape(str(port['name']))}: {port['dtype']} {port['shape']}")
+            console.print(f"  {kind[:-1]:6s} {port['name']}: {port['dtype']} {port['shape']}")
     for key, shown in values.items():
         if key in ("format", "architecture") or shown["value"] is None:
             continue
@@ -470,15 +471,15 @@ def inspect_command(
             value = f"{len(value)}: " + "; ".join(value[:8]) + ("; ..." if len(value) > 8 else "")  # labels hold commas
         elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
-        console.print(f"  {key:13s} {escape(str(value))}  [dim](from {' and '.join(shown['from'])})[/dim]")
+        console.print(f"  {key:13s} {escape(str(value))}  [dim](from {' and '.join(shown['from'])})[/dim]", markup=True)
     if not facts["described_by_file"] and facts["has_sidecar"]:
         console.print("  [yellow]the file carries no mvkit metadata: only its sidecar describes it; "
-                      "export it again to embed it[/yellow]")
+                      "export it again to embed it[/yellow]", markup=True)
     elif not facts["described_by_file"]:
         console.print("  [yellow]neither the file nor a sidecar says which model, labels and preprocessing it holds, "
-                      "so mvkit cannot run it; make it with `mvkit export`[/yellow]")
+                      "so mvkit cannot run it; make it with `mvkit export`[/yellow]", markup=True)
     for key in facts["mismatches"]:
-        console.print(f"  [red]the file and its sidecar disagree on {key}[/red]")
+        console.print(f"  [red]the file and its sidecar disagree on {key}[/red]", markup=True)
 
 
 @app.command("verify")
@@ -501,14 +502,15 @@ def verify_command(
     else:
         verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
         runtime = f" (run by {report.runtime})" if report.runtime else ""
-        console.print(f"{verdict} {report.format} {report.artifact}{runtime} vs {report.reference} on {report.count} photos")
+        console.print(f"{verdict} {report.format} {escape(f'{report.artifact}{runtime} vs {report.reference}')} on {report.count} photos",
+                      markup=True)
         if report.structure:
             structure = report.structure
             console.print(f"  structure: input {structure.get('input_kind')} {structure.get('color_space')} sizes "
                           f"{structure.get('sizes')}, {structure.get('num_labels')} labels, outputs {structure.get('outputs')}, "
                           f"weights {structure.get('weight_dtypes')}, compression ops {structure.get('compression_ops') or 'none'}")
             for problem in report.problems or []:
-                console.print(f"  [red]problem:[/red] {problem}")
+                console.print(f"  [red]problem:[/red] {escape(problem)}", markup=True)
         console.print(f"  top-1 agreement {report.agreement:.2%} (threshold {report.threshold:.0%}), "
                       f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
         if report.flips:
@@ -584,7 +586,7 @@ def bench_command(
     console.print(f"threads: {', '.join(map(str, threads)) or '-'}; wrote {out / 'bench.json'} and {out / 'bench.md'}")
     if data:
         best = fastest_verified(rows)
-        console.print(f"fastest verified on this machine: {escape(str(best.artifact))} ({best.format}, p50 "
+        console.print(f"fastest verified on this machine: {best.artifact} ({best.format}, p50 "
                       f"{best.latency_p50_ms:.1f} ms, top-1 {best.top1:.1%})" if best else
                       "no artifact passed verification: see the status column", soft_wrap=True)
 
@@ -615,7 +617,7 @@ def compare_command(
     with console.status("comparing...") as status:
         rows = compare(models, data, out, budget, redo=redo, retime=retime, log=lambda text: status.update(escape(text)))
     console.print(markdown(rows, data, budget), markup=False)
-    console.print(f"table: {escape(str(out / 'compare.md'))} (.json, .csv); chart: {escape(str(out / 'pareto.png'))} (.svg)")
+    console.print(f"table: {out / 'compare.md'} (.json, .csv); chart: {out / 'pareto.png'} (.svg)")
 
 
 @app.command("report")
@@ -626,7 +628,7 @@ def report_command(
     """One self-contained HTML page of every table and chart in the results given; each table names its file."""
     from mvkit.report import write_report
 
-    console.print(f"report: {escape(str(write_report(inputs, out)))}")
+    console.print(f"report: {write_report(inputs, out)}")
 
 
 @app.command("live")
@@ -661,10 +663,10 @@ def live_command(
     engine = live.run(models, source, fps=fps, size=size, pretrained=pretrained, weights=weights, out=out,
                       metrics_path=metrics, max_frames=frames, duration_s=duration, serve=serve,
                       idle_release_s=idle_release, warmup=warmup, reuse_buffers=reuse_buffers, realtime=realtime)
-    error_console.print(f"input size {engine.size.size}: {escape(engine.size.reason)}")
+    error_console.print(f"input size {engine.size.size}: {engine.size.reason}")
     if engine.server:
         warning = " [yellow](reachable from other machines)[/yellow]" if engine.server.public else ""
-        error_console.print(f"serving {engine.server.url}{warning}")
+        error_console.print(f"serving {escape(engine.server.url)}{warning}", markup=True)
 
     def stop_on_sigterm(number, frame):
         raise KeyboardInterrupt
@@ -700,7 +702,7 @@ def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Pa
     frames, latency = summary["frames"], summary["latency_ms"]
     dropped = ", ".join(f"{count} {reason}" for reason, count in frames["dropped"].items() if count) or "none"
     achieved = summary["fps"]["achieved"]
-    console.print(f"{escape(summary['stopped_by'])} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
+    console.print(f"{summary['stopped_by']} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
                   f"{frames['processed']} processed, dropped {dropped}, {frames['corrupt']} corrupt")
     console.print(f"rate {'-' if achieved is None else f'{achieved:.1f}'} fps (target {summary['fps']['target']:g}); "
                   f"end-to-end p50 {latency['end_to_end_ms']['p50']} ms, p95 {latency['end_to_end_ms']['p95']} ms; "
@@ -708,16 +710,16 @@ def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Pa
     energy = summary["energy"]
     energy_text = (f"{energy['per_1000_inferences_j']} J per 1,000 inferences" if energy["available"]
                    else f"energy not available ({energy['reason']})")
-    console.print(f"CPU {summary['cpu_percent']}%, peak memory {summary['peak_rss_mb']} MB, {escape(energy_text)}")
+    console.print(f"CPU {summary['cpu_percent']}%, peak memory {summary['peak_rss_mb']} MB, {energy_text}")
     for gap in summary["gaps"]:
         state = "reconnected" if gap["recovered"] else "not recovered"
-        console.print(f"gap at {gap['at_s']} s: {gap['seconds']} s without frames ({escape(gap['reason'])}), {state}")
+        console.print(f"gap at {gap['at_s']} s: {gap['seconds']} s without frames ({gap['reason']}), {state}")
     for event in summary["events"]:
-        console.print(f"{event['policy']}: {escape(event['message'])}")
+        console.print(f"{event['policy']}: {event['message']}")
     if out and frames["written"]:
-        console.print(f"video: {escape(str(out))} ({frames['written']} frames)")
+        console.print(f"video: {out} ({frames['written']} frames)")
     if metrics:
-        console.print(f"metrics: {escape(str(metrics))}")
+        console.print(f"metrics: {metrics}")
 
 
 @app.command("demo")
@@ -726,7 +728,7 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
     from mvkit.demo import DemoStep, run_demo
 
     with progress_bars() as start:
-        result = run_demo(out, DemoStep(start=start, log=lambda text: console.print(f"[bold cyan]{text}[/bold cyan]")))
+        result = run_demo(out, DemoStep(start=start, log=lambda text: console.print(f"[bold cyan]{escape(text)}[/bold cyan]", markup=True)))
     for item in result.photo_predictions:
         best = item["top"][0]
         console.print(f"{Path(item['path']).name}: {best['label']} ({best['probability']:.1%})")
@@ -735,14 +737,14 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
         console.print(f"{Path(item['path']).name}: predicted {best['label']} ({best['probability']:.1%})")
     metrics = result.metrics
     console.print(f"builtin:fashion val: top-1 [bold]{metrics['top1']:.2%}[/bold], top-5 {metrics['top5']:.2%} "
-                  f"on {metrics['count']} images")
+                  f"on {metrics['count']} images", markup=True)
     console.print(f"checkpoint {result.checkpoint}, confusion matrix {result.confusion_png}")
     for report in result.verify_reports:
         verdict = "PASS" if report["passed"] else "below 99% (expected for int8: compare accuracy)"
         console.print(f"verify {Path(report['artifact']).name}: agreement {report['agreement']:.1%}, "
                       f"max |dp| {report['max_abs_prob_diff']:.1e}, top-1 {report['artifact_top1']:.1%} - {verdict}")
     console.print(result.bench_table, markup=False, soft_wrap=True)
-    console.print(f"report: {escape(str(result.report))}")
+    console.print(f"report: {result.report}")
 
 
 def _command_name(argv: list[str]) -> str:
@@ -750,7 +752,7 @@ def _command_name(argv: list[str]) -> str:
 
 
 def print_error(message: str) -> None:
-    error_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+    error_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True, markup=True)
 
 
 def run(argv: list[str]) -> int:
@@ -767,7 +769,7 @@ def run(argv: list[str]) -> int:
         print_error(f"{message} (see `mvkit {command} --help`)" if command != "mvkit" else message)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/yellow]")
+        error_console.print("[yellow]interrupted[/yellow]", markup=True)
         return 130
     return code if isinstance(code, int) else 0
 
