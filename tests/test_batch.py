@@ -168,3 +168,39 @@ def test_bad_jobs_are_refused_before_any_work(model, library, tmp_path):
     with pytest.raises(MvkitError, match="another input"):
         predict_to_file(model, str(other), out, workers=0, topk=1)
     assert json.loads(out.read_text().splitlines()[0])["path"].endswith(".jpg")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_a_file_another_model_wrote_is_not_appended_to(model, library, tmp_path, suffix):
+    """Resuming with retrained weights would mix two models' answers in one file without a word."""
+    import torch
+
+    from mvkit.errors import MvkitError
+    from mvkit.models import load_checkpoint, save_checkpoint
+
+    photos = sorted((library / "rose").glob("*.jpg"))
+    first, longer = tmp_path / "first.txt", tmp_path / "longer.txt"
+    first.write_text("\n".join(map(str, photos[:4])) + "\n")
+    longer.write_text("\n".join(map(str, photos[:8])) + "\n")
+    out = tmp_path / f"predictions{suffix}"
+    predict_to_file(model, str(first), out, workers=0, topk=2)
+    written = out.read_bytes()
+
+    retrained = load_checkpoint(model)
+    with torch.no_grad():
+        retrained.get_classifier().weight.mul_(1.1)  # a little surer of everything, as more training makes it
+    save_checkpoint(retrained, tmp_path / "retrained.safetensors")
+    with pytest.raises(MvkitError, match="written by another model"):
+        predict_to_file(tmp_path / "retrained.safetensors", str(longer), out, workers=0, topk=2)
+    shorter = tmp_path / "shorter.txt"
+    shorter.write_text("\n".join(map(str, photos[:2])) + "\n")
+    with pytest.raises(MvkitError, match="the input has fewer photos"):
+        predict_to_file(model, str(shorter), out, workers=0, topk=2)
+    assert out.read_bytes() == written  # and no parts folder or other file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        "first.txt", "longer.txt", "shorter.txt", out.name, "retrained.safetensors",
+        "retrained.safetensors.mvkit.json"])
+
+    summary = predict_to_file(model, str(longer), out, workers=0, topk=2)  # the same model carries on
+    assert (summary.skipped_done, summary.written) == (4, 4)
+    assert [row["path"] for row in read_rows(out)] == list(map(str, photos[:8]))

@@ -13,6 +13,7 @@ A photo that cannot be read becomes a row with its error, never a failed job.
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mvkit.batch.inputs import check_input, count_inputs, iter_inputs
-from mvkit.batch.outputs import check_output, open_output
+from mvkit.batch.outputs import Resume, check_output, open_output
 from mvkit.errors import MvkitError
 from mvkit.runtime.base import usable_cores
 
@@ -48,10 +49,12 @@ def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "lo
     topk = min(topk, _label_count(model))
     output = open_output(out, topk)
     resume = output.resume()
+    paths = _skip_done(iter_inputs(source), resume, out)
+    if resume.last_row:
+        _check_same_model(Path(model), resume.last_row, out, topk)
     total = count_inputs(source)
     if on_start:
         on_start(total, resume.done)
-    paths = _skip_done(iter_inputs(source), resume.done, resume.last_path, out)
     rows = (_local_rows if engine == "local" else _ray_rows)(Path(model), paths, workers, batch_size, topk, address)
     written = errors = 0
     try:
@@ -93,14 +96,41 @@ def _label_count(model: Path) -> int:
     return len(Artifact.load(Path(model)).labels)
 
 
-def _skip_done(paths: Iterator[str], done: int, last: str | None, out: Path) -> Iterator[str]:
-    """`paths` after the `done` already written, once the last of those is the row the file ends with."""
-    if done:
-        before = next(itertools.islice(paths, done - 1, None), None)  # consumed one by one, nothing kept
+def _skip_done(paths: Iterator[str], resume: Resume, out: Path) -> Iterator[str]:
+    """`paths` after the rows already written, once the last of those is the row the file ends with."""
+    if resume.done:
+        before = next(itertools.islice(paths, resume.done - 1, None), None)  # consumed one by one, nothing kept
+        last = resume.last_row["path"]
+        if before is None:
+            raise MvkitError(f"{out} was written for another input (it holds {resume.done} rows, the input has fewer "
+                             "photos): use a new --out, or delete it to start again")
         if before != last:
-            raise MvkitError(f"{out} was written for another input (its row {done} is {last}, the input's is "
+            raise MvkitError(f"{out} was written for another input (its row {resume.done} is {last}, the input's is "
                              f"{before}): use a new --out, or delete it to start again")
     return paths
+
+
+def _check_same_model(model: Path, last_row: dict[str, Any], out: Path, topk: int) -> None:
+    """Refuse to append to rows another model (or other weights, or another Preprocess) wrote: the file's last
+    photo is predicted again and must get the numbers written for it. A row of an unreadable photo says nothing."""
+    from mvkit.runtime import load_predictor
+
+    if last_row.get("error"):
+        return
+    predictor = load_predictor(model)
+    array, error = read_photo(last_row["path"], predictor.artifact.preprocess.eval_transform())
+    if error:
+        return
+    now = predict_read(predictor, [last_row["path"]], [(array, None)], 1, topk)[0]
+    for rank in range(1, topk + 1):
+        label, probability = f"label_{rank}", f"probability_{rank}"
+        # relative: a small probability moves by little in absolute terms when the weights change
+        if now[label] != last_row[label] or not math.isclose(now[probability], last_row[probability], rel_tol=1e-3,
+                                                             abs_tol=1e-7):
+            raise MvkitError(
+                f"{out} was written by another model: its last photo ({Path(last_row['path']).name}) has "
+                f"{last_row['label_1']} {last_row['probability_1']:.1%} there and {now['label_1']} "
+                f"{now['probability_1']:.1%} from {model}; use a new --out, or delete it to start again")
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -39,7 +39,8 @@ def check_output(out: Path) -> None:
 @dataclass
 class Resume:
     done: int  # rows already written, in input order
-    last_path: str | None
+    last_row: dict[str, Any] | None  # the last of them: its path says where the input resumes, its numbers
+    # which model wrote it
 
 
 class Output:
@@ -51,6 +52,13 @@ class Output:
     def resume(self) -> Resume: ...
     def write(self, rows: list[dict[str, Any]]) -> None: ...
     def close(self, finished: bool = True) -> None: ...
+
+    def typed(self, values: list[str]) -> dict[str, Any]:
+        """A CSV row as the row dict that was written (numbers as floats, empty cells as None)."""
+        row: dict[str, Any] = dict(zip(self.names, values))
+        for key, value in row.items():
+            row[key] = None if value == "" else float(value) if key.startswith("probability_") else value
+        return row
 
     def check_columns(self, names: list[str]) -> None:
         if names != self.names:
@@ -74,19 +82,19 @@ class LineOutput(Output):
         with self.out.open(newline="", encoding="utf-8") as stream:  # streamed: the file may hold millions of rows
             if self.json:
                 for line in stream:
-                    row = json.loads(line)
+                    last = json.loads(line)
                     if count == 0:
-                        self.check_columns(list(row))
-                    count, last = count + 1, row["path"]
+                        self.check_columns(list(last))
+                    count += 1
                 return Resume(count, last)
             reader = csv.reader(stream)
             header = next(reader, None)
             if header is None:
                 return Resume(0, None)
             self.check_columns(header)
-            for row in reader:
-                count, last = count + 1, row[0]
-        return Resume(count, last)
+            for last in reader:
+                count += 1
+        return Resume(count, self.typed(last) if count else None)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.stream is None:
@@ -150,18 +158,23 @@ class ParquetOutput(Output):
     def _part_files(self) -> list[Path]:
         return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
 
+    def _written(self) -> list[Path]:
+        """The files that hold the rows so far: the parts of an unfinished job, else a finished file."""
+        return self._part_files() or ([self.out] if self.out.exists() else [])
+
     def resume(self) -> Resume:
+        """Reads footers and the last row group only, and changes no file (a refused job leaves them as they were)."""
         import pyarrow.parquet as pq
 
-        if self.out.exists() and not self.parts.is_dir():  # a finished (or gathered) file: continue from it
-            self.parts.mkdir()
-            shutil.copy2(self.out, self.parts / "part-000000.parquet")
-        parts = self._part_files()
-        for part in parts:  # the footers only: rows and columns
-            self.check_columns(pq.ParquetFile(part).schema_arrow.names)
-        done = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
-        last = pq.read_table(parts[-1], columns=["path"]).column("path")[-1].as_py() if done else None
-        return Resume(done, last)
+        files = [pq.ParquetFile(path) for path in self._written()]
+        for file in files:
+            self.check_columns(file.schema_arrow.names)
+        done = sum(file.metadata.num_rows for file in files)
+        if not done:
+            return Resume(0, None)
+        file = next(file for file in reversed(files) if file.metadata.num_rows)
+        group = file.read_row_group(file.num_row_groups - 1)
+        return Resume(done, group.slice(group.num_rows - 1).to_pylist()[0])
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         self.pending += rows
@@ -175,6 +188,9 @@ class ParquetOutput(Output):
         rows, self.pending, self.last_part = self.pending, [], time.monotonic()
         if not rows:
             return
+        if not self._part_files() and self.out.exists():  # continuing a finished file: it becomes the first part
+            with atomic_output(self.parts / "part-000000.parquet") as partial:
+                shutil.copy2(self.out, partial)
         self.parts.mkdir(exist_ok=True)
         existing = self._part_files()
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
