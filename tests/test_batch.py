@@ -204,3 +204,20 @@ def test_a_file_another_model_wrote_is_not_appended_to(model, library, tmp_path,
     summary = predict_to_file(model, str(longer), out, workers=0, topk=2)  # the same model carries on
     assert (summary.skipped_done, summary.written) == (4, 4)
     assert [row["path"] for row in read_rows(out)] == list(map(str, photos[:8]))
+
+
+def test_manifest_paths_are_relative_to_the_manifest_as_in_training(model, library, tmp_path, monkeypatch):
+    """A manifest made beside its photos (Excel's UTF-8 CSV starts with a byte-order mark) works from any folder."""
+    photos = sorted((library / "tulip").glob("*.jpg"))[:3]
+    shutil.copytree(library / "tulip", tmp_path / "lists" / "tulip", ignore=lambda d, names: [
+        n for n in names if n not in {p.name for p in photos}])
+    (tmp_path / "lists" / "photos.csv").write_text(
+        "\ufeffpath,note\r\n" + "".join(f"tulip/{p.name},x\r\n" for p in photos), encoding="utf-8")
+    (tmp_path / "lists" / "photos.txt").write_text("".join(f"tulip/{p.name}\n" for p in photos))
+    monkeypatch.chdir(library)  # somewhere else, with a tulip folder of its own
+    for manifest in ("photos.csv", "photos.txt"):
+        out = tmp_path / f"{manifest}.jsonl"
+        predict_to_file(model, str(tmp_path / "lists" / manifest), out, workers=0, topk=1)
+        rows = read_rows(out)
+        assert [row["path"] for row in rows] == [str(tmp_path / "lists" / "tulip" / p.name) for p in photos]
+        assert all(row["error"] is None and row["label_1"] for row in rows)

@@ -103,7 +103,7 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write one row per photo to this .parquet, .csv or .jsonl "
                                        "(streamed, resumable: a re-run skips the rows written). INPUT is then one "
-                                       "folder tree, a quoted glob, a .csv manifest (path column) or a .txt list."),
+                                       "folder tree, a quoted glob, a .csv manifest (path column) or a .txt list (relative paths: from its folder)."),
     engine: str = typer.Option("local", help="With --out: local (worker processes read the photos) or ray "
                                "(Ray Data actors; pip install 'mvkit\\[ray]')."),
     workers: int = typer.Option(2, help="With --out: photo-reading processes (local) or Ray actors."),

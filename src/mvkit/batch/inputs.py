@@ -1,6 +1,7 @@
 """The photos of a batch job, streamed in a fixed order (so a re-run can skip what is done): a folder tree, a glob,
-a CSV manifest (a `path` column, else the first), or a text file of paths, one per line. Nothing is listed whole:
-a folder is walked one directory at a time, sorted within it."""
+a CSV manifest (a `path` column, else the first), or a text file of paths, one per line. A manifest's relative paths
+are relative to its folder, as in training manifests (mvkit.data.datasets). Nothing is listed whole: a folder is
+walked one directory at a time, sorted within it."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def iter_inputs(spec: str) -> Iterator[str]:
     elif path.is_dir():
         yield from _walk(path)
     elif path.suffix.lower() == ".csv":
-        yield from _csv_paths(path)
+        yield from (_from_manifest(path, found) for found in _csv_paths(path))
     elif path.suffix.lower() in MANIFEST_SUFFIXES:
-        with path.open(encoding="utf-8") as lines:
-            yield from (line.rstrip("\n") for line in lines if line.strip())
+        with path.open(encoding="utf-8-sig") as lines:
+            yield from (_from_manifest(path, line.rstrip("\r\n")) for line in lines if line.strip())
     else:
         yield str(path)
 
@@ -60,8 +61,12 @@ def _walk(folder: Path) -> Iterator[str]:
             yield entry.path
 
 
+def _from_manifest(manifest: Path, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(manifest.parent, path)
+
+
 def _csv_paths(manifest: Path) -> Iterator[str]:
-    with manifest.open(newline="", encoding="utf-8") as rows:
+    with manifest.open(newline="", encoding="utf-8-sig") as rows:
         reader = csv.reader(rows)
         header = next(reader, None)
         if header is None:
