@@ -202,22 +202,32 @@ def test_rapl_energy_counter_with_wrap_around(tmp_path):
     assert not missing.available and "no RAPL" in missing.reason
 
 
-@pytest.mark.parametrize("device, supported, size", [
-    (Device(8, 16, low_power=True), None, 192),
-    (Device(2, 16, False), None, 224),
-    (Device(3, 8, False), None, 224),
-    (Device(8, 2, False), None, 224),
-    (Device(4, 4, False), None, 256),
-    (Device(1, 8, False), None, 224),
-    (Device(8, 16, False), [192, 224], 224),  # wanted 256: the largest the artifact has below it
-    (Device(8, 16, True), [224, 256], 224),  # wanted 192: nothing below, its smallest
+@pytest.mark.parametrize("device, supported, trained, size", [
+    (Device(8, 16, low_power=True), None, 256, 192),
+    (Device(2, 16, False), None, 256, 224),
+    (Device(3, 8, False), None, 256, 224),
+    (Device(8, 2, False), None, 256, 224),
+    (Device(4, 4, False), None, 256, 256),
+    (Device(1, 8, False), None, 256, 224),
+    (Device(4, 4, False), None, 224, 224),  # a checkpoint never runs above the size it was trained at
+    (Device(2, 16, False), None, 128, 128),
+    (Device(8, 16, False), [192, 224], None, 224),  # wanted 256: the largest the artifact has below it
+    (Device(8, 16, True), [224, 256], None, 224),  # wanted 192: nothing below, its smallest
 ])
-def test_input_size_by_device_capability(device, supported, size):
+def test_input_size_by_device_capability(device, supported, trained, size):
     from mvkit.live.policies import choose_input_size
 
-    choice = choose_input_size(device, supported)
+    choice = choose_input_size(device, supported, trained=trained)
     assert choice.size == size
     assert f"{device.cores} cores" in choice.reason
+
+
+def test_a_checkpoint_runs_live_at_its_training_size_not_above(flowers_checkpoint, clip):
+    """The guide's 224 px for two cores would upscale a model trained at 96 px: slower, and less accurate."""
+    engine = live_run(flowers_checkpoint, clip, fps=15, max_frames=1, device=Device(2, 16, False))
+    result = next(iter(engine))
+    assert result.size == engine.summary()["size"]["size"] == 96
+    assert "trained at 96 px" in engine.summary()["size"]["reason"]
 
 
 def test_size_choice_picks_among_core_ml_sizes_and_is_recorded(exported, clip):
