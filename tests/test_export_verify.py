@@ -147,6 +147,18 @@ def test_static_int8_onnx_is_calibrated_on_real_photos_and_verified(onnx_artifac
     assert report.agreement >= 0.8 and report.max_abs_prob_diff > 1e-4  # int8 really changed the numbers
 
 
+def test_calibration_on_fewer_photos_than_asked_says_so(onnx_artifact, flowers_subset, caplog, tmp_path):
+    from mvkit.compress.onnx_int8 import quantize_onnx_static
+    from mvkit.data import load_data
+
+    train = len(load_data(str(flowers_subset)).train)  # 80 photos, about 64 of them for training
+    with caplog.at_level("WARNING", logger="mvkit"):
+        int8 = quantize_onnx_static(onnx_artifact.path, str(flowers_subset), count=1000,
+                                    out=tmp_path / "few.int8.onnx")
+    assert int8.extra["calibration_images"] == train < 1000
+    assert f"calibration: {train} training photos" in caplog.text and "fewer than the 1000 asked" in caplog.text
+
+
 def test_quantize_without_calibration_data_fails_cleanly(onnx_artifact, tmp_path):
     from mvkit.compress.onnx_int8 import quantize_onnx_static
 

@@ -436,8 +436,10 @@ def quantize_command(
         with progress_bars() as start:
             bar = start(f"{plan.method} {plan.fmt}", count if plan.entry.calibrated and plan.method == "ptq" else None)
             artifact = quantize(plan, model, calib, count, on_progress=bar)
+        calibrated = (f", calibrated on {artifact.extra['calibration_images']} photos"
+                      if "calibration_images" in artifact.extra else "")
         console.print(f"{artifact.extra['quantization']}: {artifact.path} "
-                      f"({file_size_mb(artifact.path):.1f} MB)")
+                      f"({file_size_mb(artifact.path):.1f} MB{calibrated})")
         if artifact.extra.get("note"):
             console.print(f"  note: {artifact.extra['note']}")
         if calib:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from mvkit.data.datasets import load_data_as_trained, take_evenly
@@ -17,6 +19,10 @@ def calibration_batches(predictor: Predictor, data: str, count: int, batch_size:
     except MvkitError as exc:
         raise MvkitError(f"calibration data: {exc}") from exc
     dataset = take_evenly(splits.train, count)
+    if len(dataset) < count:
+        logging.getLogger(__name__).warning(
+            "calibration: %d training photos in %s, fewer than the %d asked (--count); int8 ranges from so few "
+            "photos may clip real inputs: check the int8 file with mvkit verify", len(dataset), data, count)
     batches = []
     for start in range(0, len(dataset), batch_size):
         images = [dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))]
