@@ -181,3 +181,21 @@ def test_one_failing_format_gets_its_row_and_the_others_go_on(exported, monkeypa
     rows = {row["format"]: row for row in json.loads((tmp_path / "bench" / "bench.json").read_text())}
     assert rows["torchscript"]["status"].startswith("failed: ") and "aten::weird" in rows["torchscript"]["status"]
     assert rows["onnx"]["latency_p50_ms"] > 0 and rows["safetensors"]["latency_p50_ms"] > 0
+
+
+@pytest.mark.parametrize("passed, quantized, top1, reference_top1, status", [
+    (True, False, 0.80, 0.80, "verified"),
+    (False, True, 0.79, 0.79, "int8 within budget"),  # 98% agreement, the same top-1: the int8 file ships
+    (False, True, 0.785, 0.79, "int8 within budget"),
+    (False, True, 0.77, 0.79, "below threshold"),  # two points lost: over the 1-point budget
+    (False, False, 0.79, 0.79, "below threshold"),  # a float file must agree; it has no accuracy budget
+])
+def test_the_bench_table_and_the_fastest_verified_line_follow_one_rule(passed, quantized, top1, reference_top1,
+                                                                        status):
+    """The table used to say "below threshold" for the int8 file it then named the fastest verified one."""
+    from mvkit.bench import BenchRow, fastest_verified, verified_status
+
+    assert verified_status(passed, quantized, top1, reference_top1) == status
+    rows = [BenchRow("a.onnx", "onnx", status=status, latency_p50_ms=2.0, top1=top1),
+            BenchRow("a.safetensors", "safetensors", status="verified", latency_p50_ms=30.0, top1=reference_top1)]
+    assert fastest_verified(rows).artifact == ("a.safetensors" if status == "below threshold" else "a.onnx")

@@ -31,7 +31,7 @@ from mvkit.runtime import Predictor, load_predictor
 class BenchRow:
     artifact: str
     format: str
-    # exported / loaded / verified / below threshold / failed: reason (as `yolo benchmark`: a failing format
+    # exported / loaded / verified / int8 within budget / below threshold / failed: reason (as `yolo benchmark`: a failing format
     # gets its row, the table goes on)
     status: str = "loaded"
     file_mb: float | None = None
@@ -181,6 +181,7 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
     """Fill top-1, agreement and status of each measured row by verifying it on real photos; returns the
     VerifyReports. A checkpoint is its own reference: agreement 1 by definition, accuracy measured. The data is
     decoded once per split, not once per row."""
+    from mvkit.artifact import Artifact
     from mvkit.verify import verify
 
     decoded: dict = {}
@@ -195,38 +196,39 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
             row.status = failed_row(row.artifact, row.format, exc).status
             continue
         row.top1, row.agreement = report.artifact_top1, report.agreement
-        row.status = "verified" if report.passed else "below threshold"
+        row.status = verified_status(report.passed, bool(Artifact.load(Path(row.artifact)).extra.get("quantization")),
+                                     report.artifact_top1, report.reference_top1)
         reports.append(report)
     return reports
 
 
 INT8_BUDGET_PT = 1.0  # the most top-1 an int8 artifact may lose against its checkpoint and still be shipped
+IN_INT8_BUDGET = "int8 within budget"  # the status of an int8 artifact below the agreement threshold that passes
+SHIPPABLE = ("verified", IN_INT8_BUDGET)
 
 
 def passes_verification(status: str, quantized: bool, top1: float | None, reference_top1: float | None,
                         int8_budget_pt: float = INT8_BUDGET_PT) -> bool:
     """Shippable: a float artifact at its agreement threshold ("verified"), or an int8 one whose top-1 on the same
     photos is at most `int8_budget_pt` below its checkpoint's (used by bench and compare)."""
-    if status == "verified":
-        return True
-    return quantized and top1 is not None and reference_top1 is not None and top1 >= reference_top1 - int8_budget_pt / 100
+    return status in SHIPPABLE or (quantized and within_int8_budget(top1, reference_top1, int8_budget_pt))
 
 
-def fastest_verified(rows: list[BenchRow], int8_budget_pt: float = INT8_BUDGET_PT) -> BenchRow | None:
-    """The fastest artifact (p50) that passes verification: float ones by their agreement threshold, int8 ones by
-    their accuracy on the same photos (at most `int8_budget_pt` below the checkpoint); None when none passes."""
-    from mvkit.artifact import Artifact
+def verified_status(passed: bool, quantized: bool, top1: float | None, reference_top1: float | None) -> str:
+    """A row's status after verification; the table and the fastest verified artifact both follow it."""
+    if passed:
+        return "verified"
+    return IN_INT8_BUDGET if quantized and within_int8_budget(top1, reference_top1) else "below threshold"
 
-    reference = next((r for r in rows if r.format == "safetensors" and r.top1 is not None), None)
 
-    def passes(row: BenchRow) -> bool:
-        if row.latency_p50_ms is None or row.top1 is None:
-            return False
-        quantized = row.status != "verified" and bool(Artifact.load(Path(row.artifact)).extra.get("quantization"))
-        return passes_verification(row.status, quantized, row.top1, reference.top1 if reference else None,
-                                   int8_budget_pt)
+def within_int8_budget(top1: float | None, reference_top1: float | None, budget_pt: float = INT8_BUDGET_PT) -> bool:
+    return top1 is not None and reference_top1 is not None and top1 >= reference_top1 - budget_pt / 100
 
-    passing = [row for row in rows if passes(row)]
+
+def fastest_verified(rows: list[BenchRow]) -> BenchRow | None:
+    """The fastest artifact (p50) that passed verification in add_accuracy: float ones by their agreement
+    threshold, int8 ones by their accuracy against their checkpoint on the same photos; None when none passed."""
+    passing = [row for row in rows if row.latency_p50_ms is not None and row.status in SHIPPABLE]
     return min(passing, key=lambda row: row.latency_p50_ms) if passing else None
 
 
