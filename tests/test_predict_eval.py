@@ -130,3 +130,18 @@ def test_labels_and_paths_in_square_brackets_print_as_they_are(flowers_subset, t
     assert result.exit_code == 0, result.output
     assert "photos [new]/[draft] rose.jpg" in result.output
     assert "rose [red]" in result.output and "tulip [bold]" in result.output
+
+
+def test_a_long_confusion_matrix_title_stays_inside_the_figure():
+    """mvkit eval titles the chart with the model and data paths; a long one used to run off the image."""
+    from mvkit.evaluate import EvalResult, confusion_figure
+
+    classes = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    result = EvalResult(0.72, 1.0, 698, dict.fromkeys(classes, 0.7), classes, np.eye(5, dtype=int) * 100)
+    fig = confusion_figure(result, "runs/flowers_finetune_2026_12_07/best.safetensors on "
+                                   "/home/someone/datasets/flowers128_photos_from_the_garden (val)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    title = fig.axes[0].title.get_window_extent(renderer)
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1, (title, fig.bbox)

@@ -37,6 +37,7 @@ def results(flowers_subset, exported, tmp_path_factory) -> Path:
     (root / "verify" / "verify.json").write_text(json.dumps(verify(exported["onnx"], str(flowers_subset), limit=20).to_dict()))
     if GUIDE_TABLES.exists():  # the committed results of benchmarks/guide_tables.py
         shutil.copy(GUIDE_TABLES, root / "guide_tables.json")
+    assert cli_run(["eval", str(exported["safetensors"]), str(flowers_subset), "--out", str(root / "eval")]) == 0
     folder = root / "photos"
     shutil.copytree(flowers_subset / "daisy", folder)
     for _ in live_run(exported["onnx"], folder, fps=100, metrics_path=root / "live.json"):
@@ -62,25 +63,30 @@ def test_report_numbers_equal_their_results_files(results, tmp_path):
     out = tmp_path / "report.html"
     assert cli_run(["report", str(results), "--out", str(out)]) == 0
     html = out.read_text()
-    for title in ("Training: train", "Benchmark: bench", "Live run: live", "Verification: verify"):
+    for title in ("Training: train", "Benchmark: bench", "Live run: live", "Verification: verify", "Evaluation: eval"):
         assert title in html
+    assert {key for _, key, _ in shown_numbers(html) if key.startswith("per_class/")} == {
+        f"per_class/{name}" for name in ("daisy", "dandelion", "rose", "sunflower", "tulip")}
     if GUIDE_TABLES.exists():
         for table in json.loads(GUIDE_TABLES.read_text())["tables"]:
             shown = unescape(html)
             assert table["title"] in shown and all(note in shown for note in table["notes"]), table["title"]
     cells = shown_numbers(html)
     assert len(cells) > 30
-    checked = 0
+    checked = percentages = 0
     for source, key, text in cells:
         value = value_at(json.loads(Path(source).read_text()), key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and text.endswith("%"):
+            assert float(text[:-1]) / 100 == pytest.approx(value, abs=5e-5), (source, key, text)  # fractions
+            percentages += 1
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             assert float(text) == pytest.approx(value, rel=1e-3), (source, key, text)
             checked += 1
         elif isinstance(value, str) and key.split("/")[-1] in ("artifact", "reference"):
             assert text == Path(value).name  # paths by file name: the page stays as wide as the window
         elif isinstance(value, str):
             assert text == value
-    assert checked > 20
+    assert checked > 20 and percentages > 10
     assert "http://" not in html and "https://" not in html, "self-contained: nothing fetched at view time"
 
 

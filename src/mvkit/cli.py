@@ -159,6 +159,11 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
                   "could not be read (their rows hold the error)")
 
 
+def _short(path: str) -> str:
+    """A path by its last two parts (runs/ft/best.safetensors -> ft/best.safetensors): enough to tell runs apart."""
+    return "/".join(Path(path).parts[-2:])
+
+
 @app.command("eval")
 def eval_command(
     model: str = ArtifactArg,
@@ -194,7 +199,7 @@ def eval_command(
         result = evaluate(net, dataset, batch_size=batch_size, on_progress=start("evaluating", len(dataset)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
-    png = plot_confusion(result, out / "confusion.png", title=f"{model} on {data} ({split})")
+    png = plot_confusion(result, out / "confusion.png", title=f"{_short(model)} on {_short(data)} ({split})")
     _report_skipped(splits.skipped)
     if as_json:
         print_json(result.to_dict())

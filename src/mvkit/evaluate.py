@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,13 @@ def evaluate(
 
 def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix as a PNG; counts written in the cells for up to 20 classes."""
+    fig = confusion_figure(result, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def confusion_figure(result: EvalResult, title: str):
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
 
     n_rows, n_cols = result.confusion.shape
@@ -96,7 +104,9 @@ def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matri
     ax.set_yticks(range(n_rows), result.classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{title}\ntop-1 {result.top1:.1%} on {result.count} images")
+    # wrapped to the figure's width (about 9 characters an inch at the title's size): a long title was cut off
+    wrapped = textwrap.fill(title, width=int((side + 1) * 9))
+    ax.set_title(f"{wrapped}\ntop-1 {result.top1:.1%} on {result.count} images")
     if n_cols <= 20:
         for i in range(n_rows):
             for j in range(n_cols):
@@ -106,6 +116,4 @@ def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matri
                             color="white" if dark else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig

@@ -40,9 +40,17 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def _format(value: Any) -> str:
+# Fractions shown as percentages, as the terminal shows them (a bare 1 for 100% agreement read as a count)
+FRACTION_KEYS = {"top1", "top5", "train_top1", "val_top1", "agreement", "artifact_top1", "reference_top1",
+                 "threshold", "fastest_top1"}
+
+
+def _format(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            key.split("/")[-1] in FRACTION_KEYS or key.startswith("per_class/")):
+        return f"{value:.2%}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -65,7 +73,7 @@ def _table(section: Section, records: list[dict], prefix: str | None, columns: l
                                             if not isinstance(record[key], (dict, list))))
     section.columns = columns
     for index, record in enumerate(records):
-        section.rows.append([Cell(Path(record[c]).name if c in PATH_COLUMNS and c in record else _format(record.get(c)),
+        section.rows.append([Cell(Path(record[c]).name if c in PATH_COLUMNS and c in record else _format(record.get(c), c),
                                   (c if prefix is None else f"{prefix}{index}/{c}") if c in record else None)
                              for c in columns])
 
@@ -78,7 +86,7 @@ def _key_values(section: Section, data: dict, keys: list[str]) -> None:
         for part in key.split("/"):
             value = value.get(part) if isinstance(value, dict) else None
         if value is not None and not isinstance(value, (dict, list)):
-            shown = Path(value).name if key in PATH_COLUMNS else _format(value)
+            shown = Path(value).name if key in PATH_COLUMNS else _format(value, key)
             section.rows.append([Cell(key.replace("/", " ")), Cell(shown, key)])
 
 
@@ -122,7 +130,8 @@ def read_section(path: Path, data: Any) -> Section | None:
         return section
     if isinstance(data, dict) and "top1" in data:
         section = Section(f"Evaluation: {folder.name}", path, "mvkit eval")
-        _key_values(section, data, [k for k, v in data.items() if not isinstance(v, (dict, list))])
+        _key_values(section, data, [k for k, v in data.items() if not isinstance(v, (dict, list))] +
+                    [f"per_class/{name}" for name in data.get("per_class") or {}])
         section.images = [i for i in (_image(folder / "confusion.png"),) if i]
         return section
     return None
