@@ -1,6 +1,7 @@
 """Export to ONNX and TorchScript, then verify each in its own runtime against the checkpoint on real photos."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,16 @@ def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowe
     report = json.loads(result.stdout)
     assert report["agreement"] < 0.9 and report["flips"] == round((1 - report["agreement"]) * report["count"])
     assert 0 <= report["largest_flipped_lead"] <= 1
+
+
+def test_verify_on_too_few_photos_for_its_threshold_says_so(onnx_artifact, flowers_subset):
+    """A pass on 15 or so photos cannot see the 1% change the default threshold is about."""
+    few = runner.invoke(app, ["verify", str(onnx_artifact.path), "--data", str(flowers_subset)],
+                        terminal_width=200)
+    assert few.exit_code == 0 and re.search(r"note: only 1\d photos; a 1% change shows on 100 or more", few.output)
+    enough = runner.invoke(app, ["verify", str(onnx_artifact.path), "--data", str(flowers_subset),
+                                 "--threshold", "0.9"], terminal_width=200)
+    assert enough.exit_code == 0 and "note:" not in enough.output, enough.output
 
 
 def test_verify_names_flips_that_were_near_ties():

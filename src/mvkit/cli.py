@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -520,6 +521,10 @@ def verify_command(
                 console.print(f"  [red]problem:[/red] {escape(problem)}", markup=True)
         console.print(f"  top-1 agreement {report.agreement:.2%} (threshold {report.threshold:.0%}), "
                       f"max |dp| {report.max_abs_prob_diff:.2e}, mean |dp| {report.mean_abs_prob_diff:.2e}")
+        enough = math.ceil(1 / (1 - report.threshold) - 1e-9) if report.threshold < 1 else 0
+        if report.count < enough:  # one flip in `enough` photos is what the threshold allows
+            console.print(f"  note: only {report.count} photos; a {1 - report.threshold:.0%} change shows on "
+                          f"{enough} or more: verify on more photos")
         if report.flips:
             near_ties = " (near ties, which any reduced precision can flip)" if report.largest_flipped_lead < 0.05 else ""
             console.print(f"  {report.flips} photo(s) changed top-1; on them the reference led its second class by at "
