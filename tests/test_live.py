@@ -230,19 +230,26 @@ def test_a_checkpoint_runs_live_at_its_training_size_not_above(flowers_checkpoin
     assert "trained at 96 px" in engine.summary()["size"]["reason"]
 
 
-def test_size_choice_picks_among_core_ml_sizes_and_is_recorded(exported, clip):
+def test_size_choice_picks_among_core_ml_sizes_and_is_recorded(exported, flowers_subset, clip, tmp_path):
     if "coreml" not in exported:
         pytest.skip("coremltools not installed")
+    from conftest import probe_checkpoint
     from mvkit.artifact import Artifact
+    from mvkit.export import export
 
-    enumerated = Artifact.load(exported["coreml"]).extra["sizes"]
-    assert 224 in enumerated and 256 in enumerated
-    for device, wanted in ((Device(2, 16, False), 224), (Device(8, 16, False), 256)):
-        engine = live_run(exported["coreml"], clip, fps=15, max_frames=1, device=device)
+    # a model trained at 256 px, as MobileViT's ImageNet weights are: the guide's sizes are all below it
+    package = export(probe_checkpoint(flowers_subset, 256, tmp_path / "at256.safetensors"), "coreml").path
+    assert Artifact.load(package).extra["sizes"] == [192, 224, 256]
+    for device, wanted in ((Device(2, 16, False), 224), (Device(8, 16, False), 256), (Device(8, 16, True), 192)):
+        engine = live_run(package, clip, fps=15, max_frames=1, device=device)
         result = next(iter(engine))
         choice = engine.summary()["size"]
         assert result.size == choice["size"] == wanted, choice
         assert f"{device.cores} cores" in choice["reason"]
+    # the fixture's package holds 96 px (its model's) beside the guide's sizes: it stays at 96 on any device
+    assert 96 in Artifact.load(exported["coreml"]).extra["sizes"]
+    engine = live_run(exported["coreml"], clip, fps=15, max_frames=1, device=Device(8, 16, False))
+    assert next(iter(engine)).size == 96 and "trained at 96 px" in engine.summary()["size"]["reason"]
 
 
 def test_rate_limiter_takes_every_other_jittered_frame_and_never_outruns_the_model():

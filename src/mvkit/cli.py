@@ -470,7 +470,9 @@ def inspect_command(
     console.print(f"[bold]{escape(str(artifact))}[/bold]: {facts['format']}, {escape(architecture)}", markup=True)
     for kind in ("inputs", "outputs"):
         for port in facts[kind]:
-            console.print(f"  {kind[:-1]:6s} {port['name']}: {port['dtype']} {port['shape']}")
+            sizes = port.get("sizes") or []  # a Core ML input's enumerated sizes: the shape shows only its default
+            also = f", sides {', '.join(map(str, sizes))}" if len(sizes) > 1 else ""
+            console.print(f"  {kind[:-1]:6s} {port['name']}: {port['dtype']} {port['shape']}{also}")
     for key, shown in values.items():
         if key in ("format", "architecture") or shown["value"] is None:
             continue

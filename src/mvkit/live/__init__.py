@@ -67,9 +67,10 @@ def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps
     if not models:
         raise MvkitError("give a model to run")
     candidates = _candidates(models, pretrained, weights)
-    trained = [c["preprocess"].size for c in candidates if c["sizes"] is None]  # models that take any size
-    supported = None if trained else sorted({s for c in candidates for s in c["sizes"]})
-    choice = choose_input_size(device or Device.detect(), supported, size, trained=max(trained, default=None))
+    supported = None if any(c["sizes"] is None for c in candidates) else \
+        sorted({s for c in candidates for s in c["sizes"]})
+    trained = max(c["preprocess"].size for c in candidates)  # a Core ML package's Preprocess: its model's own size
+    choice = choose_input_size(device or Device.detect(), supported, size, trained=trained)
     chosen = next(c for c in candidates if c["sizes"] is None or choice.size in c["sizes"])
     stream = open_source(source, fps, reconnect_for_s=reconnect_for_s)
     description = {"artifact": chosen["artifact"], "format": chosen["format"], "model_name": chosen["model_name"]}

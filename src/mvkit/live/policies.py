@@ -178,9 +178,10 @@ def guide_size(device: Device) -> tuple[int, str]:
 
 def choose_input_size(device: Device, supported: list[int] | None, forced: int | None = None,
                       trained: int | None = None) -> SizeChoice:
-    """`supported` None means any size (a checkpoint), though never above `trained`, the size it was trained at:
-    a larger input costs compute and accuracy (a checkpoint fine-tuned at 128 px loses about 10 points at 224).
-    Otherwise the wanted size if the artifact has it, else the largest it has below it, else its smallest."""
+    """The guide's size for the device, but never above `trained`, the size the model was trained at: a larger
+    input costs compute and accuracy (a checkpoint fine-tuned at 128 px loses about 10 points at 224). Then
+    `supported` None means any size (a checkpoint); otherwise the wanted size if the artifact has it, else the
+    largest it has below it, else its smallest."""
     from mvkit.errors import MvkitError
 
     if forced is not None:
@@ -191,11 +192,9 @@ def choose_input_size(device: Device, supported: list[int] | None, forced: int |
         return SizeChoice(forced, f"--size {forced}")
     wanted, rule = guide_size(device)
     reason = f"{device.describe()}: {rule}"
-    if supported is None:
-        if trained is None or wanted <= trained:
-            return SizeChoice(wanted, reason)
-        return SizeChoice(trained, f"{reason}; trained at {trained} px, not run above it: {trained}")
-    if wanted in supported:
+    if trained is not None and wanted > trained:
+        wanted, reason = trained, f"{reason}; trained at {trained} px, not run above it"
+    if supported is None or wanted in supported:
         return SizeChoice(wanted, reason)
     below = [s for s in supported if s <= wanted]
     size = max(below) if below else min(supported)
