@@ -88,6 +88,8 @@ def test_coreml_package_is_a_vision_classifier_with_enumerated_sizes(flowers_che
     # Lite0's normalisation (mean 0.5, std 0.5 on every channel) is folded into the ImageType exactly
     assert summary.image_scale == pytest.approx(1 / 127.5) and summary.image_bias == pytest.approx([-1.0] * 3)
     assert summary.weight_dtypes.get("FLOAT16", 0) > 10 and not summary.compression_ops
+    shown = CliRunner().invoke(app, ["inspect", str(artifact.path)], terminal_width=200).output
+    assert "input  image: image RGB [1, 3, 96, 96], sides 96, 192, 256" in shown, shown
     report = verify(artifact.path, str(flowers_subset))  # fp16, run by the numpy interpreter off macOS
     assert report.passed and report.problems == [] and report.agreement == 1.0, report
     assert 1e-5 < report.max_abs_prob_diff < 2e-2  # fp16 rounding is visible, and small
