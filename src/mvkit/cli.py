@@ -608,7 +608,7 @@ def bench_command(
 @app.command("compare")
 def compare_command(
     models: List[str] = typer.Argument(..., help="Zoo or timm model names, e.g. mobilevit_xxs tf_efficientnet_lite0 edgevit_xxs."),
-    data: str = typer.Option(..., "--data", help="Photos to train and measure on (see DATA above)."),
+    data: str = typer.Option(..., "--data", help="Photos to train and measure on: class folders, a CSV manifest (path,label[,split]) or builtin:fashion."),
     out: Path = typer.Option(Path("runs/compare"), help="Folder for the table, the chart and each model's runs."),
     epochs: int = typer.Option(3, help="Training budget per model (the same for all)."),
     img_size: int = typer.Option(128, help="Input size for every model."),

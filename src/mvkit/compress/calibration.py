@@ -21,7 +21,7 @@ def calibration_batches(predictor: Predictor, data: str, count: int, batch_size:
     dataset = take_evenly(splits.train, count)
     if len(dataset) < count:
         logging.getLogger(__name__).warning(
-            "calibration: %d training photos in %s, fewer than the %d asked (--count); int8 ranges from so few "
+            "calibration: %d training photos in %s, fewer than the %d asked; int8 ranges from so few "
             "photos may clip real inputs: check the int8 file with mvkit verify", len(dataset), data, count)
     batches = []
     for start in range(0, len(dataset), batch_size):
