@@ -169,3 +169,18 @@ def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch
     assert (recipe.ema, recipe.ema_decay) == (True, 0.998)
     result = CliRunner().invoke(cli.app, ["train", "--out", str(tmp_path)])
     assert isinstance(result.exception, MvkitError) and "MODEL and DATA" in str(result.exception)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("epochs", 0, "epochs must be at least 1, not 0"),
+    ("lr", -0.001, "lr must be positive, not -0.001"),
+    ("mix_prob", 1.5, "mix_prob must be in [0, 1], not 1.5"),
+    ("ema_decay", 1.0, "ema_decay must be in (0, 1), not 1.0"),
+    ("distill_temperature", 0.0, "distill_temperature must be positive, not 0.0"),
+])
+def test_a_bad_recipe_number_is_named_with_its_value(option, value, message):
+    """One error used to lump epochs, batch_size and lr together ("must be positive") without saying which."""
+    with pytest.raises(MvkitError) as refused:
+        build_recipe("finetune", model="tf_efficientnet_lite0", data="builtin:fashion", out="unused",
+                     **{option: value}).validate()
+    assert str(refused.value) == message

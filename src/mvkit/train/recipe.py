@@ -16,6 +16,27 @@ from mvkit.data.images import SizeSummary
 from mvkit.errors import MvkitError
 
 
+# The recipe's numbers and what each may be: `validate` names the one that is wrong and its value
+NUMBER_RULES: dict[str, tuple] = {
+    "epochs": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "positive"),
+    "val_fraction": (lambda v: 0.0 < v < 1.0, "between 0 and 1"),
+    "workers": (lambda v: v >= 0, ">= 0"),
+    "save_every_steps": (lambda v: v >= 0, ">= 0"),
+    "patience": (lambda v: v >= 1, ">= 1 (or empty: no early stop)"),
+    "drop_rate": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "drop_path_rate": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    **{name: (lambda v: v >= 0, ">= 0") for name in ("weight_decay", "warmup_epochs", "min_lr", "label_smoothing",
+                                                  "mixup_alpha", "cutmix_alpha")},
+    "mix_prob": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "scale_min": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "ema_decay": (lambda v: 0.0 < v < 1.0, "in (0, 1)"),
+    "distill_alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "distill_temperature": (lambda v: v > 0, "positive"),
+}
+
+
 @dataclass
 class TrainRecipe:
     model: str = "mobilevit_xxs"
@@ -83,18 +104,16 @@ class TrainRecipe:
             raise MvkitError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise MvkitError(f"mixed_precision must be no, bf16 or fp16, not {self.mixed_precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise MvkitError("epochs, batch_size and lr must be positive")
+        for name, (allowed, requirement) in NUMBER_RULES.items():
+            value = getattr(self, name)
+            if value is not None and not allowed(value):
+                raise MvkitError(f"{name} must be {requirement}, not {value}")
         if self.img_size is not None and not 16 <= self.img_size <= 4096:
             raise MvkitError(f"img_size must be from 16 to 4096 pixels, not {self.img_size}")
         if self.progressive_from is not None and not 32 <= self.progressive_from <= 4096:
             raise MvkitError(f"progressive_from must be from 32 to 4096 pixels, not {self.progressive_from}")
         if self.img_size is not None:  # else checked once the run knows its size
             check_progressive(self, self.img_size)
-        if not 0.0 < self.val_fraction < 1.0:
-            raise MvkitError(f"val_fraction must be between 0 and 1, not {self.val_fraction}")
-        if self.workers < 0 or self.save_every_steps < 0 or (self.patience is not None and self.patience < 1):
-            raise MvkitError("workers and save_every_steps must be >= 0, patience >= 1 (or empty: no early stop)")
         if self.auto_augment:
             from mvkit.train.batches import train_transform
 
@@ -103,17 +122,8 @@ class TrainRecipe:
             except Exception as exc:  # timm raises assertion, key and value errors for a bad policy string
                 raise MvkitError(f"auto_augment {self.auto_augment!r} is not a timm policy (e.g. rand-m7-mstd0.5-inc1, "
                                  f"augmix-m5-w3, v0): {type(exc).__name__} {exc}") from None
-        if not 0.0 <= self.drop_rate < 1.0 or not 0.0 <= self.drop_path_rate < 1.0:
-            raise MvkitError("drop_rate and drop_path_rate must be in [0, 1)")
-        for name in ("weight_decay", "warmup_epochs", "min_lr", "label_smoothing", "mixup_alpha", "cutmix_alpha"):
-            if getattr(self, name) < 0:
-                raise MvkitError(f"{name} must be >= 0, not {getattr(self, name)}")
-        if not 0.0 <= self.mix_prob <= 1.0 or not 0.0 < self.scale_min <= 1.0 or not 0.0 < self.ema_decay < 1.0:
-            raise MvkitError("mix_prob must be in [0, 1], scale_min in (0, 1], ema_decay in (0, 1)")
         if self.uses_mixing and self.batch_size % 2:
             raise MvkitError(f"MixUp/CutMix need an even batch size, got {self.batch_size}")
-        if not 0.0 <= self.distill_alpha <= 1.0 or self.distill_temperature <= 0:
-            raise MvkitError("distill_alpha must be in [0, 1] and distill_temperature positive")
         return self
 
     @property
