@@ -193,7 +193,7 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "0", "--out", out], tmp_path,
                    "img_size")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--ema", "--ema-decay", "1.5", "--out", out],
-                   tmp_path, "ema_decay in (0, 1)")
+                   tmp_path, "ema_decay must be in (0, 1), not 1.5")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "64", "--progressive-from", "96",
                             "--out", out], tmp_path, "progressive_from 96 px must be below the input size 64 px")
     # without --img-size the size is known only once the photos are scanned: 128 px, their native size
