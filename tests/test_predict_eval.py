@@ -145,3 +145,38 @@ def test_a_long_confusion_matrix_title_stays_inside_the_figure():
     renderer = FigureCanvasAgg(fig).get_renderer()
     title = fig.axes[0].title.get_window_extent(renderer)
     assert 0 <= title.x0 and title.x1 <= fig.bbox.x1 and title.y1 <= fig.bbox.y1, (title, fig.bbox)
+
+
+def test_predict_reads_photos_from_urls_and_names_those_it_cannot(photos, tmp_path):
+    """As `yolo predict source=https://...` does; served here by a real HTTP server on loopback."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "coffee.jpg").write_bytes(photos["coffee"].read_bytes())
+    (tmp_path / "notes.txt").write_text("not a photo")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", f"{base}/coffee.jpg",
+                         f"{base}/missing.jpg", f"{base}/notes.txt", str(photos["chelsea"]), "--json", "-k", "1")
+    finally:
+        server.shutdown()
+    assert [(p["path"], p["top"][0]["label"]) for p in output["predictions"]][0] == (f"{base}/coffee.jpg", "espresso")
+    assert Path(output["predictions"][1]["path"]) == photos["chelsea"]
+    assert [(s["path"], s["reason"]) for s in output["skipped"]] == [
+        (f"{base}/missing.jpg", "download failed: HTTP 404 File not found"),
+        (f"{base}/notes.txt", "not an image Pillow can read (wrong extension or corrupt header)")]
+
+
+def test_predict_refuses_topk_0_and_points_a_video_to_live(photos, tmp_path):
+    result = runner.invoke(app, ["predict", "tf_efficientnet_lite0", "--pretrained", str(photos["coffee"]), "-k", "0"])
+    assert result.exit_code == 2 and "--topk" in result.output  # it printed the paths with no labels
+    (tmp_path / "coffee.jpg").write_bytes(photos["coffee"].read_bytes())
+    (tmp_path / "holiday.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", str(tmp_path / "coffee.jpg"),
+                     str(tmp_path / "holiday.mp4"), "--json", "-k", "1")
+    assert output["skipped"][0]["reason"] == "not an image file extension (.mp4) (a video: mvkit live --source plays it)"

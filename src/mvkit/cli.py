@@ -96,10 +96,10 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 @app.command("predict")
 def predict_command(
     model: str = ArtifactArg,
-    inputs: List[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    inputs: List[str] = typer.Argument(..., help="Photos, folders of photos, or http(s) URLs of photos."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
-    topk: int = typer.Option(5, "--topk", "-k", help="How many labels to show per photo."),
+    topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many labels to show per photo."),
     batch_size: int = typer.Option(16, min=1, help="Photos per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write one row per photo to this .parquet, .csv or .jsonl "

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from mvkit.data.images import is_image_file, list_files, read_photo
+from mvkit.data.images import is_image_file, is_url, list_files, read_photo
 from mvkit.errors import MvkitError
 from mvkit.runtime import Predictor, is_artifact, load_predictor
 from mvkit.runtime.torch_runtime import model_predictor
@@ -21,18 +21,21 @@ def top_k(probabilities, labels: list[str], k: int) -> list[tuple[str, float]]:
 
 @dataclass
 class Prediction:
-    path: Path
+    path: Path | str  # a str for a URL
     top: list[tuple[str, float]]  # (label, probability), most likely first
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "top": [{"label": label, "probability": p} for label, p in self.top]}
 
 
-def collect_inputs(inputs: list[Path], problems: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Photos named directly, plus every image file below named folders (what cannot be listed goes to
-    `problems`)."""
-    files: list[Path] = []
+def collect_inputs(inputs: list[Path | str], problems: list[tuple[Path, str]] | None = None) -> list[Path | str]:
+    """Photos named directly (files, or http(s) URLs kept as strings), plus every image file below named folders
+    (what cannot be listed goes to `problems`)."""
+    files: list[Path | str] = []
     for item in inputs:
+        if is_url(item):
+            files.append(item)
+            continue
         item = Path(item)
         if item.is_dir():
             files += [p for p in list_files(item, problems) if is_image_file(p)]

@@ -166,10 +166,11 @@ def _init_reader(preprocess: dict) -> None:
 
 def read_photo(path: str, transform=None) -> tuple[np.ndarray | None, str | None]:
     """The photo prepared for the model, or (None, why it cannot be read)."""
-    from mvkit.data.images import BadImageError, load_image
+    from mvkit.data.images import BadImageError, download_photo, is_url, load_image
 
     try:
-        return (transform or _transform)(load_image(path)).numpy(), None
+        photo = download_photo(path) if is_url(path) else load_image(path)
+        return (transform or _transform)(photo).numpy(), None
     except BadImageError as exc:
         return None, str(exc)
     except Exception as exc:  # a photo never fails the job

@@ -1,7 +1,7 @@
 """The photos of a batch job, streamed in a fixed order (so a re-run can skip what is done): a folder tree, a glob,
-a CSV manifest (a `path` column, else the first), or a text file of paths, one per line. A manifest's relative paths
-are relative to its folder, as in training manifests (mvkit.data.datasets). Nothing is listed whole: a folder is
-walked one directory at a time, sorted within it."""
+a CSV manifest (a `path` column, else the first), or a text file of paths, one per line. A manifest may name http(s)
+URLs; its relative paths are relative to its folder, as in training manifests (mvkit.data.datasets). Nothing is
+listed whole: a folder is walked one directory at a time, sorted within it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from mvkit.data.images import IMAGE_EXTENSIONS, is_skipped_name
+from mvkit.data.images import IMAGE_EXTENSIONS, is_skipped_name, is_url
 from mvkit.errors import MvkitError
 
 MANIFEST_SUFFIXES = {".csv", ".txt", ".lst"}
@@ -62,7 +62,7 @@ def _walk(folder: Path) -> Iterator[str]:
 
 
 def _from_manifest(manifest: Path, path: str) -> str:
-    return path if os.path.isabs(path) else os.path.join(manifest.parent, path)
+    return path if os.path.isabs(path) or is_url(path) else os.path.join(manifest.parent, path)
 
 
 def _csv_paths(manifest: Path) -> Iterator[str]:

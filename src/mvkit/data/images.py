@@ -19,7 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import numpy as np
 import pillow_heif
@@ -79,9 +79,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def load_image(path: Path | str) -> Image.Image:
-    """Open a photo as upright 8-bit RGB. Raises BadImageError for corrupt, truncated or oversized files."""
-    path = Path(path)
+def load_image(path: Path | str | BinaryIO) -> Image.Image:
+    """Open a photo (a file, or its bytes in a file object) as upright 8-bit RGB. Raises BadImageError for corrupt,
+    truncated or oversized files."""
+    path = path if hasattr(path, "read") else Path(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_PIXELS and twice that; we refuse the whole range.
@@ -229,10 +230,44 @@ def size_from_copy(copy: Path) -> tuple[int, int] | None:
         return None  # a damaged copy: the photo is decoded as if there were none
 
 
-def read_photo(path: Path) -> tuple[Image.Image | None, str | None]:
-    """(the photo, None), or (None, why it cannot be used): what the scan decides about one file."""
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"}
+MAX_DOWNLOAD_BYTES = 50 * 2**20  # a photo, not a video or a disk image
+
+
+def is_url(item: object) -> bool:
+    return isinstance(item, str) and item.lower().startswith(("http://", "https://"))
+
+
+def download_photo(url: str, timeout_s: float = 30.0) -> Image.Image:
+    """A photo at an http(s) URL, as load_image gives it (urllib: nothing to install). Raises BadImageError with
+    what went wrong: the HTTP status, the network error, or the photo's own problem."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"User-Agent": "mvkit"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise BadImageError(f"download failed: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BadImageError(f"download failed: {getattr(exc, 'reason', exc)}") from exc
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise BadImageError(f"download refused: over {MAX_DOWNLOAD_BYTES // 2**20} MB, too large for a photo")
+    return load_image(io.BytesIO(data))
+
+
+def read_photo(path: Path | str) -> tuple[Image.Image | None, str | None]:
+    """(the photo, None), or (None, why it cannot be used): what the scan decides about one file or URL."""
+    if is_url(path):
+        try:
+            return download_photo(path), None
+        except BadImageError as exc:
+            return None, str(exc)
     if not is_image_file(path):
-        return None, f"not an image file extension ({path.suffix or 'none'})"
+        video = " (a video: mvkit live --source plays it)" if path.suffix.lower() in VIDEO_EXTENSIONS else ""
+        return None, f"not an image file extension ({path.suffix or 'none'}){video}"
     try:
         return load_image(path), None
     except BadImageError as exc:
