@@ -66,9 +66,17 @@ def test_a_bad_train_option_is_one_error_line_before_any_work(tmp_path):
     assert not out.exists()  # checked before the data is read or a folder is made
 
 
-def test_models_json_and_scan_exit_codes(tmp_path):
+def test_models_json_and_scan_exit_codes(tmp_path, photos, capsys):
     rows = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert {"name", "params_m", "gmacs", "input_size", "mean", "std", "weights"} <= set(rows[0])
+    (tmp_path / "README.txt").write_text("where these photos come from")
+    from mvkit.cli import run
+
+    assert run(["scan", str(tmp_path)]) == 2
+    assert "holds no photos, only other files (README.txt)" in capsys.readouterr().err
+    (tmp_path / "coffee.jpg").write_bytes(photos["coffee"].read_bytes())
+    result = runner.invoke(app, ["scan", str(tmp_path), "--json"])  # a README beside the photos is no failure
+    assert result.exit_code == 0 and json.loads(result.stdout)["not_photos"][0].endswith("README.txt")
     (tmp_path / "a.jpg").write_text("not a photo")
     result = runner.invoke(app, ["scan", str(tmp_path), "--json"])
     assert result.exit_code == 1 and json.loads(result.stdout)["bad"][0]["path"].endswith("a.jpg")

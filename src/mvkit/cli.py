@@ -221,7 +221,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import SizeSummary, find_duplicates, list_files, scan_images
+    from mvkit.data.images import SizeSummary, find_duplicates, is_image_file, list_files, scan_images
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")
@@ -231,15 +231,22 @@ def scan_command(
         raise MvkitError(f"{data} holds no files to check")
     with progress_bars() as start:
         report = scan_images(files, on_progress=start("checking photos", len(files)))
-    report.bad = unlisted + report.bad
+    # a README or a video beside the photos is no damaged photo: named, but not a failed scan
+    others = [(p, r) for p, r in report.bad if not is_image_file(p)]
+    report.bad = unlisted + [(p, r) for p, r in report.bad if is_image_file(p)]
+    if not report.good and not report.bad:
+        raise MvkitError(f"{data} holds no photos, only other files ({', '.join(p.name for p, _ in others[:3])})")
     sizes = SizeSummary.of(report.sizes)
     duplicates = find_duplicates(report.good)
     if as_json:
         print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad],
-                    "sizes": asdict(sizes) if sizes else None,
+                    "not_photos": [str(p) for p, _ in others], "sizes": asdict(sizes) if sizes else None,
                     "duplicates": [[str(p) for p in group] for group in duplicates]})
     else:
         console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
+        if others:
+            console.print(f"{len(others)} file(s) not photos, which train and predict pass over: "
+                          + ", ".join(str(p) for p, _ in others[:5]) + (", ..." if len(others) > 5 else ""))
         if sizes:
             console.print(f"sizes: {sizes.describe()}")
         if duplicates:
