@@ -1,7 +1,7 @@
 """The main job on the built-in data: what `mvkit demo` runs, start to end, with real weights and photos.
 
 1. ImageNet predictions of the pretrained EfficientNet-Lite0 on two sample photos.
-2. Fine-tune of that backbone on builtin:fashion with the default `finetune` preset (its native 64 px, fewer
+2. Fine-tune of that backbone on builtin:fashion with the default `finetune` preset (at 64 px, the smallest mvkit trains at, for 28 px photos; fewer
    epochs than the preset's 15, so MixUp/CutMix scale down with them); the best epoch saved as an mvkit checkpoint.
 3. The checkpoint reloaded from disk predicts a few val images saved as PNG files.
 4. Evaluation on builtin:fashion val: top-1, top-5, per class, confusion matrix PNG.

@@ -226,8 +226,11 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     if native is not None:  # recipe.yaml records the size, so a resumed run keeps it
         set_preprocess(model, size=native)
         recipe = replace(recipe, img_size=native)
-        ui.log(f"input {native} px, the photos' native size ({data.photo_sizes.describe()}), not the model's "
-               f"{model_size} px; --img-size chooses another")
+        # the photos' size to the nearest 32 px, or mvkit's smallest (64) for smaller photos
+        why = "the photos' native size" if native - data.photo_sizes.short_side_median < 32 else \
+            "the smallest size mvkit trains at, near the photos' size"
+        ui.log(f"input {native} px, {why} ({data.photo_sizes.describe()}), not the model's {model_size} px; "
+               "--img-size chooses another")
     teacher = _build_teacher(recipe, data.classes)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
