@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -100,6 +101,24 @@ def lite0():
     from mvkit.models import create_model
 
     return create_model("tf_efficientnet_lite0", pretrained=True)
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):
+    """A real HTTP server on loopback serving `folder`; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def probe_checkpoint(data: Path, size: int, path: Path) -> Path:

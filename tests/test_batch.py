@@ -225,22 +225,13 @@ def test_manifest_paths_are_relative_to_the_manifest_as_in_training(model, libra
 
 def test_a_manifest_of_urls_is_predicted_row_by_row(model, library, tmp_path):
     """Photos on a web server (a real one, on loopback), named in a .txt list beside local paths."""
-    import functools
-    import http.server
-    import threading
+    from conftest import serve_folder
 
     photos = sorted((library / "daisy").glob("*.jpg"))[:3]
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(library / "daisy"))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    urls = [f"{base}/{photos[0].name}", f"{base}/{photos[1].name}", f"{base}/gone.jpg"]
-    (tmp_path / "list.txt").write_text("\n".join([*urls, str(photos[2])]) + "\n")
-    try:
+    with serve_folder(library / "daisy") as base:
+        urls = [f"{base}/{photos[0].name}", f"{base}/{photos[1].name}", f"{base}/gone.jpg"]
+        (tmp_path / "list.txt").write_text("\n".join([*urls, str(photos[2])]) + "\n")
         predict_to_file(model, str(tmp_path / "list.txt"), tmp_path / "p.jsonl", workers=1, topk=1)
-    finally:
-        server.shutdown()
     rows = read_rows(tmp_path / "p.jsonl")
     assert [row["path"] for row in rows] == [*urls, str(photos[2])]
     assert [row["error"] for row in rows] == [None, None, "download failed: HTTP 404 File not found", None]

@@ -11,7 +11,7 @@ from mvkit.cli import app
 from mvkit.data import load_data
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate
-from conftest import probe_checkpoint
+from conftest import probe_checkpoint, serve_folder
 
 runner = CliRunner()
 
@@ -149,22 +149,11 @@ def test_a_long_confusion_matrix_title_stays_inside_the_figure():
 
 def test_predict_reads_photos_from_urls_and_names_those_it_cannot(photos, tmp_path):
     """As `yolo predict source=https://...` does; served here by a real HTTP server on loopback."""
-    import functools
-    import http.server
-    import threading
-
     (tmp_path / "coffee.jpg").write_bytes(photos["coffee"].read_bytes())
     (tmp_path / "notes.txt").write_text("not a photo")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_folder(tmp_path) as base:
         output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", f"{base}/coffee.jpg",
                          f"{base}/missing.jpg", f"{base}/notes.txt", str(photos["chelsea"]), "--json", "-k", "1")
-    finally:
-        server.shutdown()
     assert [(p["path"], p["top"][0]["label"]) for p in output["predictions"]][0] == (f"{base}/coffee.jpg", "espresso")
     assert Path(output["predictions"][1]["path"]) == photos["chelsea"]
     assert [(s["path"], s["reason"]) for s in output["skipped"]] == [
