@@ -502,6 +502,9 @@ def test_live_refuses_bad_input_before_any_work(onnx_model, clip, tmp_path, caps
         assert cli_run(["live", str(onnx_model), "--source", str(clip), "--serve", f"127.0.0.1:{port}",
                         "--out", str(out)]) == 2
         assert "cannot listen there" in capsys.readouterr().err
+    # a container H.264 cannot go in: it used to fail with PyAV's traceback at the first frame
+    assert cli_run(["live", str(onnx_model), "--source", str(clip), "--out", str(tmp_path / "clip.gif")]) == 2
+    assert "--out" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "a refused run leaves no file"
 
 

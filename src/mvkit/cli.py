@@ -659,7 +659,7 @@ def live_command(
     source: str = typer.Option(..., "--source", "-s", help="A camera index (0), a video file, a stream URL "
                                "(rtsp://, http:// MJPEG, HLS) or a folder of photos (played as frames)."),
     fps: float = typer.Option(15.0, help="Target inference rate; sooner frames are dropped (the guide's frame interval)."),
-    out: Optional[Path] = typer.Option(None, help="Annotated video of the processed frames (.mp4, .mkv, .avi)."),
+    out: Optional[Path] = typer.Option(None, help="Annotated video of the processed frames (.mp4, .mkv, .mov, .avi)."),
     metrics: Optional[Path] = typer.Option(None, help="Write the run's metrics here (JSON)."),
     duration: Optional[float] = typer.Option(None, help="Stop after this many seconds."),
     frames: Optional[int] = typer.Option(None, help="Stop after this many results."),

@@ -59,6 +59,10 @@ def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps
         raise MvkitError("--frames must be at least 1")
     if live_options.duration_s is not None and live_options.duration_s <= 0:
         raise MvkitError("--duration must be positive")
+    if live_options.out is not None:
+        from mvkit.live.overlay import check_video_out
+
+        check_video_out(live_options.out)
     if live_options.metrics_path is not None:
         from mvkit.files import check_writable
 

@@ -47,15 +47,24 @@ def annotate(image: Image.Image, label: str, confidence: float, fps: float | Non
     return picture
 
 
+VIDEO_OUT_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers that take H.264 or MPEG-4 part 2
+
+
+def check_video_out(path: Path) -> None:
+    if Path(path).suffix.lower() not in VIDEO_OUT_SUFFIXES:
+        raise MvkitError(f"--out {path}: write a video file, {', '.join(VIDEO_OUT_SUFFIXES)}")
+
+
 class VideoWriter:
-    """H.264 (libx264) when FFmpeg has it, else MPEG-4 part 2, in whatever container the suffix names (.mp4, .mkv,
-    .avi). Frames must all have the size of the first. `close` flushes the encoder and writes the index, so a run
+    """H.264 (libx264) when FFmpeg has it, else MPEG-4 part 2, in the container the suffix names (.mp4, .mkv,
+    .mov, .avi). Frames must all have the size of the first. `close` flushes the encoder and writes the index, so a run
     stopped by Ctrl-C or SIGTERM still leaves a playable file."""
 
     def __init__(self, path: Path, fps: float):
         require_extra("live", ["av"], "writing video")
         import av
 
+        check_video_out(path)
         self.path = Path(path)
         self.fps = max(1, round(fps))
         # written beside the target and renamed by close(): a run that fails before its first frame leaves nothing
@@ -64,7 +73,7 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.partial), mode="w")
         except (av.error.FFmpegError, ValueError) as exc:
-            raise MvkitError(f"--out {path}: cannot write a video there ({exc}); use .mp4, .mkv or .avi") from exc
+            raise MvkitError(f"--out {path}: cannot write a video there ({exc})") from exc
         self.codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         self._stream = None
         self.frames = 0
