@@ -118,6 +118,13 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     int8 = reports["fashion_lite0.int8.onnx"]
     assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 85.2% (500 photos)
     assert "| fashion_lite0.int8.onnx | onnx | " in result["bench_table"]
+    # each verify line's verdict is its bench row's status: one rule (an int8 file in its budget was
+    # "below 99%" in one place and shipped in the other)
+    statuses = {Path(row["artifact"]).name: row["status"] for row in
+                json.loads((tmp_path / "bench.json").read_text())}
+    for name, status in statuses.items():
+        verdict = re.search(rf"^verify {re.escape(name)}: .* - (.*)$", shown.stdout, flags=re.M).group(1)
+        assert verdict == "PASS" if status == "verified" else verdict.startswith(f"{status}: top-1 "), (name, verdict)
     report = (tmp_path / "report.html").read_text()  # the demo ends with its report
     assert f"report: {tmp_path / 'report.html'}" in shown.stdout
     assert "Evaluation: " in report and "Benchmark: " in report and "data:image/png;base64" in report
