@@ -137,3 +137,14 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     if importlib.util.find_spec("coremltools"):
         coreml = reports["fashion_lite0.mlpackage"]  # fp16, numbers from the interpreter off macOS
         assert coreml["problems"] == [] and coreml["agreement"] >= 0.99
+
+
+def test_output_piped_into_head_ends_quietly(flowers, flowers_checkpoint):
+    """`mvkit predict ... | head` closes the pipe early: that used to print two screens of BrokenPipeError."""
+    job = subprocess.Popen([sys.executable, "-m", "mvkit.cli", "predict", str(flowers_checkpoint),
+                            str(flowers / "rose"), "-k", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = job.stdout.readline()
+    job.stdout.close()  # as head does after its lines
+    _, err = job.communicate(timeout=300)
+    assert first.strip().endswith(b".jpg")
+    assert job.returncode == 1 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -810,15 +811,27 @@ def main(argv: list[str] | None = None) -> None:
     argv = (sys.argv[1:] if argv is None else argv) or ["--help"]
     verbose = any(arg in ("-v", "--verbose") for arg in argv)
     quiet = not verbose and "--help" not in argv  # typer prints help on sys.stdout
-    with third_party_to_log([console, error_console], _command_name(argv), not quiet) as log_file:
-        handler = logging.FileHandler(log_file) if log_file else None
-        route_logging(error_console, verbose, handler)
-        try:
-            code = run(argv)
-        finally:
-            if handler:
-                handler.close()
+    try:
+        with third_party_to_log([console, error_console], _command_name(argv), not quiet) as log_file:
+            handler = logging.FileHandler(log_file) if log_file else None
+            route_logging(error_console, verbose, handler)
+            try:
+                code = run(argv)
+            finally:
+                if handler:
+                    handler.close()
+    except BrokenPipeError:  # the reader went away (mvkit predict ... | head): stop quietly, as other tools do
+        code = 1
+    _stdout_to_devnull_if_closed()
     sys.exit(code)
+
+
+def _stdout_to_devnull_if_closed() -> None:
+    """After a closed pipe, Python's own flush at exit would print a BrokenPipeError."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ sys.stdout/sys.stderr; mvkit's consoles write to duplicates of the original desc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -77,5 +78,6 @@ def third_party_to_log(consoles: list[Console], command: str, verbose: bool) -> 
         for console, previous in zip(consoles, previous_files):
             console.file = previous
         for terminal in terminals:
-            terminal.close()
+            with contextlib.suppress(BrokenPipeError):  # the reader went away (mvkit ... | head)
+                terminal.close()
         log.close()
