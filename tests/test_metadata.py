@@ -158,3 +158,26 @@ def test_quantized_files_describe_themselves_too(flowers_checkpoint, flowers_sub
         assert described.extra["quantization"] == made.extra["quantization"]
         assert described.extra == json.loads(json.dumps(made.extra, default=str))
         assert np.allclose(described.preprocess.mean, source.preprocess.mean)
+
+
+def test_a_checkpoint_copied_without_its_sidecar_still_loads(flowers_checkpoint, flowers_subset, tmp_path):
+    """Its safetensors header carries mvkit's record, as every exported file does."""
+    from safetensors.torch import save_file
+
+    from mvkit.errors import MvkitError
+    from mvkit.models import labels_of, load_model, preprocess_of
+    from mvkit.predict import predict_files
+
+    alone = tmp_path / "flowers.safetensors"
+    shutil.copy(flowers_checkpoint, alone)
+    with_sidecar = load_model(flowers_checkpoint)
+    model = load_model(alone)
+    assert labels_of(model) == labels_of(with_sidecar) and preprocess_of(model) == preprocess_of(with_sidecar)
+    photos = sorted((flowers_subset / "tulip").glob("*.jpg"))[:4]
+    assert [p.top for p in predict_files(model, photos)[0]] == [p.top for p in predict_files(with_sidecar, photos)[0]]
+    shown = subprocess.run([*CLI, "inspect", str(alone)], capture_output=True, text=True)
+    assert "labels        5: daisy; dandelion; rose; sunflower; tulip  (from file)" in shown.stdout, shown.stdout
+    raw = tmp_path / "raw.safetensors"  # a timm state dict: no record, so mvkit cannot know its labels
+    save_file({name: tensor.contiguous() for name, tensor in with_sidecar.state_dict().items()}, str(raw))
+    with pytest.raises(MvkitError, match="--weights"):
+        load_model(raw)

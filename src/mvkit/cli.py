@@ -491,8 +491,10 @@ def inspect_command(
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         console.print(f"  {key:13s} {escape(str(value))}  [dim](from {' and '.join(shown['from'])})[/dim]", markup=True)
     if not facts["described_by_file"] and facts["has_sidecar"]:
+        again = "save it again (checkpoints of this mvkit carry it)" if facts["format"] == "safetensors" else \
+            "export it again"
         console.print("  [yellow]the file carries no mvkit metadata: only its sidecar describes it; "
-                      "export it again to embed it[/yellow]", markup=True)
+                      f"{again} to embed it[/yellow]", markup=True)
     elif not facts["described_by_file"]:
         console.print("  [yellow]neither the file nor a sidecar says which model, labels and preprocessing it holds, "
                       "so mvkit cannot run it; make it with `mvkit export`[/yellow]", markup=True)

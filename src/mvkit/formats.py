@@ -115,7 +115,7 @@ CALIBRATION = Option("calibration", "percentile", "--calibration", ("percentile"
 FORMATS: dict[str, Format] = {
     "safetensors": Format(
         "safetensors", ".safetensors", "PyTorch eager", "mvkit.runtime.torch_runtime:checkpoint_predictor",
-        ("safetensors",), input_sizes="any"),
+        ("safetensors",), input_sizes="any", inspect="mvkit.models.checkpoint:inspect_safetensors"),
     "coreml": Format(
         "coreml", ".mlpackage", "Core ML (macOS/iOS); elsewhere mvkit's MIL interpreter",
         "mvkit.runtime.coreml_runtime:CoreMLPredictor", ("numpy",), extra="coreml",

@@ -1,4 +1,5 @@
-"""mvkit checkpoints: safetensors weights plus the Artifact sidecar (model name, labels, Preprocess)."""
+"""mvkit checkpoints: safetensors weights plus the Artifact sidecar (model name, labels, Preprocess). The file's
+header also carries mvkit's record (mvkit.metadata), so a checkpoint copied without its sidecar still loads."""
 
 from __future__ import annotations
 
@@ -17,15 +18,36 @@ from mvkit.models.zoo import architecture_of, create_model, labels_of, preproces
 
 def save_checkpoint(model: nn.Module, path: Path | str, metrics: dict[str, Any] | None = None,
                     source: str | None = None, extra: dict[str, Any] | None = None) -> Artifact:
-    """Write weights atomically (temp file + rename) and then the sidecar."""
+    """Write weights atomically (temp file + rename), with mvkit's record in the safetensors header, then the
+    sidecar."""
+    from mvkit.metadata import record_of
+
     path = Path(path)
-    with atomic_output(path) as partial:
-        save_safetensors(model, str(partial), metadata={"architecture": architecture_of(model)})
     artifact = Artifact(path=path, format="safetensors", model_name=architecture_of(model),
                         labels=labels_of(model), preprocess=preprocess_of(model), source=source,
                         metrics=metrics or {}, extra=extra or {})
+    with atomic_output(path) as partial:
+        save_safetensors(model, str(partial), metadata=record_of(artifact))
     artifact.save()
     return artifact
+
+
+def inspect_safetensors(path: Path):
+    """The format table's reader: the mvkit record in the header (none in raw weights or older checkpoints)."""
+    from safetensors import safe_open
+
+    from mvkit.metadata import FileFacts
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    return FileFacts(header if "mvkit_schema" in header else {})
+
+
+def describes_itself(path: Path) -> bool:
+    """An mvkit checkpoint without its sidecar: its header holds the record."""
+    from mvkit.metadata import load_from_file
+
+    return path.suffix == ".safetensors" and load_from_file(path) is not None
 
 
 def load_checkpoint(path: Path | str) -> nn.Module:
@@ -54,7 +76,7 @@ def load_model(spec: str | Path, pretrained: bool = False, weights: Path | str |
     """MODEL as the CLI takes it: an mvkit checkpoint file, or a zoo/timm name (+ --pretrained/--weights).
     require_weights: refuse a model name without weights (its random answers would look like real ones)."""
     path = Path(spec)
-    if path.exists() and sidecar_path(path).exists():
+    if path.is_file() and (sidecar_path(path).exists() or describes_itself(path)):
         return load_checkpoint(path)
     if path.exists() and path.is_file():
         raise MvkitError(f"{path} is a file but has no mvkit sidecar; to load raw weights use a model name "
