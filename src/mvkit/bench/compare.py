@@ -136,7 +136,8 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
         "batch_size": trained.recipe.batch_size,  # the budget's, or all the training photos when fewer
         # the model as trained (its head has DATA's classes), at the budget's input size
         "params_m": round(params / 1e6, 3), "gmacs": round(macs / 1e9, 4), "input_size": size,
-        "val_top1": trained.val_top1, "train_images_per_second": round(trained.train_images_per_second, 1),
+        "val_top1": trained.val_top1, "val_photos": len(splits.val),
+        "train_images_per_second": round(trained.train_images_per_second, 1),
         "checkpoint": str(checkpoint),
         "published_imagenet_top1": published[0] if published else None,
         "published_source": published[1] if published else None,
@@ -223,6 +224,7 @@ def table_rows(results: list[dict]) -> list[dict]:
             "gmacs": result["gmacs"], "input_size": result["input_size"],
             "batch_size": result.get("batch_size", result["budget"]["batch_size"]),  # older results lack it
             "val_top1": round(result["val_top1"], 4),
+            "val_photos": result.get("val_photos"),  # older results lack it
             "eager p50 ms": round(eager["latency_p50_ms"], 2) if eager and eager["latency_p50_ms"] else None,
             **latency,
             "fastest": f"{fastest['format']} {fastest['precision']}" if fastest else None,
@@ -253,7 +255,8 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
     lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch "
              f"{'/'.join(map(str, batches))}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
-             f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos.", "",
+             f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos."
+             + _few_photos_note(rows), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         published = f"{row['published_imagenet_top1']}% ({row['published_source']})" \
@@ -264,6 +267,15 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
                  published]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _few_photos_note(rows: list[dict]) -> str:
+    """Under 100 val photos one photo moves top-1 by over a point: the table says so beside its accuracies."""
+    counts = [row["val_photos"] for row in rows if row.get("val_photos")]
+    if not counts or min(counts) >= 100:
+        return ""
+    return (f" Only {min(counts)} val photos: one photo moves a top-1 by {100 / min(counts):.1f} points, so "
+            "differences that small are noise.")
 
 
 def to_csv(rows: list[dict]) -> str:
