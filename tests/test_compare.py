@@ -40,7 +40,7 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     markdown = (out / "compare.md").read_text()
     assert "published, not measured" in markdown and "from scratch" in markdown and "px, batch 32;" in markdown
     assert f"{lite0['onnx fp32 p50 ms']:.2f}" in markdown
-    assert lite0["val_photos"] == 15 and "Only 15 val photos: one photo moves a top-1 by 6.7 points" in markdown
+    assert lite0["val_photos"] == 15 and "only 15 photos: one photo moves a top-1 by 6.7 points (val)" in markdown
     assert Image.open(out / "pareto.png").size[0] > 300
     assert "<svg" in (out / "pareto.svg").read_text()[:500]
 

@@ -87,6 +87,16 @@ def test_eval_cli_on_real_flowers(flowers_manifest, flowers_checkpoint, tmp_path
     assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
 
 
+def test_eval_on_few_photos_says_how_much_one_photo_moves_it(flowers_manifest, flowers_subset, flowers_checkpoint,
+                                                              tmp_path):
+    few = runner.invoke(app, ["eval", str(flowers_checkpoint), str(flowers_subset), "--out", str(tmp_path / "few")],
+                        terminal_width=200)
+    assert few.exit_code == 0 and "note: only 15 photos: one photo moves a top-1 by 6.7 points" in few.output
+    enough = runner.invoke(app, ["eval", str(flowers_checkpoint), str(flowers_manifest), "--out",
+                                 str(tmp_path / "enough")], terminal_width=200)
+    assert enough.exit_code == 0 and "note:" not in enough.output  # 100 photos
+
+
 def test_eval_takes_an_exported_file_and_runs_it_in_its_runtime(flowers_checkpoint, flowers_manifest, tmp_path):
     """As Ultralytics' val does: the checkpoint's figures, from ONNX Runtime."""
     from mvkit.export import export

@@ -184,7 +184,7 @@ def eval_command(
     """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
     from mvkit.data import load_data
     from mvkit.data.datasets import combined
-    from mvkit.evaluate import evaluate, plot_confusion
+    from mvkit.evaluate import evaluate, few_photos_note, plot_confusion
     from mvkit.models import load_model
     from mvkit.runtime import is_artifact, load_predictor
 
@@ -213,6 +213,8 @@ def eval_command(
         table.add_row(name, f"{accuracy:.1%}")
     console.print(table)
     console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}", markup=True)
+    if note := few_photos_note(result.count):
+        console.print(f"note: {note}; evaluate on more photos")
     console.print(f"wrote {out / 'metrics.json'} and {png}")
 
 

@@ -82,6 +82,13 @@ def evaluate(
                       classes=list(dataset.classes), confusion=confusion)
 
 
+def few_photos_note(count: int, enough: int = 100) -> str | None:
+    """Below `enough` photos one photo moves a top-1 by over a point: what a reader of the number should know."""
+    if count >= enough:
+        return None
+    return f"only {count} photos: one photo moves a top-1 by {100 / max(count, 1):.1f} points"
+
+
 def plot_confusion(result: EvalResult, path: Path, title: str = "Confusion matrix") -> Path:
     """Row-normalised confusion matrix as a PNG; counts written in the cells for up to 20 classes."""
     fig = confusion_figure(result, title)

@@ -270,12 +270,12 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
 
 
 def _few_photos_note(rows: list[dict]) -> str:
-    """Under 100 val photos one photo moves top-1 by over a point: the table says so beside its accuracies."""
+    """The table says so beside its accuracies when the val photos are too few to rank models by them."""
+    from mvkit.evaluate import few_photos_note
+
     counts = [row["val_photos"] for row in rows if row.get("val_photos")]
-    if not counts or min(counts) >= 100:
-        return ""
-    return (f" Only {min(counts)} val photos: one photo moves a top-1 by {100 / min(counts):.1f} points, so "
-            "differences that small are noise.")
+    note = few_photos_note(min(counts)) if counts else None
+    return f" Note: {note} (val), so differences that small are noise." if note else ""
 
 
 def to_csv(rows: list[dict]) -> str:
