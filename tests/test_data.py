@@ -318,3 +318,26 @@ def test_a_source_recorded_relative_to_the_sidecar_reads_back_without_dot_dots(t
     assert Artifact.load(Path("exports/phone/best.onnx")).resolved_source() == "runs/a/best.safetensors"
     monkeypatch.chdir(tmp_path / "exports")
     assert Artifact.load(Path("phone/best.onnx")).resolved_source() == str(checkpoint.resolve())
+
+
+def test_scan_finds_a_photo_resized_re_saved_or_recoloured_under_other_names(flowers_subset, tmp_path):
+    """Byte-identical copies were all scan found; a copy saved again by a phone or an editor leaks into val just
+    the same."""
+    from PIL import Image, ImageEnhance
+    from typer.testing import CliRunner
+
+    from mvkit.cli import app
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    originals = [sorted((flowers_subset / name).glob("*.jpg"))[3] for name in
+                 ("daisy", "dandelion", "rose", "sunflower", "tulip")]
+    for photo in originals:
+        shutil.copy(photo, root / photo.name)
+    rose = Image.open(originals[2]).convert("RGB")
+    rose.resize((96, 96)).save(root / "rose_small.jpg", quality=70)
+    ImageEnhance.Brightness(rose).enhance(1.08).save(root / "rose_brighter.png")
+    scanned = json.loads(CliRunner().invoke(app, ["scan", str(root), "--json"]).stdout)
+    assert scanned["duplicates"] == []
+    assert [[Path(p).name for p in group] for group in scanned["near_duplicates"]] == \
+        [sorted([originals[2].name, "rose_brighter.png", "rose_small.jpg"])]

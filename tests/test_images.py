@@ -1,6 +1,8 @@
 import io
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 import skimage.data
@@ -197,3 +199,30 @@ def test_a_photo_cache_that_cannot_be_written_costs_nothing_but_speed(tmp_path, 
     assert not splits.skipped and len(splits.train) + len(splits.val) == 2
     assert splits.train.image(0).size == (1024, 768)  # read whole, as without a cache
     assert sorted(p.name for p in tmp_path.rglob("*.partial")) == []
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=30),
+       st.lists(st.tuples(st.integers(0, 29), st.integers(0, 63), st.integers(0, 63)), max_size=20))
+def test_near_duplicate_bands_find_every_pair_that_brute_force_finds(values, near_copies):
+    """The bucketed search may compare fewer pairs, never miss one: hashes within 2 bits share a band exactly."""
+    from mvkit.data.images import find_near_duplicates
+
+    hashes = list(values)
+    for source, bit, other_bit in near_copies:  # copies of some hashes with one or two bits flipped
+        hashes.append(hashes[source % len(values)] ^ (1 << bit) ^ (1 << other_bit))
+    fingerprints = {Path(f"{i:03d}.jpg"): value for i, value in enumerate(hashes)}
+    parent = {path: path for path in fingerprints}
+
+    def root(path):
+        while parent[path] != path:
+            path = parent[path]
+        return path
+
+    for first in fingerprints:  # every pair, the slow way
+        for second in fingerprints:
+            if first < second and (fingerprints[first] ^ fingerprints[second]).bit_count() <= 2:
+                parent[root(first)] = root(second)
+    groups = {}
+    for path in fingerprints:
+        groups.setdefault(root(path), []).append(path)
+    assert find_near_duplicates(fingerprints) == sorted(sorted(g) for g in groups.values() if len(g) > 1)

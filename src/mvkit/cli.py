@@ -224,7 +224,8 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import SizeSummary, find_duplicates, is_image_file, list_files, scan_images
+    from mvkit.data.images import (SizeSummary, find_duplicates, find_near_duplicates, is_image_file, list_files,
+                                   scan_images)
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")
@@ -233,7 +234,7 @@ def scan_command(
     if not files and not unlisted:
         raise MvkitError(f"{data} holds no files to check")
     with progress_bars() as start:
-        report = scan_images(files, on_progress=start("checking photos", len(files)))
+        report = scan_images(files, on_progress=start("checking photos", len(files)), fingerprints=True)
     # a README or a video beside the photos is no damaged photo: named, but not a failed scan
     others = [(p, r) for p, r in report.bad if not is_image_file(p)]
     report.bad = unlisted + [(p, r) for p, r in report.bad if is_image_file(p)]
@@ -241,10 +242,13 @@ def scan_command(
         raise MvkitError(f"{data} holds no photos, only other files ({', '.join(p.name for p, _ in others[:3])})")
     sizes = SizeSummary.of(report.sizes)
     duplicates = find_duplicates(report.good)
+    near = [group for group in find_near_duplicates(report.fingerprints)  # beyond the identical copies
+            if not any(set(group) <= set(same) for same in duplicates)]
     if as_json:
         print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad],
                     "not_photos": [str(p) for p, _ in others], "sizes": asdict(sizes) if sizes else None,
-                    "duplicates": [[str(p) for p in group] for group in duplicates]})
+                    "duplicates": [[str(p) for p in group] for group in duplicates],
+                    "near_duplicates": [[str(p) for p in group] for group in near]})
     else:
         console.print(f"{len(report.good)} photos ok, {len(report.bad)} bad")
         if others:
@@ -257,6 +261,11 @@ def scan_command(
                           "two classes mean a wrong label):")
             for group in duplicates:
                 console.print("  " + " = ".join(map(str, group)))
+        if near:
+            console.print(f"{len(near)} group(s) of near-identical photos (resized, re-saved or recoloured copies; "
+                          "look at them, and keep one of each out of val):")
+            for group in near:
+                console.print("  " + " ~ ".join(map(str, group)))
         _report_skipped(report.bad)
     if report.bad:
         raise typer.Exit(1)

@@ -117,6 +117,7 @@ class ScanReport:
     good: list[Path] = field(default_factory=list)
     bad: list[tuple[Path, str]] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each good photo, upright
+    fingerprints: dict[Path, int] = field(default_factory=dict)  # with scan_images(fingerprints=True)
 
     def summary(self) -> str:
         lines = [f"{len(self.good)} images ok, {len(self.bad)} skipped"]
@@ -274,17 +275,26 @@ def read_photo(path: Path | str) -> tuple[Image.Image | None, str | None]:
         return None, str(exc)
 
 
-def _check(path: Path, keep_copy: bool = False) -> tuple[str | None, tuple[int, int] | None]:
+def _check(path: Path, keep_copy: bool = False,
+           fingerprint: bool = False) -> tuple[str | None, tuple[int, int] | None, int | None]:
     copy = cached_copy(path) if keep_copy and is_image_file(path) else None
     known = size_from_copy(copy) if copy else None
-    if known:
-        return None, known
+    if known and not fingerprint:
+        return None, known, None
     image, problem = read_photo(path)
     if image is None:
-        return problem, None
+        return problem, None, None
     if copy:
         keep_small_copy(copy, image)
-    return None, image.size
+    return None, image.size, difference_hash(image) if fingerprint else None
+
+
+def difference_hash(image: Image.Image) -> int:
+    """The photo's 64-bit difference hash (imagehash.dhash: brightness gradients of a 9x8 grey thumbnail), which
+    resizing, re-encoding and small colour changes move by a few bits at most."""
+    import imagehash
+
+    return int(str(imagehash.dhash(image)), 16)
 
 
 def scan_images(
@@ -292,6 +302,7 @@ def scan_images(
     workers: int = 4,
     on_progress: Callable[[int], None] | None = None,
     keep_copies: bool = False,
+    fingerprints: bool = False,
 ) -> ScanReport:
     """Decode every file once (threads: Pillow releases the GIL while decoding); sort good from bad. With
     `keep_copies`, large photos are also kept small for the reads that follow (load_photo), and a photo kept
@@ -299,16 +310,48 @@ def scan_images(
     paths = list(paths)
     report = ScanReport()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, (problem, size) in zip(paths, pool.map(lambda path: _check(path, keep_copies), paths)):
+        for path, (problem, size, fingerprint) in zip(
+                paths, pool.map(lambda path: _check(path, keep_copies, fingerprints), paths)):
             if problem is None:
                 report.good.append(path)
                 report.sizes.append(size)
+                if fingerprint is not None:
+                    report.fingerprints[path] = fingerprint
             else:
                 report.bad.append((path, problem))
                 log.info("skipping %s: %s", path, problem)  # callers list them
             if on_progress:
                 on_progress(1)
     return report
+
+
+def find_near_duplicates(fingerprints: dict[Path, int], max_bits: int = 2) -> list[list[Path]]:
+    """Groups of photos whose difference hashes differ in at most `max_bits` bits: one photo resized, re-saved or
+    recoloured (on flowers128, 2 bits finds re-saved and greyscale copies). Two hashes that close agree exactly on
+    one of max_bits + 1 bands of the 64 bits (pigeonhole), so pairs are only compared within a band's bucket, not
+    all against all. imagehash computes the hashes; it has no search."""
+    bands = max_bits + 1
+    width = -(-64 // bands)
+    buckets: dict[tuple[int, int], list[Path]] = {}
+    for path, value in fingerprints.items():
+        for band in range(bands):
+            buckets.setdefault((band, (value >> (band * width)) & ((1 << width) - 1)), []).append(path)
+    parent = {path: path for path in fingerprints}  # union-find: near copies of near copies are one group
+
+    def root(path: Path) -> Path:
+        while parent[path] != path:
+            parent[path] = path = parent[parent[path]]
+        return path
+
+    for members in buckets.values():
+        for i, first in enumerate(members):
+            for second in members[i + 1:]:
+                if (fingerprints[first] ^ fingerprints[second]).bit_count() <= max_bits:
+                    parent[root(first)] = root(second)
+    groups: dict[Path, list[Path]] = {}
+    for path in fingerprints:
+        groups.setdefault(root(path), []).append(path)
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
 
 
 def find_duplicates(paths: Iterable[Path]) -> list[list[Path]]:
