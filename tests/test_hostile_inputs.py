@@ -156,6 +156,9 @@ def test_export_checks_every_format_and_option_first(exported, tmp_path, capsys)
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "--out", blocked / "sub"], tmp_path, "not a folder")
+    if "openvino" in exported:  # an artifact that is a folder, where a checkpoint is needed: not a model name
+        ir = copy_artifact(exported["openvino"], tmp_path)
+        assert_refused(capsys, ["export", ir, "-f", "onnx"], tmp_path, "is a openvino artifact, not a checkpoint")
 
 
 def test_quantize_checks_calibration_data_format_and_method_first(exported, tmp_path, capsys):

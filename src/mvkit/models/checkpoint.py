@@ -76,7 +76,7 @@ def load_model(spec: str | Path, pretrained: bool = False, weights: Path | str |
     """MODEL as the CLI takes it: an mvkit checkpoint file, or a zoo/timm name (+ --pretrained/--weights).
     require_weights: refuse a model name without weights (its random answers would look like real ones)."""
     path = Path(spec)
-    if path.is_file() and (sidecar_path(path).exists() or describes_itself(path)):
+    if path.exists() and (sidecar_path(path).exists() or describes_itself(path)):
         return load_checkpoint(path)
     if path.exists() and path.is_file():
         raise MvkitError(f"{path} is a file but has no mvkit sidecar; to load raw weights use a model name "
