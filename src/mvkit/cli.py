@@ -774,11 +774,10 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
     console.print(f"builtin:fashion val: top-1 [bold]{metrics['top1']:.2%}[/bold], top-5 {metrics['top5']:.2%} "
                   f"on {metrics['count']} images", markup=True)
     console.print(f"checkpoint {result.checkpoint}, confusion matrix {result.confusion_png}")
-    from mvkit.artifact import Artifact
-    from mvkit.bench import INT8_BUDGET_PT, verified_status
+    from mvkit.bench import INT8_BUDGET_PT, is_quantized, verified_status
 
     for report in result.verify_reports:
-        quantized = bool(Artifact.load(Path(report["artifact"])).extra.get("quantization"))
+        quantized = is_quantized(report["artifact"])
         status = verified_status(report["passed"], quantized, report["artifact_top1"], report["reference_top1"])
         drop = 100 * (report["reference_top1"] - report["artifact_top1"])
         verdict = "PASS" if status == "verified" else \

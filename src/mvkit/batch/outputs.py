@@ -53,13 +53,6 @@ class Output:
     def write(self, rows: list[dict[str, Any]]) -> None: ...
     def close(self, finished: bool = True) -> None: ...
 
-    def typed(self, values: list[str]) -> dict[str, Any]:
-        """A CSV row as the row dict that was written (numbers as floats, empty cells as None)."""
-        row: dict[str, Any] = dict(zip(self.names, values))
-        for key, value in row.items():
-            row[key] = None if value == "" else float(value) if key.startswith("probability_") else value
-        return row
-
     def check_columns(self, names: list[str]) -> None:
         if names != self.names:
             raise MvkitError(f"{self.out} holds columns for another job ({len(names)} columns, this one writes "
@@ -95,6 +88,13 @@ class LineOutput(Output):
             for last in reader:
                 count += 1
         return Resume(count, self.typed(last) if count else None)
+
+    def typed(self, values: list[str]) -> dict[str, Any]:
+        """A CSV row as the row dict that was written (numbers as floats, empty cells as None)."""
+        row: dict[str, Any] = dict(zip(self.names, values))
+        for key, value in row.items():
+            row[key] = None if value == "" else float(value) if key.startswith("probability_") else value
+        return row
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if self.stream is None:

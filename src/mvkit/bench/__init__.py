@@ -181,7 +181,6 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
     """Fill top-1, agreement and status of each measured row by verifying it on real photos; returns the
     VerifyReports. A checkpoint is its own reference: agreement 1 by definition, accuracy measured. The data is
     decoded once per split, not once per row."""
-    from mvkit.artifact import Artifact
     from mvkit.verify import verify
 
     decoded: dict = {}
@@ -196,8 +195,8 @@ def add_accuracy(rows: list[BenchRow], data: str, limit: int | None = None) -> l
             row.status = failed_row(row.artifact, row.format, exc).status
             continue
         row.top1, row.agreement = report.artifact_top1, report.agreement
-        row.status = verified_status(report.passed, bool(Artifact.load(Path(row.artifact)).extra.get("quantization")),
-                                     report.artifact_top1, report.reference_top1)
+        row.status = verified_status(report.passed, is_quantized(row.artifact), report.artifact_top1,
+                                     report.reference_top1)
         reports.append(report)
     return reports
 
@@ -212,6 +211,13 @@ def passes_verification(status: str, quantized: bool, top1: float | None, refere
     """Shippable: a float artifact at its agreement threshold ("verified"), or an int8 one whose top-1 on the same
     photos is at most `int8_budget_pt` below its checkpoint's (used by bench and compare)."""
     return status in SHIPPABLE or (quantized and within_int8_budget(top1, reference_top1, int8_budget_pt))
+
+
+def is_quantized(artifact: str | Path) -> bool:
+    """An int8 file (its sidecar or own record says how it was quantized): judged by its accuracy budget."""
+    from mvkit.artifact import Artifact
+
+    return bool(Artifact.load(Path(artifact)).extra.get("quantization"))
 
 
 def verified_status(passed: bool, quantized: bool, top1: float | None, reference_top1: float | None) -> str:

@@ -357,7 +357,7 @@ def find_near_duplicates(fingerprints: dict[Path, int], max_bits: int = 2) -> li
 def find_duplicates(paths: Iterable[Path]) -> list[list[Path]]:
     """Groups of files with the same bytes (copies of one photo under other names), each sorted. Only files of
     equal size are read and hashed, so a library of distinct photos costs a stat each. A photo saved again or
-    resized is a near-duplicate, which this does not look for."""
+    resized is a near-duplicate: find_near_duplicates looks for those."""
     by_size: dict[int, list[Path]] = {}
     for path in paths:
         with contextlib.suppress(OSError):
