@@ -181,6 +181,15 @@ def test_predict_and_bench_refuse_bad_numbers(photos, tmp_path, capsys):
                    tmp_path, "--batch-size")
     assert_refused(capsys, ["bench", "--rounds", "0", photos["coffee"]], tmp_path, "--rounds")
     assert_refused(capsys, ["predict", "MobileViT_XXS", photos["coffee"]], tmp_path, "mobilevit_xxs")
+    assert_refused(capsys, ["predict", "tf_efficientnet_lite0", "--pretrained", photos["coffee"], "-k", "0"],
+                   tmp_path, "--topk")
+
+
+def test_live_refuses_a_video_container_it_cannot_write(exported, photos, tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    shutil.copy(photos["coffee"], tmp_path / "photos")
+    assert_refused(capsys, ["live", exported["onnx"], "--source", tmp_path / "photos", "--out", tmp_path / "x.gif"],
+                   tmp_path, "write a video file, .mp4")
 
 
 # ---- training inputs ----------------------------------------------------------------------------------
@@ -287,6 +296,9 @@ def test_verify_with_missing_data_is_refused(exported, tmp_path, capsys):
 def test_scan_of_a_folder_without_files_is_refused(tmp_path, capsys):
     (tmp_path / "empty").mkdir()  # a wrong folder is a mistake, not a clean bill
     assert_refused(capsys, ["scan", tmp_path / "empty"], tmp_path, "holds no files")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("no photos here")
+    assert_refused(capsys, ["scan", tmp_path / "notes"], tmp_path, "holds no photos, only other files (README.txt)")
 
 
 def test_the_mvkit_process_prints_one_error_line_and_keeps_json_pure(tmp_path, photos):
