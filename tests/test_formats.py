@@ -302,6 +302,13 @@ def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
         assert sizes == [own] and f"size {own} only" in note
     with pytest.raises(MvkitError, match=r"from 128 up; 64 is not.*--sizes 128,192"):
         choose_sizes(model, [64, 128, 192])
+    # no default size above the one the model trained at: a 224 px model gets 192 and 224, a 128 px one 128
+    lite0 = create_model("tf_efficientnet_lite0", labels=["a", "b"])
+    sizes, note = choose_sizes(lite0, None)
+    assert sizes == [192, 224] and "256 above the 224 px it was trained at" in note
+    set_preprocess(lite0, size=128)
+    assert choose_sizes(lite0, None)[0] == [128]
+    assert choose_sizes(lite0, [128, 256]) == ([128, 256], None)  # asked for: kept
 
 
 @needs_coreml

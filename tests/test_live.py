@@ -246,8 +246,8 @@ def test_size_choice_picks_among_core_ml_sizes_and_is_recorded(exported, flowers
         choice = engine.summary()["size"]
         assert result.size == choice["size"] == wanted, choice
         assert f"{device.cores} cores" in choice["reason"]
-    # the fixture's package holds 96 px (its model's) beside the guide's sizes: it stays at 96 on any device
-    assert 96 in Artifact.load(exported["coreml"]).extra["sizes"]
+    # the fixture's model trained at 96 px: its package holds that size only, and stays at it on any device
+    assert Artifact.load(exported["coreml"]).extra["sizes"] == [96]
     engine = live_run(exported["coreml"], clip, fps=15, max_frames=1, device=Device(8, 16, False))
     assert next(iter(engine)).size == 96 and "trained at 96 px" in engine.summary()["size"]["reason"]
 

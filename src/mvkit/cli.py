@@ -387,7 +387,7 @@ def export_command(
     out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
-    sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share)."),
+    sizes: Optional[str] = typer.Option(None, help="Core ML: input sides in one program, e.g. 192,224,256 (default: the guide's sizes this model can share, none above the size it was trained at)."),
     precision: Optional[str] = typer.Option(None, help="OpenVINO: default (the CPU's own: bf16 where it has it), fp32, or fp16 weights. "
                                             "Core ML compute precision: fp16 (default), fp32, or mixed (fp16 but "
                                             "the first two convolutions in fp32: less fp16 error, but those layers leave the Neural Engine)."),

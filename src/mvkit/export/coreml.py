@@ -5,7 +5,7 @@
   are equal, else scale 1/255 and an exact per-channel (x - mean) / std inside the program.
 - A softmax and ClassifierConfig labels, so VNCoreMLRequest returns VNClassificationObservations with
   probabilities.
-- EnumeratedShapes for several input sides in one program (the guide's 192/224/256 by default).
+- EnumeratedShapes for several input sides in one program (the guide's 192/224/256 by default, up to the model's own size).
 - fp16 (default) or fp32 compute; weight compression with ct.optimize.coreml.
 """
 
@@ -54,7 +54,7 @@ def size_multiple(model: nn.Module) -> int:
 
 def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[int], str | None]:
     """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model. The model's
-    own size is always among them. Sides that share one program must be multiples of `size_multiple` and at
+    own size is always among them, and by default no guide size above it. Sides that share one program must be multiples of `size_multiple` and at
     least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at MobileViT's last stage), so the
     smallest side can only be exported alone."""
     multiple = size_multiple(model)
@@ -77,10 +77,18 @@ def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[in
         return [own], (f"size {own} only: {architecture_of(model)} shares one Core ML program across sides that are "
                        f"multiples of {multiple} from {2 * multiple} up, and {own} (its own size) is not one; "
                        "export another size with --sizes N")
-    chosen = sorted({s for s in GUIDE_SIZES if shareable(s)} | {own})
-    dropped = [s for s in GUIDE_SIZES if s not in chosen]
-    note = (f"sizes {','.join(map(str, chosen))}: {','.join(map(str, dropped))} left out, not a multiple of "
-            f"{multiple} for {architecture_of(model)}; export it alone with --sizes N") if dropped else None
+    # never above its own size: upscaling past the size a model trained at costs accuracy, and `mvkit live`
+    # never picks such a side, so it would only add shapes to the package
+    larger = [s for s in GUIDE_SIZES if s > own]
+    unshareable = [s for s in GUIDE_SIZES if s <= own and not shareable(s)]
+    chosen = sorted({s for s in GUIDE_SIZES if s <= own and shareable(s)} | {own})
+    reasons = []
+    if unshareable:
+        reasons.append(f"{','.join(map(str, unshareable))} not a multiple of {multiple} for {architecture_of(model)}")
+    if larger:
+        reasons.append(f"{','.join(map(str, larger))} above the {own} px it was trained at")
+    note = (f"sizes {','.join(map(str, chosen))}: left out {'; '.join(reasons)}; export another size with "
+            "--sizes N") if reasons else None
     return chosen, note
 
 
