@@ -202,6 +202,26 @@ def test_identical_copies_are_found_and_named_when_they_leak_into_val_or_carry_t
         [[p.name for p in group] for group in duplicates]
 
 
+def test_training_names_near_copies_that_leak_into_val_or_carry_two_labels(flowers_subset, tmp_path, caplog):
+    """A photo saved again smaller, or recoloured, has other bytes: training finds it by its difference hash."""
+    from PIL import Image, ImageEnhance
+
+    root = split_tree(flowers_subset, tmp_path / "split_tree")
+    a_rose = sorted((root / "train" / "rose").iterdir())[0]
+    photo = Image.open(a_rose).convert("RGB")
+    photo.resize((96, 96)).save(root / "val" / "rose" / "rose_from_the_phone.jpg", quality=70)
+    ImageEnhance.Color(photo).enhance(1.1).save(root / "train" / "tulip" / "a_rose_recoloured.png")
+    data = load_data(root, fingerprints=True)
+    check_for_training(data)
+    assert "1 photo(s) in val are near-identical copies (resized, re-saved or recoloured) of training photos" \
+        in caplog.text and "rose_from_the_phone.jpg" in caplog.text
+    assert "1 photo(s) are filed under two classes as near-identical copies" in caplog.text
+    assert "byte-identical" not in caplog.text
+    caplog.clear()
+    check_for_training(load_data(root))  # without the hashes (eval, verify): no search, no warning
+    assert "near-identical" not in caplog.text
+
+
 def test_unreadable_folders_symlink_loops_and_empty_classes_are_reported(flowers_subset, tmp_path, caplog):
     import os
 

@@ -157,7 +157,7 @@ def test_large_photos_are_decoded_once_and_read_small_after(tmp_path, monkeypatc
     coffee.save(tmp_path / "data" / "b" / "big.heic", "HEIF", quality=90, exif=exif.tobytes())
     coffee.resize((300, 200)).save(tmp_path / "data" / "b" / "small.png")
 
-    splits = load_data(tmp_path / "data", val_fraction=0.5)
+    splits = load_data(tmp_path / "data", val_fraction=0.5, fingerprints=True)
     assert len(list(cache.rglob("*.jpg"))) == 2  # only the two large photos
     photos = {path.relative_to(tmp_path / "data").as_posix(): path for path, _ in splits.train.samples + splits.val.samples}
     read = {name: images.load_photo(path) for name, path in photos.items()}
@@ -168,9 +168,15 @@ def test_large_photos_are_decoded_once_and_read_small_after(tmp_path, monkeypatc
         assert _diff(read[name], np.asarray(full)) < 2.0
     decoded = []  # a second scan, as the next command on the same folder runs it: large photos are not decoded
     monkeypatch.setattr(images, "load_image", lambda path: decoded.append(Path(path).name) or load_image(path))
-    again = load_data(tmp_path / "data", val_fraction=0.5)
+    again = load_data(tmp_path / "data", val_fraction=0.5, fingerprints=True)
     assert sorted(decoded) == ["small.jpg", "small.png"]
     assert again.photo_sizes == splits.photo_sizes  # the photos' own sizes, from the copies' headers
+    assert again.fingerprints == splits.fingerprints and len(again.fingerprints) == 4  # the hashes too
+    copy = images.cached_copy(photos["a/big.jpg"])  # a copy kept before mvkit wrote hashes: the copy is hashed
+    Image.open(copy).save(copy, quality=95, comment="1024x768")
+    decoded.clear()
+    assert load_data(tmp_path / "data", val_fraction=0.5, fingerprints=True).fingerprints == splits.fingerprints
+    assert "big.jpg" not in decoded and copy.name in decoded
     monkeypatch.undo()
     monkeypatch.setenv("MVKIT_PHOTO_CACHE", str(cache))
     dataset_sizes = {splits.train.image(i).size for i in range(len(splits.train))}

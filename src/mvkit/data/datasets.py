@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import (SizeSummary, find_duplicates, is_skipped_name, list_files, load_photo,
-                               scan_images)
+from mvkit.data.images import (SizeSummary, find_duplicates, find_near_duplicates, is_skipped_name, list_files,
+                               load_photo, scan_images)
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class DataSplits:
     split_file: Path | None = None
     pending_split: tuple | None = None  # a new split not written yet (load_data(write_split=False))
     photo_sizes: SizeSummary | None = None  # of every readable photo, train and val
+    fingerprints: dict[Path, int] = field(default_factory=dict)  # difference hashes, with load_data(fingerprints=True)
 
     def save_split(self) -> None:
         if self.pending_split is not None:
@@ -326,10 +327,12 @@ def load_data(
     split_file: Path | None = None,
     on_scan_progress: Callable[[int], None] | None = None,
     write_split: bool = True,
+    fingerprints: bool = False,
 ) -> DataSplits:
     """Resolve a dataset spec into train/val datasets whose items are (PIL RGB image, label) until a
     transform is set. Bad files are skipped and listed in `skipped`. A new split is written to `split_file`
-    now, or with write_split=False when the caller calls DataSplits.save_split() (after its own checks)."""
+    now, or with write_split=False when the caller calls DataSplits.save_split() (after its own checks). With
+    `fingerprints`, each photo's difference hash is kept too (training looks for near-copies with them)."""
     spec_text = str(spec)
     if spec_text.startswith(BUILTIN_PREFIX):
         return load_builtin(spec_text[len(BUILTIN_PREFIX):])
@@ -358,7 +361,8 @@ def load_data(
     if val is not None:
         rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(Path(val), unlisted)]
 
-    report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress, keep_copies=True)
+    report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress, keep_copies=True,
+                         fingerprints=fingerprints)
     report.bad = unlisted + report.bad
     good = set(report.good)
     rows = [row for row in rows if row[0] in good]
@@ -406,6 +410,7 @@ def load_data(
         split_file=Path(split_file) if split_file else None,
         pending_split=pending_split,
         photo_sizes=SizeSummary.of(report.sizes),
+        fingerprints=report.fingerprints,
     )
 
 
@@ -435,25 +440,35 @@ def check_for_training(data: DataSplits) -> None:
 
 
 def _warn_about_duplicates(data: DataSplits) -> None:
-    """Copies of one photo: in both train and val they are no test; under two classes one label is wrong. Only
-    training looks for them (it reads equal-sized files again), so eval, verify and calibration do not pay for it."""
+    """Copies of one photo: in both train and val they are no test; under two classes one label is wrong. Byte-
+    identical copies are found by reading equal-sized files again, near-copies (resized, re-saved, recoloured) by
+    the difference hashes of the scan, when it kept them (load_data(fingerprints=True), as training does)."""
     if not isinstance(data.train, ImageFileDataset):  # the built-in set: arrays, not files
         return
     label_of = {path: data.classes[label] for path, label in data.train.samples + data.val.samples}
-    duplicates = find_duplicates(label_of)
+    identical = find_duplicates(label_of)
+    near = [group for group in find_near_duplicates({p: v for p, v in data.fingerprints.items() if p in label_of})
+            if not any(set(group) <= set(same) for same in identical)]
     in_val = {path for path, _ in data.val.samples}
-    leaked = [group for group in duplicates if {p in in_val for p in group} == {True, False}]
-    conflicting = [group for group in duplicates if len({label_of[p] for p in group}) > 1]
+
+    def leaked(groups: list[list[Path]]) -> list[list[Path]]:
+        return [group for group in groups if {p in in_val for p in group} == {True, False}]
+
+    def conflicting(groups: list[list[Path]]) -> list[list[Path]]:
+        return [group for group in groups if len({label_of[p] for p in group}) > 1]
 
     def example(group: list[Path]) -> str:
         return " = ".join(f"{p.parent.name}/{p.name}" for p in group)
 
-    if leaked:
-        log.warning("%d photo(s) in val are byte-identical copies of training photos, so val has seen them "
-                    "(e.g. %s): delete the copies", len(leaked), example(leaked[0]))
-    if conflicting:
-        log.warning("%d photo(s) are filed under two classes as identical copies, so one label is wrong (e.g. %s)",
-                    len(conflicting), example(conflicting[0]))
+    for groups, copies in ((identical, "byte-identical copies"),
+                           (near, "near-identical copies (resized, re-saved or recoloured)")):
+        if leaked(groups):
+            log.warning("%d photo(s) in val are %s of training photos, so val has seen them (e.g. %s): delete the "
+                        "copies%s", len(leaked(groups)), copies, example(leaked(groups)[0]),
+                        "" if groups is identical else "; `mvkit scan` lists them all")
+        if conflicting(groups):
+            log.warning("%d photo(s) are filed under two classes as %s, so one label is wrong (e.g. %s)",
+                        len(conflicting(groups)), copies, example(conflicting(groups)[0]))
 
 
 def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:

@@ -185,25 +185,30 @@ def cached_copy(path: Path) -> Path | None:
     return Path(folder, name[:2], f"{name}.jpg")
 
 
-def keep_small_copy(target: Path, image: Image.Image) -> None:
-    """Write a large photo (upright RGB as decoded) small to `target`, its cached_copy; a cache that cannot be
-    written is skipped."""
+def keep_small_copy(target: Path, image: Image.Image) -> Image.Image | None:
+    """Write a large photo (upright RGB as decoded) small to `target`, its cached_copy, and return the small
+    image; None for a photo too small to keep a copy of. A cache that cannot be written is skipped."""
     short = min(image.size)
-    if short < CACHE_FROM or target.exists():
-        return
+    if short < CACHE_FROM:
+        return None
     scale = CACHED_SHORT_SIDE / short
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     small = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if target.exists():
+        return small
     partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # full-resolution colour: near lossless at a tenth of the bytes; the comment keeps the photo's own size
-        small.save(partial, "JPEG", quality=95, subsampling=0, comment=f"{image.width}x{image.height}")
+        # and the copy's difference hash, so a later scan needs neither photo decoded
+        small.save(partial, "JPEG", quality=95, subsampling=0,
+                   comment=f"{image.width}x{image.height} {difference_hash(small):016x}")
         os.replace(partial, target)  # whole or not at all, also with two scans at once
     except OSError as exc:
         with contextlib.suppress(OSError):  # a folder that cannot be made holds no partial file either
             partial.unlink()
         log.info("photo cache: could not write %s: %s", target, exc)
+    return small
 
 
 def load_photo(path: Path | str) -> Image.Image:
@@ -217,16 +222,18 @@ def load_photo(path: Path | str) -> Image.Image:
     return load_image(path)
 
 
-def size_from_copy(copy: Path) -> tuple[int, int] | None:
-    """The photo's own (upright) size, from the header of its small copy (its cached_copy), if there is one: a
-    copy is only written for a photo that decoded whole, and is named by the file's size and modification time,
-    so the photo is known good without decoding it again."""
+def read_copy_record(copy: Path) -> tuple[tuple[int, int], int | None] | None:
+    """The photo's own (upright) size and its copy's difference hash (None in copies from before mvkit kept it),
+    from the header of its small copy (its cached_copy), if there is one: a copy is only written for a photo that
+    decoded whole, and is named by the file's size and modification time, so the photo is known good without
+    decoding it again."""
     if not copy.exists():
         return None
     try:
         with Image.open(copy) as small:
-            width, height = (int(side) for side in small.info.get("comment", b"").decode().split("x"))
-            return width, height
+            size, *fingerprint = small.info.get("comment", b"").decode().split()
+            width, height = (int(side) for side in size.split("x"))
+            return (width, height), int(fingerprint[0], 16) if fingerprint else None
     except (OSError, ValueError, SyntaxError):
         return None  # a damaged copy: the photo is decoded as if there were none
 
@@ -277,16 +284,21 @@ def read_photo(path: Path | str) -> tuple[Image.Image | None, str | None]:
 
 def _check(path: Path, keep_copy: bool = False,
            fingerprint: bool = False) -> tuple[str | None, tuple[int, int] | None, int | None]:
+    """(problem, size, difference hash): the hash is of what training reads, the small copy where one is kept."""
     copy = cached_copy(path) if keep_copy and is_image_file(path) else None
-    known = size_from_copy(copy) if copy else None
-    if known and not fingerprint:
-        return None, known, None
+    known = read_copy_record(copy) if copy else None
+    if known:
+        size, value = known
+        if fingerprint and value is None:
+            with contextlib.suppress(BadImageError):  # an older copy without its hash
+                value = difference_hash(load_image(copy))
+        if not fingerprint or value is not None:
+            return None, size, value if fingerprint else None
     image, problem = read_photo(path)
     if image is None:
         return problem, None, None
-    if copy:
-        keep_small_copy(copy, image)
-    return None, image.size, difference_hash(image) if fingerprint else None
+    small = keep_small_copy(copy, image) if copy else None
+    return None, image.size, difference_hash(small or image) if fingerprint else None
 
 
 def difference_hash(image: Image.Image) -> int:

@@ -216,7 +216,8 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     seed_everything(recipe.seed)
 
     data: DataSplits = load_data(recipe.data, val=recipe.val, val_fraction=recipe.val_fraction,
-                                 seed=recipe.split_seed, split_file=paths["split"], write_split=False)
+                                 seed=recipe.split_seed, split_file=paths["split"], write_split=False,
+                                 fingerprints=True)
     if len(data.val) == 0:
         raise MvkitError(f"{recipe.data} leaves no photo for val; give more photos per class or a --val folder")
     check_for_training(data)
