@@ -44,18 +44,23 @@ def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "lo
                     on_progress: Callable[[int], None] | None = None) -> BatchSummary:
     """Predict every photo of `source` into `out`; see the module docstring. on_start(total, done) comes once
     the input is counted, on_progress(n) after each batch."""
+    from mvkit.runtime import load_predictor
+
     out = Path(out)
     check_job(model, source, out, engine, workers, topk)
     topk = min(topk, _label_count(model))
     output = open_output(out, topk)
     resume = output.resume()
     paths = _skip_done(iter_inputs(source), resume, out)
+    # loaded once here for the local engine and the resume check; Ray's actors load their own
+    predictor = load_predictor(Path(model)) if engine == "local" or resume.last_row else None
     if resume.last_row:
-        _check_same_model(Path(model), resume.last_row, out, topk)
+        _check_same_model(predictor, resume.last_row, out, topk)
     total = count_inputs(source)
     if on_start:
         on_start(total, resume.done)
-    rows = (_local_rows if engine == "local" else _ray_rows)(Path(model), paths, workers, batch_size, topk, address)
+    rows = _local_rows(predictor, paths, workers, batch_size, topk) if engine == "local" else \
+        _ray_rows(Path(model), paths, workers, batch_size, topk, address)
     written = errors = 0
     try:
         for chunk in _chunks(rows, batch_size):
@@ -110,14 +115,11 @@ def _skip_done(paths: Iterator[str], resume: Resume, out: Path) -> Iterator[str]
     return paths
 
 
-def _check_same_model(model: Path, last_row: dict[str, Any], out: Path, topk: int) -> None:
+def _check_same_model(predictor, last_row: dict[str, Any], out: Path, topk: int) -> None:
     """Refuse to append to rows another model (or other weights, or another Preprocess) wrote: the file's last
     photo is predicted again and must get the numbers written for it. A row of an unreadable photo says nothing."""
-    from mvkit.runtime import load_predictor
-
     if last_row.get("error"):
         return
-    predictor = load_predictor(model)
     array, error = read_photo(last_row["path"], predictor.artifact.preprocess.eval_transform())
     if error:
         return
@@ -130,7 +132,7 @@ def _check_same_model(model: Path, last_row: dict[str, Any], out: Path, topk: in
             raise MvkitError(
                 f"{out} was written by another model: its last photo ({Path(last_row['path']).name}) has "
                 f"{last_row['label_1']} {last_row['probability_1']:.1%} there and {best} {now[best]:.1%} from "
-                f"{model}; use a new --out, or delete it to start again")
+                f"{predictor.artifact.path}; use a new --out, or delete it to start again")
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -191,11 +193,8 @@ def predict_read(predictor, paths: list[str], read: list[tuple[np.ndarray | None
 
 # --- engines ---------------------------------------------------------------------------------------------------
 
-def _local_rows(model: Path, paths: Iterator[str], workers: int, batch_size: int, topk: int,
-                address: str | None) -> Iterator[dict[str, Any]]:
-    from mvkit.runtime import load_predictor
-
-    predictor = load_predictor(model)
+def _local_rows(predictor, paths: Iterator[str], workers: int, batch_size: int,
+                topk: int) -> Iterator[dict[str, Any]]:
     preprocess = predictor.artifact.preprocess.to_dict()
     window = batch_size * max(workers, 1) * 4
     if workers == 0:
