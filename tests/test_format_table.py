@@ -199,3 +199,17 @@ def test_the_bench_table_and_the_fastest_verified_line_follow_one_rule(passed, q
     rows = [BenchRow("a.onnx", "onnx", status=status, latency_p50_ms=2.0, top1=top1),
             BenchRow("a.safetensors", "safetensors", status="verified", latency_p50_ms=30.0, top1=reference_top1)]
     assert fastest_verified(rows).artifact == ("a.safetensors" if status == "below threshold" else "a.onnx")
+
+
+def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exported, photos):
+    """A machine that runs an ONNX or OpenVINO file needs only its runtime: importing torch, torchvision and timm
+    took about 4 s of each `mvkit predict` (and of each batch worker)."""
+    for fmt in ("onnx", "openvino"):
+        if fmt not in exported:
+            continue
+        probe = ("import json, sys\n"
+                 "from mvkit.cli import run\n"
+                 f"code = run(['predict', {str(exported[fmt])!r}, {str(photos['coffee'])!r}, '--json'])\n"
+                 "print(json.dumps([code] + [name in sys.modules for name in ('torch', 'torchvision', 'timm')]))\n")
+        shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0, False, False, False], (fmt, shown.stderr[-2000:])

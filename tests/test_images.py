@@ -232,3 +232,23 @@ def test_near_duplicate_bands_find_every_pair_that_brute_force_finds(values, nea
     for path in fingerprints:
         groups.setdefault(root(path), []).append(path)
     assert find_near_duplicates(fingerprints) == sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+@given(width=st.integers(8, 700), height=st.integers(8, 700), size=st.integers(16, 320),
+       crop_pct=st.sampled_from([0.875, 0.9, 0.95, 1.0, 1.15]),
+       interpolation=st.sampled_from(["bicubic", "bilinear", "nearest", "lanczos", "box", "hamming"]))
+def test_the_eval_transform_gives_timms_numbers_exactly(width, height, size, crop_pct, interpolation):
+    """mvkit's eval transform (written so a Predictor of an exported file needs no torch, torchvision or timm) gives
+    the same float32 values as timm's create_transform, bit for bit, on a real photo of any shape."""
+    from timm.data import create_transform
+
+    from mvkit.preprocess import Preprocess
+
+    photo = Image.fromarray(skimage.data.coffee()).resize((width, height), Image.Resampling.BILINEAR)
+    preprocess = Preprocess(size, crop_pct, interpolation, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    timm_transform = create_transform(input_size=(3, size, size), is_training=False, interpolation=interpolation,
+                                      mean=preprocess.mean, std=preprocess.std, crop_pct=crop_pct)
+    ours = preprocess.eval_array(photo)
+    assert ours.dtype == np.float32 and ours.shape == (3, size, size)
+    assert np.array_equal(ours, timm_transform(photo).numpy())
+    assert np.array_equal(preprocess.eval_transform()(photo).numpy(), ours)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from mvkit.data.images import is_image_file, is_url, list_files, read_photo
 from mvkit.errors import MvkitError
 from mvkit.runtime import Predictor, is_artifact, load_predictor
-from mvkit.runtime.torch_runtime import model_predictor
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def top_k(probabilities, labels: list[str], k: int) -> list[tuple[str, float]]:
@@ -53,10 +53,12 @@ def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = F
     """MODEL as the CLI takes it (artifact file, checkpoint, or zoo name + weights), or a model in memory."""
     if isinstance(model, Predictor):
         return model
-    if isinstance(model, nn.Module):
-        return model_predictor(model)
-    if is_artifact(model):
+    if isinstance(model, (str, Path)) and is_artifact(model):  # an exported file's runtime needs no torch
         return load_predictor(model)
+    from mvkit.runtime.torch_runtime import model_predictor
+
+    if not isinstance(model, (str, Path)):  # a model in memory
+        return model_predictor(model)
     from mvkit.models import load_model
 
     return model_predictor(load_model(model, pretrained=pretrained, weights=weights, require_weights=True))

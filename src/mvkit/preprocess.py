@@ -10,7 +10,16 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming", "random")
+import numpy as np
+from PIL import Image
+
+# timm's names of Pillow's resampling filters (what torchvision's Resize hands to Pillow for a PIL image)
+PIL_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
+INTERPOLATIONS = tuple(PIL_FILTERS)
 
 
 @dataclass(frozen=True)
@@ -78,15 +87,48 @@ class Preprocess:
             std=tuple(float(v) for v in data["std"]),
         )
 
-    def eval_transform(self):
-        """PIL RGB image -> normalized CHW float tensor; timm's own eval transform, so results match timm's."""
-        from timm.data import create_transform
+    def eval_geometry(self, image: Image.Image) -> Image.Image:
+        """The resize and centre crop of timm's eval transform (`timm.data.create_transform(is_training=False)`):
+        the shorter side to floor(size / crop_pct) by torchvision's Resize rule (the longer side truncated), with
+        the same Pillow filter, then the centre size x size crop (black bars where the photo is smaller, as
+        torchvision pads). Written here rather than called so a Predictor of an exported file needs no torch,
+        torchvision or timm (importing them took 4 s a process: every `mvkit predict`, batch worker and Ray
+        actor); tests/test_data.py checks it gives timm's transform's exact numbers."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        scaled = math.floor(self.size / self.crop_pct)
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        resized = (scaled, int(scaled * long / short)) if width <= height else (int(scaled * long / short), scaled)
+        if resized != image.size:
+            image = image.resize(resized, PIL_FILTERS[self.interpolation])
+            width, height = resized
+        if width < self.size or height < self.size:  # crop_pct above 1: pad around the photo, left/top first
+            canvas = Image.new("RGB", (max(width, self.size), max(height, self.size)))
+            canvas.paste(image, (max(self.size - width, 0) // 2, max(self.size - height, 0) // 2))
+            image, (width, height) = canvas, canvas.size
+        top, left = int(round((height - self.size) / 2.0)), int(round((width - self.size) / 2.0))
+        return image.crop((left, top, left + self.size, top + self.size))
 
-        return create_transform(
-            input_size=(3, self.size, self.size),
-            is_training=False,
-            interpolation=self.interpolation,
-            mean=self.mean,
-            std=self.std,
-            crop_pct=self.crop_pct,
-        )
+    def eval_array(self, image: Image.Image) -> np.ndarray:
+        """PIL photo -> normalised float32 [3, size, size]: eval_geometry, then pixels / 255, minus mean, over std,
+        in float32 in that order (torchvision's ToTensor and Normalize, so the numbers are the same)."""
+        pixels = np.asarray(self.eval_geometry(image), dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
+        return np.ascontiguousarray((pixels - mean) / std)
+
+    def eval_transform(self) -> "EvalTransform":
+        """PIL photo -> normalised CHW float tensor, for datasets and DataLoaders (eval_array as a tensor)."""
+        return EvalTransform(self)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Preprocess.eval_array as a torch tensor; a plain object, so DataLoader workers can pickle it."""
+    preprocess: Preprocess
+
+    def __call__(self, image: Image.Image):
+        import torch
+
+        return torch.from_numpy(self.preprocess.eval_array(image))

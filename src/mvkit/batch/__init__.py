@@ -120,7 +120,7 @@ def _check_same_model(predictor, last_row: dict[str, Any], out: Path, topk: int)
     photo is predicted again and must get the numbers written for it. A row of an unreadable photo says nothing."""
     if last_row.get("error"):
         return
-    array, error = read_photo(last_row["path"], predictor.artifact.preprocess.eval_transform())
+    array, error = read_photo(last_row["path"], predictor.preprocess)
     if error:
         return
     now = dict(zip(predictor.labels, predictor.check_classes(predictor.run(array[None]))[0]))
@@ -156,23 +156,24 @@ def make_row(path: str, probabilities: np.ndarray | None, labels: list[str], top
 
 # --- reading photos (in worker processes or Ray actors) --------------------------------------------------------
 
-_transform = None
+_preprocess = None
 
 
 def _init_reader(preprocess: dict) -> None:
-    global _transform
+    global _preprocess
     from mvkit.preprocess import Preprocess
 
-    _transform = Preprocess.from_dict(preprocess).eval_transform()
+    _preprocess = Preprocess.from_dict(preprocess)
 
 
-def read_photo(path: str, transform=None) -> tuple[np.ndarray | None, str | None]:
-    """The photo prepared for the model, or (None, why it cannot be read)."""
+def read_photo(path: str, preprocess=None) -> tuple[np.ndarray | None, str | None]:
+    """The photo prepared for the model by `preprocess` (the worker's, by default), or (None, why it cannot be
+    read)."""
     from mvkit.data.images import BadImageError, download_photo, is_url, load_image
 
     try:
         photo = download_photo(path) if is_url(path) else load_image(path)
-        return (transform or _transform)(photo).numpy(), None
+        return (preprocess or _preprocess).eval_array(photo), None
     except BadImageError as exc:
         return None, str(exc)
     except Exception as exc:  # a photo never fails the job
@@ -222,12 +223,11 @@ class RayPredictBatch:
         from mvkit.runtime import load_predictor
 
         self.predictor = load_predictor(Path(model))
-        self.transform = self.predictor.artifact.preprocess.eval_transform()
         self.topk, self.batch_size = topk, batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         paths = [str(p) for p in batch["path"]]
-        rows = predict_read(self.predictor, paths, [read_photo(p, self.transform) for p in paths], self.batch_size,
+        rows = predict_read(self.predictor, paths, [read_photo(p, self.predictor.preprocess) for p in paths], self.batch_size,
                             self.topk)
         return {key: [row[key] for row in rows] for key in rows[0]}
 

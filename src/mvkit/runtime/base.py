@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mvkit.artifact import Artifact
@@ -39,7 +38,7 @@ class Predictor:
     def __init__(self, artifact: Artifact):
         self.artifact = artifact
         self.labels = artifact.labels
-        self.transform = artifact.preprocess.eval_transform()
+        self.preprocess = artifact.preprocess
 
     @property
     def name(self) -> str:
@@ -48,13 +47,15 @@ class Predictor:
     @property
     def threads(self) -> int:
         """Threads the runtime computes with (PyTorch's own setting; other runtimes override it)."""
+        import torch
+
         return torch.get_num_threads()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def prepare(self, images: list[Image.Image]) -> np.ndarray:
-        return torch.stack([self.transform(image) for image in images]).numpy()
+        return np.stack([self.preprocess.eval_array(image) for image in images])
 
     def predict_images(self, images: list[Image.Image]) -> np.ndarray:
         return self.check_classes(self.run(self.prepare(images)))
