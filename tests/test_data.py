@@ -338,6 +338,22 @@ def test_a_source_recorded_relative_to_the_sidecar_reads_back_without_dot_dots(t
     assert Artifact.load(Path("exports/phone/best.onnx")).resolved_source() == "runs/a/best.safetensors"
     monkeypatch.chdir(tmp_path / "exports")
     assert Artifact.load(Path("phone/best.onnx")).resolved_source() == str(checkpoint.resolve())
+    # the file copied away from its checkpoint, then used from a folder that holds another best.safetensors: the
+    # checkpoint is looked for beside the file only, never in the working folder
+    (tmp_path / "deploy").mkdir()
+    for name in ("best.onnx", "best.onnx.mvkit.json"):
+        (tmp_path / "deploy" / name).write_bytes((exported.parent / name).read_bytes())
+    (tmp_path / "deploy" / "best.onnx.mvkit.json").write_text(
+        (exported.parent / "best.onnx.mvkit.json").read_text().replace("../../runs/a/best.safetensors", "best.safetensors"))
+    (tmp_path / "other_run").mkdir()
+    (tmp_path / "other_run" / "best.safetensors").write_bytes(b"another model")
+    monkeypatch.chdir(tmp_path / "other_run")
+    moved = Artifact.load(Path("../deploy/best.onnx"))
+    assert moved.resolved_source() == str(tmp_path / "deploy" / "best.safetensors")
+    from mvkit.verify import reference_predictor
+
+    with pytest.raises(MvkitError, match=r"made from .*deploy/best.safetensors, which is not there any more"):
+        reference_predictor(moved)
 
 
 def test_scan_finds_a_photo_resized_re_saved_or_recoloured_under_other_names(flowers_subset, tmp_path):

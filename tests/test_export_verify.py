@@ -78,6 +78,27 @@ def test_verify_fails_below_threshold_against_another_model(onnx_artifact, flowe
     assert 0 <= report["largest_flipped_lead"] <= 1
 
 
+def test_verify_refuses_a_checkpoint_trained_again_since_the_export(checkpoint, flowers_subset, tmp_path):
+    """A run folder's best.safetensors overwritten by a second run: the file records the sha256 of the checkpoint
+    it came from, so verify says so instead of failing the export for the new weights."""
+    from mvkit.cli import run
+
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    for suffix in ("", ".mvkit.json"):
+        (run_folder / f"best.safetensors{suffix}").write_bytes(Path(f"{checkpoint}{suffix}").read_bytes())
+    exported = export(run_folder / "best.safetensors", "onnx").path
+    retrained = create_model("tf_efficientnet_lite0", labels=load_predictor(exported).labels)
+    set_preprocess(retrained, size=96, crop_pct=1.0)
+    save_checkpoint(retrained, run_folder / "best.safetensors")
+    assert run(["verify", str(exported), "--data", str(flowers_subset), "--limit", "10"]) == 2
+    with pytest.raises(MvkitError, match=r"best.safetensors has changed since .*best.onnx was exported from it.*"
+                                         r"--reference"):
+        verify(exported, flowers_subset, limit=10)
+    # asked for by name, the checkpoint as it is now is the reference
+    assert verify(exported, flowers_subset, limit=10, reference=run_folder / "best.safetensors").count == 10
+
+
 def test_verify_on_too_few_photos_for_its_threshold_says_so(onnx_artifact, flowers_subset):
     """A pass on 15 or so photos cannot see the 1% change the default threshold is about."""
     few = runner.invoke(app, ["verify", str(onnx_artifact.path), "--data", str(flowers_subset)],

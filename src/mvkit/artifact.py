@@ -24,6 +24,23 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+CHECKPOINT_SUFFIX = ".safetensors"
+
+
+def source_as_loaded(stored: str | None, path: Path) -> str | None:
+    """A stored source as a usable path: a file is stored relative to the artifact's folder (so a run folder can
+    be moved or used from anywhere), and read from there, never from the current folder, where another run's
+    best.safetensors may lie. A checkpoint that is no longer there keeps that path, so the error names it. A
+    model name stays as it is."""
+    if stored is None or Path(stored).is_absolute():
+        return stored
+    beside = Path(path).parent / stored
+    if not (beside.exists() or stored.endswith(CHECKPOINT_SUFFIX)):
+        return stored  # a model name
+    found = beside.resolve()  # not "runs/x/../../y": relative to here when below it, else absolute
+    return str(found.relative_to(Path.cwd())) if found.is_relative_to(Path.cwd()) else str(found)
+
+
 @dataclass
 class Artifact:
     path: Path
@@ -44,14 +61,8 @@ class Artifact:
         return {"split": self.extra["split"]} if self.extra.get("split") else {}
 
     def resolved_source(self) -> str | None:
-        """The source as a usable path when it is a file (recorded relative to the sidecar's folder, so a run
-        folder can be moved or used from anywhere), else as recorded (a model name)."""
-        if self.source is None:
-            return None
-        beside = Path(self.path).parent / self.source
-        if not Path(self.source).is_absolute() and beside.exists():
-            found = beside.resolve()  # not "runs/x/../../y": relative to here when below it, else absolute
-            return str(found.relative_to(Path.cwd())) if found.is_relative_to(Path.cwd()) else str(found)
+        """The source as recorded in memory: a usable path when it is a file (Artifact.load turns the stored one,
+        relative to the sidecar's folder, into one), else a model name."""
         return self.source
 
     def _stored_source(self) -> str | None:
@@ -111,7 +122,7 @@ class Artifact:
                 model_name=data["model_name"],
                 labels=list(data["labels"]),
                 preprocess=Preprocess.from_dict(data["preprocess"]),
-                source=data.get("source"),
+                source=source_as_loaded(data.get("source"), path),
                 metrics=data.get("metrics", {}),
                 extra=data.get("extra", {}),
             )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvkit.artifact import Artifact, sidecar_path
+from mvkit.artifact import Artifact, sidecar_path, source_as_loaded
 from mvkit.errors import MvkitError
 from mvkit.files import atomic_output, remove
 from mvkit.preprocess import Preprocess
@@ -85,7 +85,7 @@ def artifact_from_record(path: Path, metadata: dict[str, str]) -> Artifact:
             raise ValueError("labels must be a non-empty list of names")
         return Artifact(path=Path(path), format=metadata["format"], model_name=metadata["architecture"],
                         labels=labels, preprocess=Preprocess.from_dict(preprocess),
-                        source=metadata.get("source") or None, extra=json.loads(metadata.get("extra") or "{}"))
+                        source=source_as_loaded(metadata.get("source") or None, path), extra=json.loads(metadata.get("extra") or "{}"))
     except (KeyError, ValueError, TypeError) as exc:
         problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise MvkitError(f"{path} carries damaged mvkit metadata ({problem}); export it again") from None

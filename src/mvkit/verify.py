@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from mvkit.artifact import Artifact
+from mvkit.artifact import CHECKPOINT_SUFFIX, Artifact
 from mvkit.data.datasets import DataSplits, check_data_spec, load_data_as_trained, take_evenly
 from mvkit.errors import MvkitError
 from mvkit.evaluate import _dataset_to_model_index
@@ -86,14 +86,33 @@ def coreml_structure(path: Path | str) -> tuple[dict, list[str]]:
     return {k: v for k, v in summary.to_dict().items() if k != "labels"} | {"num_labels": len(summary.labels)}, problems
 
 
+def _check_source_unchanged(artifact: Artifact, source: str) -> None:
+    """The checkpoint must be the one the file was exported from (the file records its sha256): one trained again
+    into the same run folder would fail the file for a reason that is not the export's."""
+    from mvkit.metadata import read_facts, sha256_of
+
+    if not Path(source).is_file():
+        return  # a model name
+    try:
+        facts = read_facts(Path(artifact.path))
+    except MvkitError:
+        return  # a damaged file: its runtime says so next
+    recorded = (facts.metadata or {}).get("source_sha256") if facts else None
+    if recorded and sha256_of(Path(source)) != recorded:
+        raise MvkitError(f"{source} has changed since {artifact.path} was exported from it (its sha256 is not the "
+                         f"one the file records): export it again, or give --reference {source} to compare with "
+                         "the checkpoint as it is now")
+
+
 def reference_predictor(artifact: Artifact) -> Predictor:
     """The model the artifact was exported from, in PyTorch."""
     source = artifact.resolved_source()
     if source is None:
         raise MvkitError(f"{artifact.path} does not record its source checkpoint; give one with --reference")
-    if Path(source).suffix == ".safetensors" and not Path(source).exists():
+    if source.endswith(CHECKPOINT_SUFFIX) and not Path(source).exists():
         raise MvkitError(f"{artifact.path} was made from {source}, which is not there any more; give the "
                          "checkpoint with --reference")
+    _check_source_unchanged(artifact, source)
     return as_predictor(source, pretrained=bool(artifact.extra.get("source_pretrained")),
                         weights=artifact.extra.get("source_weights"))
 
