@@ -116,7 +116,8 @@ def test_demo_runs_the_main_job_on_builtin_data(tmp_path):
     assert reports["fashion_lite0.onnx"]["agreement"] == 1.0
     assert reports["fashion_lite0.torchscript.pt"]["agreement"] == 1.0
     int8 = reports["fashion_lite0.int8.onnx"]
-    assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 83.8% vs 85.2% (500 photos)
+    assert int8["count"] == 1000  # all val photos: on 500, chance put int8 files across their 1-point budget
+    assert int8["artifact_top1"] >= int8["reference_top1"] - 0.02  # measured: 84.3% vs 84.7%
     assert "| fashion_lite0.int8.onnx | onnx | " in result["bench_table"]
     # each verify line's verdict is its bench row's status: one rule (an int8 file in its budget was
     # "below 99%" in one place and shipped in the other)

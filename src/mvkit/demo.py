@@ -32,7 +32,9 @@ from mvkit.predict import predict_files
 from mvkit.train import TrainUI, build_recipe, train
 
 BACKBONE = "tf_efficientnet_lite0"
-VERIFY_PHOTOS = 500  # of the 1,000 val photos, spread over the classes
+# all 1,000 val photos: on 500, the int8 files' top-1 moved 0.6-1.4 points below the checkpoint's and across the
+# 1-point budget by chance; on all 1,000 the same files scored 84.3-85.1% against its 84.7%
+VERIFY_PHOTOS = None
 # 3 epochs: 84.7% val top-1, and the whole demo no slower than with its old linear probe; 4: 86.3%, 20 s more
 DEMO_EPOCHS = 3
 BENCH_ROUNDS = 12  # a table to show; `mvkit bench` takes 30 (each round pauses 0.2 s before every artifact)
