@@ -35,15 +35,18 @@ from bench_markdown import cpu_name, replace_section  # noqa: E402
 SUFFIX = {"onnx": ".onnx", "openvino": "_openvino", "executorch": ".pte", "safetensors": ".safetensors"}
 
 
-def mvkit(source: Path, *args: str, cwd: Path) -> float:
-    """Seconds for one `mvkit ARGS` process, run from `source` (a checkout's src folder) on this venv."""
+def mvkit(source: Path, *args: str, cwd: Path) -> tuple[float, float]:
+    """(seconds, peak resident MB) of one `mvkit ARGS` process, run from `source` (a checkout's src folder) on
+    this venv; the peak is GNU time's, of the process itself (a batch job's reader processes are not in it)."""
     env = {**os.environ, "PYTHONPATH": str(source)}
     started = time.perf_counter()
-    done = subprocess.run([str(PYTHON), "-m", "mvkit.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(["/usr/bin/time", "-f", "peak_kb %M", str(PYTHON), "-m", "mvkit.cli", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"error: mvkit {shlex.join(args)} ({source}) failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
-    return seconds
+    peak_kb = next(line for line in done.stderr.splitlines()[::-1] if line.startswith("peak_kb "))
+    return seconds, int(peak_kb.split()[1]) / 1024
 
 
 def main() -> None:
@@ -80,23 +83,26 @@ def main() -> None:
             save_checkpoint(create_model("tf_efficientnet_lite0", pretrained=True),
                             model.with_suffix(".safetensors"))
         times: dict[tuple[str, str, str], list[float]] = {}
+        peaks: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
             for fmt in formats:
                 artifact = str(model) + SUFFIX[fmt]
                 order = list(enumerate(versions.items()))  # each version first in every other round
                 for index, (version, source) in order if round_ % 2 == 0 else order[::-1]:
-                    times.setdefault((fmt, "predict one photo", version), []).append(
-                        mvkit(source, "predict", artifact, photo, cwd=work))
+                    seconds, peak = mvkit(source, "predict", artifact, photo, cwd=work)
+                    times.setdefault((fmt, "predict one photo", version), []).append(seconds)
+                    peaks.setdefault((fmt, version), []).append(peak)
                     out = work / f"batch_{round_}_{fmt}_{index}.csv"  # a new file: nothing to resume
                     times.setdefault((fmt, f"batch job, {args.photos} photos", version), []).append(
                         mvkit(source, "predict", artifact, str(listing), "--out", str(out), "--workers", "2",
-                              cwd=work))
+                              cwd=work)[0])
             print(f"round {round_ + 1}/{args.rounds} done", flush=True)
         if args.compare_with:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "old")], check=True)
     medians = {key: statistics.median(values) for key, values in times.items()}
     (RESULTS / "startup.json").write_text(json.dumps({"command": command, "seconds": {
-        " | ".join(key): values for key, values in times.items()}}, indent=1))
+        " | ".join(key): values for key, values in times.items()}, "peak_mb": {
+        " | ".join(key): values for key, values in peaks.items()}}, indent=1))
     names = list(versions)
     header = "| format | command | " + " | ".join(f"{name} s" for name in names) + \
         (f" | {names[1]} / this commit |" if len(names) > 1 else " |")
@@ -106,6 +112,10 @@ def main() -> None:
             row = [medians[(fmt, job, name)] for name in names]
             ratio = f" | {row[1] / row[0]:.1f}x" if len(row) > 1 else ""
             lines.append(f"| {fmt} | {job} | " + " | ".join(f"{value:.2f}" for value in row) + ratio + " |")
+    memory = ["| format | " + " | ".join(f"{name}: peak MB of `predict one photo`" for name in names) + " |",
+              "|---|" + "---|" * len(names)]
+    memory += [f"| {fmt} | " + " | ".join(f"{statistics.median(peaks[(fmt, name)]):.0f}" for name in names) + " |"
+               for fmt in formats]
     machine = f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}"
     replace_section("startup", "\n".join([
         "## Start-up: `mvkit predict` in a fresh process", "",
@@ -115,6 +125,8 @@ def main() -> None:
         "photos (two reader processes, each importing what reading needs). The model: the pretrained "
         "EfficientNet-Lite0 at 224 px.", "",
         *lines, "",
+        "Peak resident memory of the same processes (GNU time; medians):", "",
+        *memory, "",
         "A Predictor of an ONNX Runtime or OpenVINO file imports neither torch, torchvision nor timm (the Preprocess "
         "applies timm's eval transform itself, equal to it bit for bit: tests/test_images.py); ExecuTorch's Python "
         "runtime imports torch itself, and a checkpoint needs it."]))
