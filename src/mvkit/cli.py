@@ -224,7 +224,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import (SizeSummary, find_duplicates, find_near_duplicates, is_image_file, list_files,
+    from mvkit.data.images import (SizeSummary, find_copies, is_image_file, list_files,
                                    scan_images)
 
     if not data.is_dir():
@@ -241,9 +241,7 @@ def scan_command(
     if not report.good and not report.bad:
         raise MvkitError(f"{data} holds no photos, only other files ({', '.join(p.name for p, _ in others[:3])})")
     sizes = SizeSummary.of(report.sizes)
-    duplicates = find_duplicates(report.good)
-    near = [group for group in find_near_duplicates(report.fingerprints)  # beyond the identical copies
-            if not any(set(group) <= set(same) for same in duplicates)]
+    duplicates, near = find_copies(report.good, report.fingerprints)
     if as_json:
         print_json({"ok": len(report.good), "bad": [{"path": str(p), "reason": r} for p, r in report.bad],
                     "not_photos": [str(p) for p, _ in others], "sizes": asdict(sizes) if sizes else None,

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 from mvkit.files import write_atomically
-from mvkit.data.images import (SizeSummary, find_duplicates, find_near_duplicates, is_skipped_name, list_files,
-                               load_photo, scan_images)
+from mvkit.data.images import (SizeSummary, find_copies, is_skipped_name, list_files, load_photo,
+                               scan_images)
 from mvkit.errors import MvkitError
 
 log = logging.getLogger(__name__)
@@ -446,29 +446,23 @@ def _warn_about_duplicates(data: DataSplits) -> None:
     if not isinstance(data.train, ImageFileDataset):  # the built-in set: arrays, not files
         return
     label_of = {path: data.classes[label] for path, label in data.train.samples + data.val.samples}
-    identical = find_duplicates(label_of)
-    near = [group for group in find_near_duplicates({p: v for p, v in data.fingerprints.items() if p in label_of})
-            if not any(set(group) <= set(same) for same in identical)]
+    identical, near = find_copies(label_of, data.fingerprints)
     in_val = {path for path, _ in data.val.samples}
-
-    def leaked(groups: list[list[Path]]) -> list[list[Path]]:
-        return [group for group in groups if {p in in_val for p in group} == {True, False}]
-
-    def conflicting(groups: list[list[Path]]) -> list[list[Path]]:
-        return [group for group in groups if len({label_of[p] for p in group}) > 1]
 
     def example(group: list[Path]) -> str:
         return " = ".join(f"{p.parent.name}/{p.name}" for p in group)
 
-    for groups, copies in ((identical, "byte-identical copies"),
-                           (near, "near-identical copies (resized, re-saved or recoloured)")):
-        if leaked(groups):
+    for groups, copies, more in ((identical, "byte-identical copies", ""),
+                                 (near, "near-identical copies (resized, re-saved or recoloured)",
+                                  "; `mvkit scan` lists them all")):
+        leaked = [group for group in groups if {p in in_val for p in group} == {True, False}]
+        conflicting = [group for group in groups if len({label_of[p] for p in group}) > 1]
+        if leaked:
             log.warning("%d photo(s) in val are %s of training photos, so val has seen them (e.g. %s): delete the "
-                        "copies%s", len(leaked(groups)), copies, example(leaked(groups)[0]),
-                        "" if groups is identical else "; `mvkit scan` lists them all")
-        if conflicting(groups):
+                        "copies%s", len(leaked), copies, example(leaked[0]), more)
+        if conflicting:
             log.warning("%d photo(s) are filed under two classes as %s, so one label is wrong (e.g. %s)",
-                        len(conflicting(groups)), copies, example(conflicting(groups)[0]))
+                        len(conflicting), copies, example(conflicting[0]))
 
 
 def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:

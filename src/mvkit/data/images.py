@@ -366,6 +366,17 @@ def find_near_duplicates(fingerprints: dict[Path, int], max_bits: int = 2) -> li
     return sorted(sorted(group) for group in groups.values() if len(group) > 1)
 
 
+def find_copies(paths: Iterable[Path], fingerprints: dict[Path, int]) -> tuple[list[list[Path]], list[list[Path]]]:
+    """(groups of byte-identical copies, groups of near-identical ones that are not all identical copies of one
+    another) among `paths`; near-copies are looked for among the paths that have a fingerprint."""
+    paths = list(paths)
+    identical = find_duplicates(paths)
+    wanted = set(paths)
+    near = [group for group in find_near_duplicates({p: v for p, v in fingerprints.items() if p in wanted})
+            if not any(set(group) <= set(same) for same in identical)]
+    return identical, near
+
+
 def find_duplicates(paths: Iterable[Path]) -> list[list[Path]]:
     """Groups of files with the same bytes (copies of one photo under other names), each sorted. Only files of
     equal size are read and hashed, so a library of distinct photos costs a stat each. A photo saved again or
