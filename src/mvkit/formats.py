@@ -140,7 +140,7 @@ FORMATS: dict[str, Format] = {
     "onnx": Format(
         "onnx", ".onnx", "ONNX Runtime", "mvkit.runtime.onnx_runtime:OnnxPredictor", ("onnxruntime",),
         extra="onnx", exporter="mvkit.export.onnx:export_onnx", export_modules=("onnx", "onnxscript"),
-        embed="mvkit.export.onnx:embed_onnx", inspect="mvkit.export.onnx:inspect_onnx",
+        embed="mvkit.export.onnx:embed_onnx", inspect="mvkit.runtime.onnx_runtime:inspect_onnx",
         int8={"ptq": Int8Method("mvkit.compress.onnx_int8:quantize_onnx", True,
                                 "static int8 QDQ, ONNX Runtime", options=(CALIBRATION,),
                                 sources=("safetensors", "onnx"))}),
@@ -155,7 +155,7 @@ FORMATS: dict[str, Format] = {
         "openvino", "_openvino", "OpenVINO CPU", "mvkit.runtime.openvino_runtime:OpenVINOPredictor", ("openvino",),
         extra="openvino", exporter="mvkit.export.openvino:export_openvino", export_modules=("openvino",),
         options=(Option("precision", "default", "--precision", ("default", "fp32", "fp16"), in_file_name=True),),
-        embed="mvkit.export.openvino:embed_openvino", inspect="mvkit.export.openvino:inspect_openvino",
+        embed="mvkit.export.openvino:embed_openvino", inspect="mvkit.runtime.openvino_runtime:inspect_openvino",
         int8={"ptq": Int8Method("mvkit.compress.openvino_int8:quantize_openvino", True,
                                 "static int8 NNCF (OpenVINO), calibrated on real photos")}),
     "torchscript": Format(

@@ -36,3 +36,21 @@ class OnnxPredictor(Predictor):
     def run(self, batch: np.ndarray) -> np.ndarray:
         output = self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
         return output if self.outputs_probabilities else softmax(output.astype(np.float64)).astype(np.float32)
+
+
+def inspect_onnx(path: Path):
+    """metadata_props and the graph's inputs/outputs, as ONNX Runtime (the app's runtime) reads them."""
+    import onnxruntime as ort
+
+    from mvkit.metadata import FileFacts
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reading, not running
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def signature(values):
+        return [{"name": v.name, "shape": [d if isinstance(d, int) else -1 for d in v.shape],
+                 "dtype": v.type.removeprefix("tensor(").removesuffix(")")} for v in values]
+
+    return FileFacts(dict(session.get_modelmeta().custom_metadata_map), signature(session.get_inputs()),
+                     signature(session.get_outputs()))

@@ -51,3 +51,20 @@ class OpenVINOPredictor(Predictor):
     def run(self, batch: np.ndarray) -> np.ndarray:
         output = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[0]
         return softmax(np.asarray(output, dtype=np.float64)).astype(np.float32)
+
+
+def inspect_openvino(path: Path):
+    import openvino as ov
+
+    from mvkit.metadata import FileFacts
+
+    ov_model = ov.Core().read_model(str(ir_file(path)))
+    metadata = {}
+    if ov_model.has_rt_info(["mvkit"]):
+        metadata = {key: value.astype(str) for key, value in ov_model.get_rt_info(["mvkit"]).astype(dict).items()}
+
+    def signature(ports):
+        return [{"name": port.get_any_name(), "dtype": port.get_element_type().get_type_name(),
+                 "shape": [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]} for port in ports]
+
+    return FileFacts(metadata, signature(ov_model.inputs), signature(ov_model.outputs))
