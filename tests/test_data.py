@@ -335,9 +335,9 @@ def test_a_source_recorded_relative_to_the_sidecar_reads_back_without_dot_dots(t
              preprocess=Preprocess(64, 0.9, "bicubic", (0.5,) * 3, (0.5,) * 3), source=str(checkpoint)).save()
     assert json.loads((tmp_path / "exports/phone/best.onnx.mvkit.json").read_text())["source"].startswith("..")
     monkeypatch.chdir(tmp_path)
-    assert Artifact.load(Path("exports/phone/best.onnx")).resolved_source() == "runs/a/best.safetensors"
+    assert Artifact.load(Path("exports/phone/best.onnx")).source == "runs/a/best.safetensors"
     monkeypatch.chdir(tmp_path / "exports")
-    assert Artifact.load(Path("phone/best.onnx")).resolved_source() == str(checkpoint.resolve())
+    assert Artifact.load(Path("phone/best.onnx")).source == str(checkpoint.resolve())
     # the file copied away from its checkpoint, then used from a folder that holds another best.safetensors: the
     # checkpoint is looked for beside the file only, never in the working folder
     (tmp_path / "deploy").mkdir()
@@ -349,7 +349,7 @@ def test_a_source_recorded_relative_to_the_sidecar_reads_back_without_dot_dots(t
     (tmp_path / "other_run" / "best.safetensors").write_bytes(b"another model")
     monkeypatch.chdir(tmp_path / "other_run")
     moved = Artifact.load(Path("../deploy/best.onnx"))
-    assert moved.resolved_source() == str(tmp_path / "deploy" / "best.safetensors")
+    assert moved.source == str(tmp_path / "deploy" / "best.safetensors")
     from mvkit.verify import reference_predictor
 
     with pytest.raises(MvkitError, match=r"made from .*deploy/best.safetensors, which is not there any more"):

@@ -291,6 +291,24 @@ def test_verify_with_missing_data_is_refused(exported, tmp_path, capsys):
     assert_refused(capsys, ["verify", artifact, "--data", tmp_path / "nowhere"], tmp_path, "does not exist")
 
 
+def test_verify_against_a_checkpoint_trained_again_or_gone_is_refused(exported, flowers_subset, tmp_path, capsys):
+    """The file's checkpoint overwritten by another run, then deleted: verify names what happened, never compares
+    against weights the file was not made from."""
+    from mvkit.artifact import Artifact
+    from mvkit.models import create_model, save_checkpoint, set_preprocess
+
+    artifact = copy_artifact(exported["onnx"], tmp_path)
+    checkpoint = copy_artifact(exported["safetensors"], tmp_path)
+    retrained = create_model("tf_efficientnet_lite0", labels=Artifact.load(checkpoint).labels)
+    set_preprocess(retrained, size=96, crop_pct=1.0)
+    save_checkpoint(retrained, checkpoint)
+    assert_refused(capsys, ["verify", artifact, "--data", flowers_subset], tmp_path,
+                   "has changed since", "--reference")
+    checkpoint.unlink()
+    assert_refused(capsys, ["verify", artifact, "--data", flowers_subset], tmp_path,
+                   f"{checkpoint.parent.name}/{checkpoint.name}, which is not there any more")
+
+
 # ---- the real entry point ------------------------------------------------------------------------------
 
 def test_scan_of_a_folder_without_files_is_refused(tmp_path, capsys):

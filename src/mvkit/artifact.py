@@ -48,7 +48,9 @@ class Artifact:
     model_name: str  # timm architecture name
     labels: list[str]
     preprocess: Preprocess
-    source: str | None = None  # the checkpoint this artifact was made from
+    # the checkpoint this artifact was made from: a usable path (load resolves the stored one, which is relative
+    # to the sidecar's folder: source_as_loaded), or a model name
+    source: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -59,11 +61,6 @@ class Artifact:
     def inherited_extra(self) -> dict[str, Any]:
         """What an artifact made from this one keeps of its record: the split its checkpoint was trained on."""
         return {"split": self.extra["split"]} if self.extra.get("split") else {}
-
-    def resolved_source(self) -> str | None:
-        """The source as recorded in memory: a usable path when it is a file (Artifact.load turns the stored one,
-        relative to the sidecar's folder, into one), else a model name."""
-        return self.source
 
     def _stored_source(self) -> str | None:
         """A file source is stored relative to the sidecar's folder; a model name as it is."""

@@ -224,8 +224,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.images import (SizeSummary, find_copies, is_image_file, list_files,
-                                   scan_images)
+    from mvkit.data.images import SizeSummary, find_copies, is_image_file, list_files, scan_images
 
     if not data.is_dir():
         raise MvkitError(f"{data} is not a folder")

@@ -59,7 +59,7 @@ def record_of(artifact: Artifact) -> dict[str, str]:
     """The artifact's self-description, every value a string (JSON for lists and objects)."""
     from mvkit import __version__
 
-    source = artifact.resolved_source()
+    source = artifact.source
     stored = artifact.to_dict()
     return {
         "mvkit_schema": SCHEMA,
@@ -85,7 +85,8 @@ def artifact_from_record(path: Path, metadata: dict[str, str]) -> Artifact:
             raise ValueError("labels must be a non-empty list of names")
         return Artifact(path=Path(path), format=metadata["format"], model_name=metadata["architecture"],
                         labels=labels, preprocess=Preprocess.from_dict(preprocess),
-                        source=source_as_loaded(metadata.get("source") or None, path), extra=json.loads(metadata.get("extra") or "{}"))
+                        source=source_as_loaded(metadata.get("source") or None, path),
+                        extra=json.loads(metadata.get("extra") or "{}"))
     except (KeyError, ValueError, TypeError) as exc:
         problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise MvkitError(f"{path} carries damaged mvkit metadata ({problem}); export it again") from None

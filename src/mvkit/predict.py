@@ -57,11 +57,11 @@ def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = F
         return load_predictor(model)
     from mvkit.runtime.torch_runtime import model_predictor
 
-    if not isinstance(model, (str, Path)):  # a model in memory
-        return model_predictor(model)
-    from mvkit.models import load_model
+    if isinstance(model, (str, Path)):  # a checkpoint, or a model name with weights
+        from mvkit.models import load_model
 
-    return model_predictor(load_model(model, pretrained=pretrained, weights=weights, require_weights=True))
+        model = load_model(model, pretrained=pretrained, weights=weights, require_weights=True)
+    return model_predictor(model)
 
 
 def predict_files(

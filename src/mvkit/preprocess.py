@@ -93,7 +93,7 @@ class Preprocess:
         the same Pillow filter, then the centre size x size crop (black bars where the photo is smaller, as
         torchvision pads). Written here rather than called so a Predictor of an exported file needs no torch,
         torchvision or timm (importing them took 4 s a process: every `mvkit predict`, batch worker and Ray
-        actor); tests/test_data.py checks it gives timm's transform's exact numbers."""
+        actor); tests/test_images.py checks it gives timm's transform's exact numbers."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         scaled = math.floor(self.size / self.crop_pct)

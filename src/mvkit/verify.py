@@ -106,7 +106,7 @@ def _check_source_unchanged(artifact: Artifact, source: str) -> None:
 
 def reference_predictor(artifact: Artifact) -> Predictor:
     """The model the artifact was exported from, in PyTorch."""
-    source = artifact.resolved_source()
+    source = artifact.source
     if source is None:
         raise MvkitError(f"{artifact.path} does not record its source checkpoint; give one with --reference")
     if source.endswith(CHECKPOINT_SUFFIX) and not Path(source).exists():
@@ -170,7 +170,7 @@ def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float =
             dataset, batch_size, bar("mvkit interpreter"))[0]
         cross_check = dict(zip(("agreement", "max_abs_prob_diff", "mean_abs_prob_diff"), compare(interpreted, ours)))
     return VerifyReport(
-        artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.resolved_source()),
+        artifact=str(artifact_path), format=candidate.artifact.format, reference=str(reference or candidate.artifact.source),
         count=len(labels), agreement=agreement, max_abs_prob_diff=max_difference,
         mean_abs_prob_diff=mean_difference, artifact_top1=_accuracy(ours, labels, index),
         reference_top1=_accuracy(theirs, labels, index), threshold=threshold,

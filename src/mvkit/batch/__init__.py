@@ -196,7 +196,7 @@ def predict_read(predictor, paths: list[str], read: list[tuple[np.ndarray | None
 
 def _local_rows(predictor, paths: Iterator[str], workers: int, batch_size: int,
                 topk: int) -> Iterator[dict[str, Any]]:
-    preprocess = predictor.artifact.preprocess.to_dict()
+    preprocess = predictor.preprocess.to_dict()
     window = batch_size * max(workers, 1) * 4
     if workers == 0:
         _init_reader(preprocess)
@@ -227,8 +227,8 @@ class RayPredictBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         paths = [str(p) for p in batch["path"]]
-        rows = predict_read(self.predictor, paths, [read_photo(p, self.predictor.preprocess) for p in paths], self.batch_size,
-                            self.topk)
+        read = [read_photo(p, self.predictor.preprocess) for p in paths]
+        rows = predict_read(self.predictor, paths, read, self.batch_size, self.topk)
         return {key: [row[key] for row in rows] for key in rows[0]}
 
 

@@ -53,7 +53,7 @@ def _exported_from(float_onnx: Path, checkpoint: Path) -> bool:
         artifact = Artifact.load(float_onnx)
     except MvkitError:
         return False
-    source = artifact.resolved_source()
+    source = artifact.source
     return (artifact.format == "onnx" and not artifact.extra.get("quantization") and source is not None
             and Path(source).resolve() == checkpoint.resolve()
             and float_onnx.stat().st_mtime >= checkpoint.stat().st_mtime)
@@ -155,7 +155,7 @@ def quantize_onnx_static(fp32_path: Path, data: str, count: int = 256, out: Path
     scheme = ("static int8 QDQ, uint8 activations, int8 per-channel weights (first conv, classifier, layer norms, "
               "attention softmax and weights x values float)")
     artifact = Artifact(path=target, format="onnx", model_name=source.model_name, labels=source.labels,
-                        preprocess=source.preprocess, source=source.resolved_source(),
+                        preprocess=source.preprocess, source=source.source,
                         extra={**source.extra, "quantization": scheme,
                                "calibration_images": sum(len(b) for b in batches), "calibration_data": data,
                                "calibration": calibration, "reduce_range": reduce_range,

@@ -187,15 +187,14 @@ def cached_copy(path: Path) -> Path | None:
 
 def keep_small_copy(target: Path, image: Image.Image) -> Image.Image | None:
     """Write a large photo (upright RGB as decoded) small to `target`, its cached_copy, and return the small
-    image; None for a photo too small to keep a copy of. A cache that cannot be written is skipped."""
+    image; None for a photo too small to keep a copy of, or when a copy is there already (a damaged one, which
+    load_photo passes over). A cache that cannot be written is skipped."""
     short = min(image.size)
-    if short < CACHE_FROM:
+    if short < CACHE_FROM or target.exists():
         return None
     scale = CACHED_SHORT_SIDE / short
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     small = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if target.exists():
-        return small
     partial = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

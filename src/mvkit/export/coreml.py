@@ -5,7 +5,8 @@
   are equal, else scale 1/255 and an exact per-channel (x - mean) / std inside the program.
 - A softmax and ClassifierConfig labels, so VNCoreMLRequest returns VNClassificationObservations with
   probabilities.
-- EnumeratedShapes for several input sides in one program (the guide's 192/224/256 by default, up to the model's own size).
+- EnumeratedShapes for several input sides in one program (the guide's 192/224/256 by default, up to the
+  model's own size).
 - fp16 (default) or fp32 compute; weight compression with ct.optimize.coreml.
 """
 
@@ -54,8 +55,8 @@ def size_multiple(model: nn.Module) -> int:
 
 def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[int], str | None]:
     """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model. The model's
-    own size is always among them, and by default no guide size above it. Sides that share one program must be multiples of `size_multiple` and at
-    least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at MobileViT's last stage), so the
+    own size is always among them, and by default no guide size above it. Sides that share one program must be
+    multiples of `size_multiple` and at least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at MobileViT's last stage), so the
     smallest side can only be exported alone."""
     multiple = size_multiple(model)
     own = preprocess_of(model).size
