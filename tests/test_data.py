@@ -257,6 +257,35 @@ def test_eval_on_all_photos_combines_both_parts(flowers_checkpoint, flowers_subs
     assert data.train.transform is None and data.val.transform is None
 
 
+def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers_checkpoint, flowers_subset, tmp_path,
+                                                                         capsys):
+    """A run with --val-fraction 0.5 (or another seed, or photos added since) recorded its split: `mvkit eval` of
+    its checkpoint on the same data scores that split's val, not a default split whose val it partly trained on."""
+    from mvkit.cli import run
+    from mvkit.data.datasets import split_record
+    from mvkit.evaluate import evaluate
+    from mvkit.models import load_model, save_checkpoint
+
+    checkpoint = tmp_path / "half.safetensors"
+    save_checkpoint(load_model(flowers_checkpoint), checkpoint,
+                    extra={"split": split_record(str(flowers_subset), 0.5, 3, None)})
+    held_out = load_data(flowers_subset, val_fraction=0.5, seed=3).val
+    expected = evaluate(load_model(checkpoint), held_out)
+
+    assert run(["eval", str(checkpoint), str(flowers_subset), "--out", str(tmp_path / "own")]) == 0
+    shown = capsys.readouterr().out
+    assert "val: the photos half.safetensors was held out from in training" in shown
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    assert own["count"] == expected.count == 40
+    assert own["confusion"] == expected.confusion.tolist() and own["top1"] == expected.top1
+
+    # an explicit split is the user's: the default fraction gives its 15 photos again
+    assert run(["eval", str(checkpoint), str(flowers_subset), "--val-fraction", "0.2", "--out",
+                str(tmp_path / "asked")]) == 0
+    assert "held out from in training" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "asked" / "metrics.json").read_text())["count"] == 15
+
+
 # ---- property-based: the parsers never fail with anything but a clear MvkitError ------------------------
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402

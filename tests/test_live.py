@@ -37,15 +37,16 @@ def flower_photos(flowers: Path, count: int) -> list[Path]:
 
 
 def write_clip(path: Path, photos: list[Path], fps: int, frames_each: int, side: int = 160,
-               codec: str = "libx264") -> int:
-    """A real video: each photo held for `frames_each` frames. Returns the number of frames."""
+               codec: str = "libx264", height: int | None = None, stored=lambda picture: picture) -> int:
+    """A real video: each photo (resized to side x height) held for `frames_each` frames, as `stored` turns it.
+    Returns the number of frames."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width = stream.height = side
+        stream.width, stream.height = stored(Image.new("RGB", (side, height or side))).size
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         count = 0
         for photo in photos:
-            picture = Image.open(photo).convert("RGB").resize((side, side))
+            picture = stored(Image.open(photo).convert("RGB").resize((side, height or side)))
             for _ in range(frames_each):
                 for packet in stream.encode(av.VideoFrame.from_image(picture)):
                     container.mux(packet)
@@ -304,6 +305,39 @@ def test_corrupt_frames_are_skipped_and_counted(flowers, onnx_model, tmp_path):
     engine = live_run(onnx_model, damaged, fps=1000, realtime=False)
     assert len(list(engine)) == total - 3
     assert engine.summary()["frames"]["corrupt"] == 3
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="the ffmpeg command tags the clip's rotation")
+def test_a_phone_video_filmed_upright_runs_upright(flowers, onnx_model, tmp_path):
+    """A phone filming in portrait stores landscape frames and a rotation for the player: the model must see (and
+    the annotated video show) the upright picture, as FFmpeg's own command line shows it, not the sideways one."""
+    photos = flower_photos(flowers, 3)
+    upright = [Image.open(p).convert("RGB").resize((120, 160)) for p in photos]
+    sideways = tmp_path / "sideways.mp4"
+    write_clip(sideways, photos, fps=10, frames_each=2, side=120, height=160,
+               stored=lambda picture: picture.transpose(Image.Transpose.ROTATE_270))
+    phone = tmp_path / "portrait.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(sideways), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(phone)], check=True)
+    shown = tmp_path / "shown.png"  # the first frame as the ffmpeg command shows it (autorotate)
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(phone), "-frames:v", "1", str(shown)], check=True)
+
+    from mvkit.live.sources import open_source
+    frames = [frame.image for frame in open_source(phone, fps=10).frames(threading.Event())]
+    assert len(frames) == 6 and {frame.size for frame in frames} == {(120, 160)}
+
+    def far(a: Image.Image, b: Image.Image) -> float:
+        return float(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean())
+
+    assert far(frames[0], Image.open(shown).convert("RGB")) < 2
+    for frame, picture in zip(frames[::2], upright):
+        assert far(frame, picture) < 8 < far(frame, picture.transpose(Image.Transpose.ROTATE_180)), "upside down"
+
+    out = tmp_path / "annotated.mp4"
+    results = list(live_run(onnx_model, phone, fps=1000, realtime=False, out=out))
+    assert len(results) == 6
+    with av.open(str(out)) as written:
+        assert (written.streams.video[0].width, written.streams.video[0].height) == (120, 160)
 
 
 def test_folder_of_photos_plays_as_frames_and_names_bad_files(flowers_subset, onnx_model, tmp_path):

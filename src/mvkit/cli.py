@@ -161,6 +161,18 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
                   "could not be read (their rows hold the error)")
 
 
+def _trained_on(model: str, data: str):
+    """The artifact `model` when its checkpoint recorded a split of `data` (it was trained on it), else None."""
+    from mvkit.artifact import Artifact
+    from mvkit.data.datasets import trained_on
+    from mvkit.runtime import is_artifact
+
+    if not is_artifact(model):
+        return None
+    artifact = Artifact.load(Path(model))
+    return artifact if trained_on(data, artifact) else None
+
+
 def _short(path: str) -> str:
     """A path by its last two parts (runs/ft/best.safetensors -> ft/best.safetensors): enough to tell runs apart."""
     return "/".join(Path(path).parts[-2:])
@@ -174,8 +186,9 @@ def eval_command(
     weights: Optional[Path] = WeightsOpt,
     split: str = typer.Option("val", help="Which part to evaluate: val, train or all."),
     val: Optional[Path] = typer.Option(None, "--val", help="A separate val folder of class folders."),
-    val_fraction: float = typer.Option(0.2, help="Share of each class held out for val when the data has no split."),
-    seed: int = typer.Option(0, help="Seed of the train/val split."),
+    val_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for val when the data has "
+                                                 "no split (0.2). Default for a model trained on DATA: its own split."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the train/val split (0)."),
     split_file: Optional[Path] = typer.Option(None, help="Split file to reuse or write (default OUT/split.json)."),
     out: Path = typer.Option(Path("runs/eval"), help="Folder for metrics.json, confusion.png, split.json."),
     batch_size: int = typer.Option(32, min=1, help="Images per forward pass."),
@@ -183,7 +196,7 @@ def eval_command(
 ) -> None:
     """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
     from mvkit.data import load_data
-    from mvkit.data.datasets import combined
+    from mvkit.data.datasets import combined, load_data_as_trained
     from mvkit.evaluate import evaluate, few_photos_note, plot_confusion
     from mvkit.models import load_model
     from mvkit.runtime import is_artifact, load_predictor
@@ -194,9 +207,14 @@ def eval_command(
     exported = is_artifact(model) and not str(model).endswith(FORMATS["safetensors"].suffix)
     net = load_predictor(model) if exported else load_model(model, pretrained=pretrained, weights=weights,
                                                             require_weights=True)
+    # a model trained on DATA is scored on the photos its training held out, as verify does: another split's val
+    # holds photos it trained on (a run with --val-fraction 0.1, photos added since)
+    as_trained = _trained_on(model, data) if (val, val_fraction, seed, split_file) == (None,) * 4 else None
     with progress_bars() as start:
-        splits = load_data(data, val=val, val_fraction=val_fraction, seed=seed,
-                           split_file=split_file or out / "split.json", on_scan_progress=start("checking photos", None))
+        scanning = start("checking photos", None)
+        splits = load_data_as_trained(data, as_trained, on_scan_progress=scanning) if as_trained else load_data(
+            data, val=val, val_fraction=0.2 if val_fraction is None else val_fraction, seed=seed or 0,
+            split_file=split_file or out / "split.json", on_scan_progress=scanning)
         dataset = {"val": splits.val, "train": splits.train}.get(split) or combined(splits.train, splits.val)
         result = evaluate(net, dataset, batch_size=batch_size, on_progress=start("evaluating", len(dataset)))
     out.mkdir(parents=True, exist_ok=True)
@@ -213,6 +231,10 @@ def eval_command(
         table.add_row(name, f"{accuracy:.1%}")
     console.print(table)
     console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}", markup=True)
+    if as_trained and split != "all":
+        photos = "held out from" if split == "val" else "trained on"
+        console.print(f"{split}: the photos {Path(model).name} was {photos} in training (the split it records); "
+                      "--val-fraction, --seed or --split-file choose another")
     if note := few_photos_note(result.count):
         console.print(f"note: {note}; evaluate on more photos")
     console.print(f"wrote {out / 'metrics.json'} and {png}")

@@ -473,13 +473,21 @@ def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | N
             "split_file": str(Path(split_file).resolve()) if split_file else None}
 
 
-def load_data_as_trained(spec: str, artifact, decoded: dict | None = None) -> DataSplits:
+def trained_on(spec: str, artifact) -> bool:
+    """Whether the artifact's source checkpoint recorded its split of `spec` (it was trained on this data)."""
+    text = str(spec)
+    record = artifact.extra.get("split") or {}
+    return record.get("data") == (text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve()))
+
+
+def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,
+                         on_scan_progress: Callable[[int], None] | None = None) -> DataSplits:
     """`spec` split as the artifact's source checkpoint was trained on it, when the checkpoint recorded its split
     (otherwise the default split): so "val" never holds photos the model was trained on. `decoded`: a dict
     kept by the caller across calls, so each distinct split is decoded once."""
     record = artifact.extra.get("split") or {}
     text = str(spec)
-    same = record.get("data") == (text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve()))
+    same = trained_on(spec, artifact)
     split_file = record.get("split_file") if same else None
     options = {"val_fraction": record.get("val_fraction", 0.2) if same else 0.2,
                "seed": record.get("seed", 0) if same else 0,
@@ -487,7 +495,7 @@ def load_data_as_trained(spec: str, artifact, decoded: dict | None = None) -> Da
     key = (text, options["val_fraction"], options["seed"], str(options["split_file"]))
     if decoded is not None and key in decoded:
         return decoded[key]
-    splits = load_data(spec, **options)
+    splits = load_data(spec, on_scan_progress=on_scan_progress, **options)
     if decoded is not None:
         decoded[key] = splits
     return splits

@@ -37,8 +37,21 @@ class Frame:
     def image(self) -> Image.Image:
         """RGB."""
         if self._image is None:
-            self._image, self._decoded = self._decoded.to_image(), None
+            self._image, self._decoded = upright(self._decoded), None
         return self._image
+
+
+# A phone filming upright stores sideways frames and a display matrix that turns them: PyAV reads its rotation as
+# degrees counter-clockwise. Pillow's transposes apply it as FFmpeg's own player and CLI do (their autorotate).
+_TURNS = {90: Image.Transpose.ROTATE_90, -90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_270,
+          180: Image.Transpose.ROTATE_180, -180: Image.Transpose.ROTATE_180}
+
+
+def upright(decoded) -> Image.Image:
+    """A decoded video frame as RGB, turned the way its container says it is shown."""
+    image = decoded.to_image()
+    turn = _TURNS.get(round(decoded.rotation))
+    return image if turn is None else image.transpose(turn)
 
 
 @dataclass
