@@ -257,8 +257,8 @@ def test_eval_on_all_photos_combines_both_parts(flowers_checkpoint, flowers_subs
     assert data.train.transform is None and data.val.transform is None
 
 
-def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers_checkpoint, flowers_subset, tmp_path,
-                                                                         capsys):
+def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers_checkpoint, flowers, flowers_subset,
+                                                                         tmp_path, capsys):
     """A run with --val-fraction 0.5 (or another seed, or photos added since) recorded its split: `mvkit eval` of
     its checkpoint on the same data scores that split's val, not a default split whose val it partly trained on."""
     from mvkit.cli import run
@@ -284,6 +284,17 @@ def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers
                 str(tmp_path / "asked")]) == 0
     assert "held out from in training" not in capsys.readouterr().out
     assert json.loads((tmp_path / "asked" / "metrics.json").read_text())["count"] == 15
+
+    # trained with a separate --val folder: its val photos are that folder's, not a split of the training photos
+    val = tmp_path / "val"
+    for class_dir in sorted(p for p in flowers.iterdir() if p.is_dir()):
+        (val / class_dir.name).mkdir(parents=True)
+        for photo in sorted(class_dir.glob("*.jpg"))[16:20]:
+            shutil.copy(photo, val / class_dir.name / photo.name)
+    save_checkpoint(load_model(flowers_checkpoint), checkpoint,
+                    extra={"split": split_record(str(flowers_subset), 0.2, 0, None, val=val)})
+    assert run(["eval", str(checkpoint), str(flowers_subset), "--out", str(tmp_path / "folder")]) == 0
+    assert json.loads((tmp_path / "folder" / "metrics.json").read_text())["count"] == 20
 
 
 # ---- property-based: the parsers never fail with anything but a clear MvkitError ------------------------

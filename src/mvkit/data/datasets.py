@@ -465,12 +465,15 @@ def _warn_about_duplicates(data: DataSplits) -> None:
                         len(conflicting), copies, example(conflicting[0]))
 
 
-def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None) -> dict[str, Any]:
-    """What a checkpoint's sidecar keeps of the split it was trained on (see load_data_as_trained)."""
+def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None,
+                 val: str | Path | None = None) -> dict[str, Any]:
+    """What a checkpoint's sidecar keeps of the split it was trained on (see load_data_as_trained); `val`: the
+    separate val folder it was trained with, if any."""
     text = str(spec)
     data = text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve())
     return {"data": data, "val_fraction": val_fraction, "seed": seed,
-            "split_file": str(Path(split_file).resolve()) if split_file else None}
+            "split_file": str(Path(split_file).resolve()) if split_file else None,
+            "val": str(Path(val).resolve()) if val else None}
 
 
 def trained_on(spec: str, artifact) -> bool:
@@ -489,10 +492,15 @@ def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,
     text = str(spec)
     same = trained_on(spec, artifact)
     split_file = record.get("split_file") if same else None
+    val = record.get("val") if same else None
+    if val and not Path(val).is_dir():
+        log.warning("%s was trained with the val folder %s, which is gone: its val photos are a default split of %s "
+                    "now, which it trained on", artifact.path.name, val, spec)
+        val = None
     options = {"val_fraction": record.get("val_fraction", 0.2) if same else 0.2,
                "seed": record.get("seed", 0) if same else 0,
-               "split_file": Path(split_file) if split_file and Path(split_file).exists() else None}
-    key = (text, options["val_fraction"], options["seed"], str(options["split_file"]))
+               "split_file": Path(split_file) if split_file and Path(split_file).exists() else None, "val": val}
+    key = (text, options["val_fraction"], options["seed"], str(options["split_file"]), val)
     if decoded is not None and key in decoded:
         return decoded[key]
     splits = load_data(spec, on_scan_progress=on_scan_progress, **options)

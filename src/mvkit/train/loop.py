@@ -380,7 +380,8 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
         progress.epochs_without_improvement += 1
     if run.main:
         metrics = {k: row[k] for k in ("epoch", "val_loss", "val_top1")}
-        record = {"split": split_record(recipe.data, recipe.val_fraction, recipe.split_seed, run.paths["split"])}
+        record = {"split": split_record(recipe.data, recipe.val_fraction, recipe.split_seed, run.paths["split"],
+                                          recipe.val)}
         save_checkpoint(run.eval_model(), run.paths["last"], metrics=metrics, source=recipe.model, extra=record)
         if improved:
             save_checkpoint(run.eval_model(), run.paths["best"], metrics=metrics, source=recipe.model, extra=record)
