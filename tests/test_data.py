@@ -274,7 +274,7 @@ def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers
 
     assert run(["eval", str(checkpoint), str(flowers_subset), "--out", str(tmp_path / "own")]) == 0
     shown = capsys.readouterr().out
-    assert "val: the photos half.safetensors was held out from in training" in shown
+    assert "val: the photos held out when it was trained (the split half.safetensors records)" in shown
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())
     assert own["count"] == expected.count == 40
     assert own["confusion"] == expected.confusion.tolist() and own["top1"] == expected.top1
@@ -282,7 +282,7 @@ def test_eval_scores_a_trained_model_on_the_photos_its_training_held_out(flowers
     # an explicit split is the user's: the default fraction gives its 15 photos again
     assert run(["eval", str(checkpoint), str(flowers_subset), "--val-fraction", "0.2", "--out",
                 str(tmp_path / "asked")]) == 0
-    assert "held out from in training" not in capsys.readouterr().out
+    assert "held out when it was trained" not in capsys.readouterr().out
     assert json.loads((tmp_path / "asked" / "metrics.json").read_text())["count"] == 15
 
     # trained with a separate --val folder: its val photos are that folder's, not a split of the training photos

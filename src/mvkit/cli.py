@@ -232,9 +232,9 @@ def eval_command(
     console.print(table)
     console.print(f"top-1 [bold]{result.top1:.2%}[/bold]   top-5 {result.top5:.2%}", markup=True)
     if as_trained and split != "all":
-        photos = "held out from" if split == "val" else "trained on"
-        console.print(f"{split}: the photos {Path(model).name} was {photos} in training (the split it records); "
-                      "--val-fraction, --seed or --split-file choose another")
+        photos = "held out when it was trained" if split == "val" else "it was trained on"
+        console.print(f"{split}: the photos {photos} (the split {Path(model).name} records); --val-fraction, --seed "
+                      "or --split-file choose another")
     if note := few_photos_note(result.count):
         console.print(f"note: {note}; evaluate on more photos")
     console.print(f"wrote {out / 'metrics.json'} and {png}")
