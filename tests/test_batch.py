@@ -148,6 +148,26 @@ def test_a_job_stopped_mid_way_resumes_without_losing_or_doubling_rows(model, sm
     check_rows(read_rows(out), expected, count)
 
 
+def test_a_second_job_into_the_same_file_is_refused_while_the_first_runs(model, small_library, tmp_path):
+    """Two jobs appending to one file would both start where it ends and write the same rows twice."""
+    from mvkit.predict import predict_files
+
+    out = tmp_path / "predictions.csv"
+    command = [*CLI, "predict", str(model), str(small_library), "--out", str(out), "-k", "3", "--workers", "1",
+               "--batch-size", "8"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: out.exists() and out.stat().st_size > 2_000, first)
+    second = subprocess.run(command, capture_output=True, text=True)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith("error:") and f"is being written by another mvkit predict (pid {first.pid})" \
+        in second.stderr, second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    predictions, skipped = predict_files(model, [small_library], topk=3)
+    check_rows(read_rows(out), ({str(p.path): p.top for p in predictions}, {str(p): r for p, r in skipped}),
+               len(predictions) + len(skipped))
+    assert [p.name for p in tmp_path.iterdir()] == [out.name], "the lock goes with the job"
+
+
 def test_bad_jobs_are_refused_before_any_work(model, library, tmp_path):
     cases = [([str(model), str(library), "--out", str(tmp_path / "p.xlsx")], "write .parquet, .csv or .jsonl"),
              ([str(model), str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.csv")], "does not exist"),

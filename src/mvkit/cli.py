@@ -143,19 +143,24 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
     check_job(model, source, out, engine, workers, topk)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=error_console) as progress:
-        task = progress.add_task(f"predict ({engine})", total=None, rate="")
+    progress = Progress(*columns, console=error_console)
+    task = progress.add_task(f"predict ({engine})", total=None, rate="")
 
-        def start(total, done):
-            progress.update(task, total=total, completed=done)
+    def start(total, done):  # shown once the job has its file and knows where it resumes, not before a refusal
+        progress.update(task, total=total, completed=done)
+        progress.start()
 
-        def advance(n):
-            progress.advance(task, n)
-            speed = progress.tasks[task].speed
-            progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
+    def advance(n):
+        progress.advance(task, n)
+        speed = progress.tasks[task].speed
+        progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
 
+    try:
         summary = predict_to_file(model, source, out, engine=engine, workers=workers, batch_size=batch_size,
                                   topk=topk, address=address, on_start=start, on_progress=advance)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     resumed = f", {summary.skipped_done} already done before" if summary.skipped_done else ""
     console.print(f"{summary.out}: {summary.written} rows written{resumed}; {summary.errors} photos "
                   "could not be read (their rows hold the error)")

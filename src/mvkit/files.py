@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def remove(path: Path) -> None:
@@ -59,3 +60,30 @@ def check_writable(folder: Path) -> None:
     except OSError as exc:
         raise MvkitError(f"cannot write into {folder}: {exc.strerror or exc}; choose another --out") from None
     probe.unlink(missing_ok=True)
+
+
+@contextmanager
+def one_writer(lock_path: Path, refusal: Callable[[str], str]) -> Iterator[None]:
+    """An exclusive lock on `lock_path` while the block runs, so two processes never write the same output: a second
+    one is refused at once with MvkitError(refusal("pid N of the holder")). The system releases a flock when its
+    process ends, even on kill -9."""
+    from mvkit.errors import MvkitError
+
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise MvkitError(refusal(holder)) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        Path(lock_path).unlink(missing_ok=True)  # removed while still held: a second writer fails fast, never waits
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -24,6 +24,7 @@ import numpy as np
 from mvkit.batch.inputs import check_input, count_inputs, iter_inputs
 from mvkit.batch.outputs import Resume, check_output, open_output
 from mvkit.errors import MvkitError
+from mvkit.files import one_writer
 from mvkit.runtime.base import usable_cores
 
 ENGINES = ("local", "ray")
@@ -48,6 +49,17 @@ def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "lo
 
     out = Path(out)
     check_job(model, source, out, engine, workers, topk)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # two jobs appending to one file would write the same rows twice
+    with one_writer(out.with_name(f".{out.name}.lock"), lambda holder: f"{out} is being written by another mvkit "
+                    f"predict ({holder}); wait for it to finish (a re-run then resumes) or choose another --out"):
+        return _predict_to_file(model, source, out, engine, workers, batch_size, topk, address, on_start, on_progress)
+
+
+def _predict_to_file(model, source, out, engine, workers, batch_size, topk, address, on_start,
+                     on_progress) -> BatchSummary:
+    from mvkit.runtime import load_predictor
+
     topk = min(topk, _label_count(model))
     output = open_output(out, topk)
     resume = output.resume()

@@ -3,8 +3,6 @@ keeps one writer per run folder, and global PyTorch settings given back as they 
 
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from mvkit.errors import MvkitError
+from mvkit.files import one_writer
 
 
 class StopRequest:
@@ -51,33 +49,17 @@ class StopRequest:
 
 @contextmanager
 def run_folder_lock(out: Path, main_process: bool) -> Iterator[None]:
-    """One writer per run folder: a second `mvkit train` into the same --out is refused while the first runs.
-    flock is released by the system when the process ends, even on kill -9."""
+    """One writer per run folder: a second `mvkit train` into the same --out is refused while the first runs."""
     if not main_process:
         yield
         return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    lock_path = out / ".lock"
-    handle = open(lock_path, "a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise MvkitError(f"{out} is in use by another mvkit train ({holder}); wait for it to finish or choose "
-                         "another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    try:
-        yield
+        with one_writer(out / ".lock", lambda holder: f"{out} is in use by another mvkit train ({holder}); wait for "
+                        "it to finish or choose another --out"):
+            yield
     finally:
-        lock_path.unlink(missing_ok=True)  # removed while still held: a second writer fails fast, never waits
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
         if created and not any(out.iterdir()):  # a run that failed its checks leaves no folder
             out.rmdir()
 
