@@ -149,3 +149,38 @@ def test_output_piped_into_head_ends_quietly(flowers, flowers_checkpoint):
     _, err = job.communicate(timeout=300)
     assert first.strip().endswith(b".jpg")
     assert job.returncode == 1 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+
+
+def in_a_terminal(command: list[str]) -> str:
+    """What a command shows in a terminal (a pseudo-terminal, so rich draws its progress bars)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    job = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                           env=dict(os.environ, COLUMNS="120"))
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert job.wait(timeout=300) == 0, shown.decode(errors="replace")[-2000:]
+    return shown.decode(errors="replace")
+
+
+def test_predicting_a_folder_shows_progress_in_a_terminal_and_a_photo_does_not(exported, flowers_subset):
+    """A folder of phone photos takes up to a second a photo to decode: the terminal shows how far along it is
+    (the bar goes when the answers print); a single photo, and output into a pipe, get none."""
+    command = [sys.executable, "-m", "mvkit.cli", "predict", str(exported["onnx"])]
+    folder = in_a_terminal(command + [str(flowers_subset), "-k", "1"])
+    assert "predicting" in folder and "80/80" in folder
+    assert folder.count("%  ") >= 80  # and the answers
+    one = in_a_terminal(command + [str(next((flowers_subset / "rose").glob("*.jpg")))])
+    assert "predicting" not in one and "rose" in one
+    piped = subprocess.run(command + [str(flowers_subset), "-k", "1"], capture_output=True, text=True)
+    assert piped.returncode == 0 and "predicting" not in piped.stdout + piped.stderr

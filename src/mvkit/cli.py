@@ -61,6 +61,18 @@ def progress_bars() -> Iterator[Callable[[str, Optional[int]], Callable[[int], N
         yield start
 
 
+@contextmanager
+def deferred_progress(*columns, transient: bool = False) -> Iterator[Progress]:
+    """A rich Progress that shows from its `start()` on, not before: a job refused before its work prints its error
+    line alone, and a short one no bar at all."""
+    progress = Progress(*columns, console=error_console, transient=transient)
+    try:
+        yield progress
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+
+
 def _report_skipped(skipped: list) -> None:
     if skipped:
         error_console.print(f"[yellow]skipped {len(skipped)} unreadable file(s):[/yellow]", markup=True)
@@ -121,7 +133,17 @@ def predict_command(
         _predict_to_file(model, str(inputs[0]), out, engine, workers, batch_size, topk, address)
         return
     predictor = as_predictor(model, pretrained=pretrained, weights=weights)
-    predictions, skipped = predict_files(predictor, inputs, topk=topk, batch_size=batch_size)
+    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task("predicting", total=None)
+
+        def start(total: int) -> None:  # more than one batch: a phone's photo takes up to a second to decode
+            if total > batch_size:
+                progress.update(task, total=total)
+                progress.start()
+
+        predictions, skipped = predict_files(predictor, inputs, topk=topk, batch_size=batch_size, on_start=start,
+                                             on_progress=lambda n: progress.advance(task, n))
     if as_json:
         print_json({"predictions": [p.to_dict() for p in predictions],
                     "skipped": [{"path": str(p), "reason": r} for p, r in skipped]})
@@ -143,24 +165,20 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
     check_job(model, source, out, engine, workers, topk)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    progress = Progress(*columns, console=error_console)
-    task = progress.add_task(f"predict ({engine})", total=None, rate="")
+    with deferred_progress(*columns) as progress:
+        task = progress.add_task(f"predict ({engine})", total=None, rate="")
 
-    def start(total, done):  # shown once the job has its file and knows where it resumes, not before a refusal
-        progress.update(task, total=total, completed=done)
-        progress.start()
+        def start(total, done):  # shown once the job holds its file and knows where it resumes
+            progress.update(task, total=total, completed=done)
+            progress.start()
 
-    def advance(n):
-        progress.advance(task, n)
-        speed = progress.tasks[task].speed
-        progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
+        def advance(n):
+            progress.advance(task, n)
+            speed = progress.tasks[task].speed
+            progress.update(task, rate=f"{speed:.1f} img/s" if speed else "")
 
-    try:
         summary = predict_to_file(model, source, out, engine=engine, workers=workers, batch_size=batch_size,
                                   topk=topk, address=address, on_start=start, on_progress=advance)
-    finally:
-        if progress.live.is_started:
-            progress.stop()
     resumed = f", {summary.skipped_done} already done before" if summary.skipped_done else ""
     console.print(f"{summary.out}: {summary.written} rows written{resumed}; {summary.errors} photos "
                   "could not be read (their rows hold the error)")

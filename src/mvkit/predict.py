@@ -70,12 +70,16 @@ def predict_files(
     topk: int = 5,
     batch_size: int = 16,
     on_progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> tuple[list[Prediction], list[tuple[Path, str]]]:
     """Predictions for every readable photo, and the (path, reason) of every file skipped. Each photo is decoded
-    once, as its batch comes: a phone's photo can take a second to decode."""
+    once, as its batch comes: a phone's photo can take a second to decode. on_start(files) once they are listed,
+    on_progress(n) after each batch."""
     predictor = as_predictor(model)
     skipped: list[tuple[Path, str]] = []
     files = collect_inputs(inputs, skipped)
+    if on_start:
+        on_start(len(files))
     k = min(topk, len(predictor.labels))
     predictions = []
     for start in range(0, len(files), batch_size):
