@@ -91,6 +91,7 @@ class GlobalSparseAttn(nn.Module):
     def forward(self, x, height: int, width: int):
         """x: [B, H*W, C] tokens of an H x W map."""
         batch, _, channels = x.shape
+        full = height, width
         if self.sr > 1:  # delegates: every sr-th position (the authors' 1x1 average pool with stride sr)
             grid = x.transpose(1, 2).reshape(batch, channels, height, width)[:, :, ::self.sr, ::self.sr]
             height, width = grid.shape[-2:]
@@ -101,6 +102,8 @@ class GlobalSparseAttn(nn.Module):
         x = (attention @ v).transpose(1, 2).reshape(batch, -1, channels)
         if self.sr > 1:  # local propagation back to the full map
             x = self.LocalProp(x.transpose(1, 2).reshape(batch, channels, height, width))
+            if tuple(x.shape[-2:]) != full:  # a map not a multiple of sr: the last delegates spread past its edge
+                x = x[:, :, :full[0], :full[1]]
             x = self.norm(x.flatten(2).transpose(1, 2))
         return self.proj(x)
 
