@@ -82,6 +82,26 @@ def test_without_img_size_a_run_trains_at_the_photos_native_size(flowers_subset,
     assert native_input_size(build_recipe(), 224, SizeSummary.of([(500, 375)])) is None  # bigger: the model's
 
 
+def test_a_vit_trains_at_the_photos_size_and_its_checkpoint_loads_exports_and_verifies(flowers_subset, tmp_path):
+    """DeiT's position embeddings are built for 224 px: at the 128 px that the photos' size chooses, training failed
+    in its first forward. They are resampled to the size (timm's set_input_size), and the checkpoint, which holds
+    them at that size, loads, exports and verifies."""
+    from mvkit.export import export
+    from mvkit.verify import verify
+
+    result = train(tiny_recipe(flowers_subset, tmp_path / "deit", model="deit_tiny", img_size=None, epochs=1,
+                               batch_size=16))
+    model = load_model(result.best_checkpoint)
+    assert result.recipe.img_size == 128 and preprocess_of(model).size == 128
+    assert model.pos_embed.shape[1] == 1 + (128 // 16) ** 2
+    report = verify(export(result.best_checkpoint, "onnx").path, str(flowers_subset))
+    assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4
+    # its one input size cannot rise epoch by epoch
+    with pytest.raises(MvkitError, match="takes one input size, 128 px"):
+        train(tiny_recipe(flowers_subset, tmp_path / "rising", model="deit_tiny", img_size=128, progressive_from=64,
+                          epochs=2, batch_size=16))
+
+
 def test_teacher_sees_photos_at_its_own_size_and_normalisation(flowers_subset, tmp_path):
     teacher_run = train(tiny_recipe(flowers_subset, tmp_path / "teacher", model="tf_efficientnet_lite0",
                                     preset="head-only", img_size=48, epochs=1))

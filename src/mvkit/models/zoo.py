@@ -151,9 +151,30 @@ def attach_metadata(model: nn.Module, timm_name: str, labels: list[str], preproc
 
 
 def set_preprocess(model: nn.Module, **changes: Any) -> nn.Module:
-    """Change the model's Preprocess (e.g. size=96 for small photos); labels and weights stay."""
+    """Change the model's Preprocess (e.g. size=96 for small photos); labels and weights stay (a ViT's position
+    embeddings are resampled to a new size: fit_input_size)."""
     preprocess = preprocess_of(model).with_changes(**changes)
+    fit_input_size(model, preprocess.size)
     return attach_metadata(model, architecture_of(model), labels_of(model), preprocess)
+
+
+def fixed_input_size(model: nn.Module) -> int | None:
+    """The one input side a model takes (a ViT's patch embedding and position embeddings are built for it), or
+    None for a model that takes any (convolutions, MobileViT's unfold)."""
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None)
+    if size is None or not getattr(patch_embed, "strict_img_size", False) or not hasattr(model, "set_input_size"):
+        return None
+    return int(size[0])
+
+
+def fit_input_size(model: nn.Module, size: int) -> nn.Module:
+    """A fixed-size model (DeiT) rebuilt for `size` by timm's set_input_size, which resamples its position
+    embeddings: DeiT built at 224 fails on the 128 px that training on small photos chooses."""
+    fixed = fixed_input_size(model)
+    if fixed is not None and fixed != size:
+        model.set_input_size(img_size=size)
+    return model
 
 
 def labels_of(model: nn.Module) -> list[str]:
@@ -230,6 +251,7 @@ def create_model(
     if labels is None:
         labels = imagenet_labels() if n_out == 1000 else [f"class_{i}" for i in range(n_out)]
     preprocess = preprocess or Preprocess.from_timm_cfg(model.pretrained_cfg)
+    fit_input_size(model, preprocess.size)  # a checkpoint of a ViT trained at another size holds embeddings for it
     return attach_metadata(model, timm_name, labels, preprocess).eval()
 
 

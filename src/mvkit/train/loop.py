@@ -28,6 +28,7 @@ from mvkit.evaluate import evaluate, plot_confusion
 from mvkit.files import check_writable
 from mvkit.models import (create_model, labels_of, load_model, preprocess_of, relabel_classifier, save_checkpoint,
                           set_preprocess)
+from mvkit.models.zoo import fixed_input_size
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
@@ -239,6 +240,9 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     student_pre = preprocess_of(model)
     teacher_pre = preprocess_of(teacher) if teacher is not None else None
     check_progressive(recipe, student_pre.size)
+    if recipe.progressive_from is not None and fixed_input_size(model) is not None:
+        raise MvkitError(f"{recipe.model} takes one input size, {student_pre.size} px (its position embeddings are "
+                         "built for it): progressive resizing needs a model that takes any; drop --progressive-from")
     data.set_transforms(None, student_pre.eval_transform())  # the train transform is set per epoch
     per_process = len(data.train) // world
     if per_process < recipe.batch_size:  # a small dataset: one batch of them all (even, for MixUp's pairs)
