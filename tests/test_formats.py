@@ -309,6 +309,12 @@ def test_mobilevit_sizes_that_cannot_share_a_program_are_refused_with_a_fix():
     set_preprocess(lite0, size=128)
     assert choose_sizes(lite0, None)[0] == [128]
     assert choose_sizes(lite0, [128, 256]) == ([128, 256], None)  # asked for: kept
+    # a ViT's position embeddings are built for one size: the default 192 and 224 failed in torch.export
+    deit = create_model("deit_tiny", labels=["a", "b"])
+    sizes, note = choose_sizes(deit, None)
+    assert sizes == [224] and "takes one input size" in note
+    with pytest.raises(MvkitError, match=r"takes one input size, 224 px"):
+        choose_sizes(deit, [192, 224])
 
 
 @needs_coreml

@@ -23,6 +23,7 @@ from torch import nn
 from mvkit.errors import MvkitError
 from mvkit.export.graph import TOTAL_STRIDE, capture, conversion_error, ready_for_export
 from mvkit.models import architecture_of, labels_of, preprocess_of
+from mvkit.models.zoo import fixed_input_size
 
 GUIDE_SIZES = (192, 224, 256)
 
@@ -60,6 +61,13 @@ def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[in
     smallest side can only be exported alone."""
     multiple = size_multiple(model)
     own = preprocess_of(model).size
+    fixed = fixed_input_size(model)
+    if fixed is not None:  # a ViT: its position embeddings are built for one size
+        if sizes and set(int(s) for s in sizes) != {fixed}:
+            raise MvkitError(f"--sizes {','.join(map(str, sizes))}: {architecture_of(model)} takes one input size, "
+                             f"{fixed} px (its position embeddings are built for it); leave out --sizes, or train it "
+                             "at the size you need")
+        return [fixed], None if sizes else f"size {fixed} only: {architecture_of(model)} takes one input size"
 
     def shareable(side: int) -> bool:
         return side % multiple == 0 and side >= 2 * multiple
