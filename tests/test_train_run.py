@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -96,6 +97,10 @@ def test_a_vit_trains_at_the_photos_size_and_its_checkpoint_loads_exports_and_ve
     assert model.pos_embed.shape[1] == 1 + (128 // 16) ** 2
     report = verify(export(result.best_checkpoint, "onnx").path, str(flowers_subset))
     assert report.agreement == 1.0 and report.max_abs_prob_diff < 1e-4
+    # asked for a smaller side (live's size for a low-power device), it resamples them again
+    from mvkit.runtime import load_predictor
+
+    assert load_predictor(result.best_checkpoint).run(np.zeros((1, 3, 96, 96), np.float32)).shape == (1, 5)
     # its one input size cannot rise epoch by epoch
     with pytest.raises(MvkitError, match="takes one input size, 128 px"):
         train(tiny_recipe(flowers_subset, tmp_path / "rising", model="deit_tiny", img_size=128, progressive_from=64,

@@ -23,6 +23,9 @@ class TorchPredictor(Predictor):
 
     @torch.inference_mode()
     def run(self, batch: np.ndarray) -> np.ndarray:
+        from mvkit.models.zoo import fit_input_size
+
+        fit_input_size(self.model, batch.shape[-1])  # a ViT asked for another side (live's size by device)
         inputs = torch.from_numpy(batch)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
