@@ -469,18 +469,20 @@ def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | N
                  val: str | Path | None = None) -> dict[str, Any]:
     """What a checkpoint's sidecar keeps of the split it was trained on (see load_data_as_trained); `val`: the
     separate val folder it was trained with, if any."""
-    text = str(spec)
-    data = text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve())
-    return {"data": data, "val_fraction": val_fraction, "seed": seed,
+    return {"data": _recorded_data(spec), "val_fraction": val_fraction, "seed": seed,
             "split_file": str(Path(split_file).resolve()) if split_file else None,
             "val": str(Path(val).resolve()) if val else None}
 
 
+def _recorded_data(spec: str | Path) -> str:
+    """A data spec as a split record names it: a built-in set by name, a folder or manifest by its absolute path."""
+    text = str(spec)
+    return text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve())
+
+
 def trained_on(spec: str, artifact) -> bool:
     """Whether the artifact's source checkpoint recorded its split of `spec` (it was trained on this data)."""
-    text = str(spec)
-    record = artifact.extra.get("split") or {}
-    return record.get("data") == (text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve()))
+    return (artifact.extra.get("split") or {}).get("data") == _recorded_data(spec)
 
 
 def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,

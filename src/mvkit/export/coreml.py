@@ -57,8 +57,9 @@ def size_multiple(model: nn.Module) -> int:
 def choose_sizes(model: nn.Module, sizes: Sequence[int] | None) -> tuple[list[int], str | None]:
     """The sizes to enumerate, and a note when the guide's defaults were narrowed for this model. The model's
     own size is always among them, and by default no guide size above it. Sides that share one program must be
-    multiples of `size_multiple` and at least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at MobileViT's last stage), so the
-    smallest side can only be exported alone."""
+    multiples of `size_multiple` and at least twice it: torch.export fixes a dimension it sees as 1 (a 1x1 map at
+    MobileViT's last stage), so the smallest side can only be exported alone. A one-size model (a ViT) gets its
+    size alone."""
     multiple = size_multiple(model)
     own = preprocess_of(model).size
     fixed = fixed_input_size(model)
