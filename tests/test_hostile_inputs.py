@@ -211,7 +211,18 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     # without --img-size the size is known only once the photos are scanned: 128 px, their native size
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--no-pretrained", "--progressive-from", "128",
                             "--out", out], tmp_path, "progressive_from 128 px must be below the input size 128 px")
+    # a ViT takes one size, so it cannot rise epoch by epoch
+    assert_refused(capsys, ["train", "deit_tiny", flowers_subset, "--preset", "scratch", "--img-size", "128",
+                            "--progressive-from", "64", "--out", out], tmp_path, "deit_tiny takes one input size, 128 px")
     assert not out.exists()
+
+
+def test_core_ml_sizes_a_vit_cannot_take_are_refused(flowers_subset, tmp_path, capsys):
+    from mvkit.models import create_model, save_checkpoint
+
+    checkpoint = save_checkpoint(create_model("deit_tiny", labels=["a", "b"]), tmp_path / "deit.safetensors").path
+    assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--sizes", "192,224"], tmp_path,
+                   "takes one input size, 224 px")
 
 
 def test_a_val_folder_named_unlike_its_training_folder_is_refused(flowers_subset, tmp_path, capsys):
