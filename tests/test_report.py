@@ -90,6 +90,17 @@ def test_report_numbers_equal_their_results_files(results, tmp_path):
     assert "http://" not in html and "https://" not in html, "self-contained: nothing fetched at view time"
 
 
+def test_runs_in_folders_of_one_name_are_told_apart_and_a_run_given_twice_is_shown_once(results, tmp_path):
+    """The training runs of `mvkit compare` all sit in folders named train: each title says which one it is."""
+    import re
+
+    shutil.copytree(results / "train", tmp_path / "second" / "train")
+    out = tmp_path / "report.html"
+    assert cli_run(["report", str(results), str(tmp_path / "second"), str(results / "train"), "--out", str(out)]) == 0
+    titles = re.findall(r"<h2>(Training: [^<]*)</h2>", out.read_text())
+    assert sorted(titles) == sorted([f"Training: {results.name}/train", "Training: second/train"])
+
+
 def test_report_refuses_what_holds_no_results(tmp_path, capsys):
     (tmp_path / "notes.json").write_text("{}")
     assert cli_run(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2

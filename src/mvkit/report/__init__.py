@@ -38,6 +38,7 @@ class Section:
     rows: list[list[Cell]] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (caption, data URI)
     notes: list[str] = field(default_factory=list)
+    named_after: Path | None = None  # the title ends with this path's last part, or more of it where two clash
 
 
 # Fractions shown as percentages, as the terminal shows them (a bare 1 for 100% agreement read as a count)
@@ -105,31 +106,32 @@ def read_section(path: Path, data: Any) -> Section | None:
     """The section for one results file (its parsed JSON), or None when it is not one mvkit wrote."""
     folder = path.parent
     if isinstance(data, list) and data and isinstance(data[0], dict) and "epoch" in data[0]:
-        section = Section(f"Training: {folder.name}", path, "mvkit train")
+        section = Section(f"Training: {folder.name}", path, named_after=folder, command="mvkit train")
         _table(section, data, "")
         section.images = [i for i in (_image(folder / "curves.png"), _image(folder / "confusion.png")) if i]
         return section
     if isinstance(data, list) and data and isinstance(data[0], dict) and "latency_p50_ms" in data[0]:
-        section = Section(f"Benchmark: {folder.name}", path, "mvkit bench")
+        section = Section(f"Benchmark: {folder.name}", path, named_after=folder, command="mvkit bench")
         _table(section, data, "", BENCH_COLUMNS)
         return section
     if isinstance(data, dict) and "rows" in data and "budget" in data:
-        section = Section(f"Comparison: {folder.name}", path, "mvkit compare")
+        section = Section(f"Comparison: {folder.name}", path, named_after=folder, command="mvkit compare")
         _table(section, data["rows"], "rows/")
         section.images = [i for i in (_image(folder / "pareto.svg"),) if i]
         return section
     reports = data if isinstance(data, list) else [data]
     if reports and all(isinstance(r, dict) and "agreement" in r and "reference" in r for r in reports):
-        section = Section(f"Verification: {folder.name}", path, "mvkit verify --json")
+        section = Section(f"Verification: {folder.name}", path, named_after=folder, command="mvkit verify --json")
         _table(section, reports, "" if isinstance(data, list) else None, VERIFY_COLUMNS)
         section.notes = [f"{Path(r['artifact']).name}: {problem}" for r in reports for problem in r.get("problems") or []]
         return section
     if isinstance(data, dict) and "frames" in data and "latency_ms" in data:
-        section = Section(f"Live run: {path.stem}", path, "mvkit live --metrics")
+        section = Section(f"Live run: {path.stem}", path, named_after=path.with_suffix(""),
+                          command="mvkit live --metrics")
         _key_values(section, data, LIVE_KEYS)
         return section
     if isinstance(data, dict) and "top1" in data:
-        section = Section(f"Evaluation: {folder.name}", path, "mvkit eval")
+        section = Section(f"Evaluation: {folder.name}", path, named_after=folder, command="mvkit eval")
         _key_values(section, data, [k for k, v in data.items() if not isinstance(v, (dict, list))] +
                     [f"per_class/{name}" for name in data.get("per_class") or {}])
         section.images = [i for i in (_image(folder / "confusion.png"),) if i]
@@ -159,14 +161,38 @@ def read_sections(path: Path) -> list[Section]:
     return [section] if section else []
 
 
+def _tell_apart(sections: list[Section]) -> None:
+    """Sections that would share a title (the training runs of a comparison are all in folders named `train`) are
+    titled by as much of their path as tells them apart: `Training: mobilevit_xxs/train`."""
+    clashing: dict[str, list[Section]] = {}
+    for section in sections:
+        if section.named_after is not None:
+            clashing.setdefault(section.title, []).append(section)
+    for title, group in clashing.items():
+        if len(group) < 2:
+            continue
+        kind = title.split(": ", 1)[0]
+        paths = [section.named_after.resolve() for section in group]
+        for depth in range(2, max(len(p.parts) for p in paths) + 1):
+            names = ["/".join(p.parts[-depth:]) for p in paths]
+            if len(set(names)) == len(names):
+                break
+        for section, name in zip(group, names):
+            section.title = f"{kind}: {name.lstrip('/')}"
+
+
 def collect(inputs: list[Path]) -> list[Section]:
-    sections = []
+    sections, seen = [], set()
     for item in inputs:
         item = Path(item)
         if not item.exists():
             raise MvkitError(f"{item} does not exist")
         files = sorted(item.rglob("*.json")) if item.is_dir() else [item]
-        sections += [section for file in files for section in read_sections(file)]
+        for file in files:
+            if file.resolve() not in seen:  # a run given alone and inside a folder given too: shown once
+                seen.add(file.resolve())
+                sections += read_sections(file)
+    _tell_apart(sections)
     if not sections:
         raise MvkitError(f"no mvkit results found in {', '.join(map(str, inputs))} (training runs, bench.json, "
                          "compare.json, verify --json reports, live --metrics files)")
