@@ -218,8 +218,13 @@ def test_training_names_near_copies_that_leak_into_val_or_carry_two_labels(flowe
     assert "1 photo(s) are filed under two classes as near-identical copies" in caplog.text
     assert "byte-identical" not in caplog.text
     caplog.clear()
-    check_for_training(load_data(root))  # without the hashes (eval, verify): no search, no warning
+    check_for_training(load_data(root, fingerprints=True))  # mvkit compare: every model trains on the same data
+    assert "near-identical" not in caplog.text, "said once a process"
+    elsewhere = shutil.copytree(root, tmp_path / "elsewhere")  # photos not warned about yet
+    check_for_training(load_data(elsewhere))  # without the hashes (eval, verify): no search, no warning
     assert "near-identical" not in caplog.text
+    check_for_training(load_data(elsewhere, fingerprints=True))
+    assert "near-identical" in caplog.text
 
 
 def test_unreadable_folders_symlink_loops_and_empty_classes_are_reported(flowers_subset, tmp_path, caplog):

@@ -116,7 +116,7 @@ def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
 
     _, strategy = strategy_for(model, budget.teacher)
     recipe = training_recipe(model, data, out, budget)
-    log(f"{model}: training ({strategy}, {budget.epochs} epochs at {budget.img_size} px)")
+    log(f"{model}: training ({strategy}, {_epochs(budget)} at {budget.img_size} px)")
     trained = train(recipe)
     checkpoint = trained.best_checkpoint
     artifacts = [checkpoint]
@@ -246,13 +246,17 @@ def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _epochs(budget) -> str:
+    return f"{budget.epochs} epoch" + ("" if budget.epochs == 1 else "s")
+
+
 def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
     latency_columns = sorted({key for row in rows for key in row if key.endswith(" p50 ms")})
     header = ["model", "how trained", "params M", f"GMACs ({budget.img_size} px)", "val top-1 (measured)",
               *latency_columns, "fastest verified", "its top-1", "its peak MB", "fp32 file MB",
               "ImageNet top-1 (published, not measured)"]
     batches = sorted({row["batch_size"] for row in rows} or {budget.batch_size})
-    lines = [f"Data: {data}; budget: {budget.epochs} epochs at {budget.img_size} px, batch "
+    lines = [f"Data: {data}; budget: {_epochs(budget)} at {budget.img_size} px, batch "
              f"{'/'.join(map(str, batches))}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
              f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos."

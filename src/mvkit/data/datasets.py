@@ -458,11 +458,22 @@ def _warn_about_duplicates(data: DataSplits) -> None:
         leaked = [group for group in groups if {p in in_val for p in group} == {True, False}]
         conflicting = [group for group in groups if len({label_of[p] for p in group}) > 1]
         if leaked:
-            log.warning("%d photo(s) in val are %s of training photos, so val has seen them (e.g. %s): delete the "
-                        "copies%s", len(leaked), copies, example(leaked[0]), more)
+            _warn_once(f"{len(leaked)} photo(s) in val are {copies} of training photos, so val has seen them (e.g. "
+                       f"{example(leaked[0])}): delete the copies{more}", leaked[0])
         if conflicting:
-            log.warning("%d photo(s) are filed under two classes as %s, so one label is wrong (e.g. %s)",
-                        len(conflicting), copies, example(conflicting[0]))
+            _warn_once(f"{len(conflicting)} photo(s) are filed under two classes as {copies}, so one label is wrong "
+                       f"(e.g. {example(conflicting[0])})", conflicting[0])
+
+
+_warned: set[tuple[str, tuple[Path, ...]]] = set()
+
+
+def _warn_once(message: str, photos: list[Path]) -> None:
+    """A warning about these photos, said once a process: `mvkit compare` loads the same data for every model."""
+    key = (message, tuple(photos))
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)
 
 
 def split_record(spec: str, val_fraction: float, seed: int, split_file: Path | None,
