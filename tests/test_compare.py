@@ -13,9 +13,9 @@ from mvkit.cli import run as cli_run
 from mvkit.errors import MvkitError
 
 
-def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypatch):
+def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypatch, capsys):
     out = tmp_path / "compare"
-    budget = CompareBudget(epochs=1, img_size=64, formats=("onnx",), int8=False, bench_rounds=3, verify_photos=40)
+    budget = CompareBudget(epochs=1, img_size=64, formats=("onnx",), int8=False, bench_rounds=3)
     models = ["tf_efficientnet_lite0", "mobilenetv3_small_100"]
     logged: list[str] = []
     rows = compare(models, str(flowers_subset), out, budget, log=logged.append)
@@ -56,6 +56,12 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     again = compare(models, str(flowers_subset), out, budget, log=logged.append)
     assert again == rows and checkpoint.stat().st_mtime_ns == before, "a measured model is not redone"
     assert sum("measured before" in line for line in logged) == 2
+    # the command in a pipe (a CI log): each step is a line on stderr, where a terminal shows a status line
+    capsys.readouterr()
+    assert cli_run(["compare", *models, "--data", str(flowers_subset), "--out", str(out), "--epochs", "1",
+                    "--img-size", "64", "-f", "onnx", "--no-int8", "--rounds", "3"]) == 0
+    shown = capsys.readouterr()
+    assert shown.err.count("measured before") == 2 and "| tf_efficientnet_lite0 |" in shown.out
 
     # --retime: the same trained and exported files, timed and scored again (training is not redone)
     onnx_file = out / "tf_efficientnet_lite0" / "best.onnx"

@@ -692,7 +692,13 @@ def compare_command(
                            teacher=str(teacher) if teacher else None, formats=tuple(dict.fromkeys(formats)),
                            int8=int8, bench_rounds=rounds)
     with console.status("comparing...") as status:
-        rows = compare(models, data, out, budget, redo=redo, retime=retime, log=lambda text: status.update(escape(text)))
+        def log(text: str) -> None:  # a step: the status line in a terminal, a line of its own in a pipe or log
+            if console.is_terminal:
+                status.update(escape(text))
+            else:
+                error_console.print(text)
+
+        rows = compare(models, data, out, budget, redo=redo, retime=retime, log=log)
     console.print(markdown(rows, data, budget), markup=False)
     console.print(f"table: {out / 'compare.md'} (.json, .csv); chart: {out / 'pareto.png'} (.svg)")
 
