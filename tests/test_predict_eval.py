@@ -1,6 +1,7 @@
 """predict and eval end to end, through the CLI, with real weights and real photos."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from mvkit.cli import app
 from mvkit.data import load_data
 from mvkit.errors import MvkitError
 from mvkit.evaluate import evaluate
+from mvkit.export import export
 from conftest import probe_checkpoint, serve_folder
 
 runner = CliRunner()
@@ -99,8 +101,6 @@ def test_eval_on_few_photos_says_how_much_one_photo_moves_it(flowers_manifest, f
 
 def test_eval_takes_an_exported_file_and_runs_it_in_its_runtime(flowers_checkpoint, flowers_manifest, tmp_path):
     """As Ultralytics' val does: the checkpoint's figures, from ONNX Runtime."""
-    from mvkit.export import export
-
     onnx_file = export(flowers_checkpoint, "onnx", tmp_path).path
     reference = run_cli("eval", str(flowers_checkpoint), str(flowers_manifest), "--out", str(tmp_path / "ckpt"),
                         "--json")
@@ -113,6 +113,22 @@ def test_eval_refuses_a_model_that_does_not_know_the_classes(flowers_manifest, l
     data = load_data(flowers_manifest)
     with pytest.raises(MvkitError, match="dandelion"):
         evaluate(lite0, data.val)
+
+
+def test_eval_refuses_a_misnamed_class_folder_before_decoding_and_leaves_nothing(flowers_subset, flowers_checkpoint,
+                                                                                  tmp_path, capsys):
+    from mvkit.cli import run
+
+    data = tmp_path / "photos"
+    shutil.copytree(flowers_subset, data)
+    (data / "rose").rename(data / "roses")
+    (data / "sunflower" / "not_a_photo.jpg").write_bytes(b"not a jpeg")
+    for model in (flowers_checkpoint, export(flowers_checkpoint, "onnx", tmp_path / "onnx").path):
+        assert run(["eval", str(model), str(data), "--out", str(tmp_path / "eval")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, err  # the error alone: no bar, no skipped photo
+        assert "roses (the model has 'rose': a misnamed folder?)" in err
+        assert not (tmp_path / "eval").exists()  # not even the split file
 
 
 def test_imagenet_model_eval_counts_other_predictions(tmp_path, lite0, photos):

@@ -51,17 +51,6 @@ def print_json(data) -> None:
 
 
 @contextmanager
-def progress_bars() -> Iterator[Callable[[str, Optional[int]], Callable[[int], None]]]:
-    """Yields start(description, total) -> advance(n); each call adds a rich progress bar."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=error_console, transient=False) as progress:
-        def start(description: str, total: Optional[int]) -> Callable[[int], None]:
-            task = progress.add_task(description, total=total)
-            return lambda n: progress.advance(task, n)
-        yield start
-
-
-@contextmanager
 def deferred_progress(*columns, transient: bool = False) -> Iterator[Progress]:
     """A rich Progress that shows from its `start()` on, not before: a job refused before its work prints its error
     line alone, and a short one no bar at all."""
@@ -71,6 +60,29 @@ def deferred_progress(*columns, transient: bool = False) -> Iterator[Progress]:
     finally:
         if progress.live.is_started:
             progress.stop()
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[..., Callable[[int], None]]]:
+    """Yields start(description, total, wait=False) -> advance(n); each call adds a rich progress bar. With `wait` the
+    bars show from the bar's first advance on: a job refused before that (a class the model does not know) prints
+    its error line alone."""
+    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TimeRemainingColumn()) as progress:
+        def show() -> None:
+            if not progress.live.is_started:
+                progress.start()
+
+        def start(description: str, total: Optional[int], wait: bool = False) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            if not wait:
+                show()
+
+            def advance(n: int) -> None:
+                show()
+                progress.advance(task, n)
+            return advance
+        yield start
 
 
 def _report_skipped(skipped: list) -> None:
@@ -220,8 +232,9 @@ def eval_command(
     """Top-1, top-5 and per-class accuracy, and a confusion-matrix PNG."""
     from mvkit.data import load_data
     from mvkit.data.datasets import combined, load_data_as_trained
-    from mvkit.evaluate import evaluate, few_photos_note, plot_confusion
+    from mvkit.evaluate import evaluate, few_photos_note, match_classes, plot_confusion
     from mvkit.models import load_model
+    from mvkit.models.zoo import labels_of
     from mvkit.runtime import is_artifact, load_predictor
 
     if split not in ("val", "train", "all"):
@@ -233,14 +246,19 @@ def eval_command(
     # a model trained on DATA is scored on the photos its training held out, as verify does: another split's val
     # holds photos it trained on (a run with --val-fraction 0.1, photos added since)
     as_trained = _trained_on(model, data) if (val, val_fraction, seed, split_file) == (None,) * 4 else None
+    labels = net.labels if exported else labels_of(net)
+    known = lambda classes: match_classes(classes, labels)  # noqa: E731 - refused before the photos are decoded
     with progress_bars() as start:
-        scanning = start("checking photos", None)
-        splits = load_data_as_trained(data, as_trained, on_scan_progress=scanning) if as_trained else load_data(
-            data, val=val, val_fraction=0.2 if val_fraction is None else val_fraction, seed=seed or 0,
-            split_file=split_file or out / "split.json", on_scan_progress=scanning)
+        scanning = start("checking photos", None, wait=True)  # the classes are checked first
+        splits = load_data_as_trained(data, as_trained, on_scan_progress=scanning, check_classes=known) \
+            if as_trained else load_data(
+                data, val=val, val_fraction=0.2 if val_fraction is None else val_fraction, seed=seed or 0,
+                split_file=split_file or out / "split.json", on_scan_progress=scanning, write_split=False,
+                check_classes=known)
         dataset = {"val": splits.val, "train": splits.train}.get(split) or combined(splits.train, splits.val)
         result = evaluate(net, dataset, batch_size=batch_size, on_progress=start("evaluating", len(dataset)))
     out.mkdir(parents=True, exist_ok=True)
+    splits.save_split()  # a failed evaluation leaves no split file behind
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
     png = plot_confusion(result, out / "confusion.png", title=f"{_short(model)} on {_short(data)} ({split})")
     _report_skipped(splits.skipped)

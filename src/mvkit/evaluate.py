@@ -32,13 +32,22 @@ class EvalResult:
                 "classes": self.classes, "confusion": self.confusion.tolist()}
 
 
-def _dataset_to_model_index(dataset_classes: list[str], model_labels: list[str]) -> list[int]:
+def match_classes(dataset_classes: list[str], model_labels: list[str]) -> list[int]:
+    """The model's output index of each dataset class, matched by name; a class the model does not know is refused,
+    naming the label it was likely meant to be (a folder `roses` for the label `rose`)."""
+    import difflib
+
     position = {label: i for i, label in enumerate(model_labels)}
     unknown = [c for c in dataset_classes if c not in position]
     if unknown:
+        named = []
+        for name in unknown[:5]:
+            close = difflib.get_close_matches(name, model_labels, n=1)
+            named.append(f"{name} (the model has {close[0]!r}: a misnamed folder?)" if close else name)
         raise MvkitError(
-            f"the model does not know the dataset classes {unknown[:5]}; its labels are "
-            f"{model_labels[:5]}{'...' if len(model_labels) > 5 else ''}. Evaluate a model trained on this data."
+            f"the model does not know the dataset class(es) {', '.join(named)}{' ...' if len(unknown) > 5 else ''}; "
+            f"its labels are {model_labels[:5]}{'...' if len(model_labels) > 5 else ''}. Rename the folders, or "
+            "evaluate a model trained on this data."
         )
     return [position[c] for c in dataset_classes]
 
@@ -54,7 +63,7 @@ def evaluate(
     artifact's Predictor in its own runtime; dataset classes are matched to model labels by name."""
     in_memory = isinstance(model, nn.Module)
     model_labels = labels_of(model) if in_memory else model.labels
-    to_model = torch.tensor(_dataset_to_model_index(dataset.classes, model_labels))  # checked before the work
+    to_model = torch.tensor(match_classes(dataset.classes, model_labels))  # checked before the work
     if in_memory:
         dataset_in = with_transform(dataset, preprocess_of(model).eval_transform())  # the caller's is not changed
         probabilities, targets = predict_probabilities(model, dataset_in, batch_size, num_workers, on_progress)

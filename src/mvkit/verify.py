@@ -11,7 +11,7 @@ import numpy as np
 from mvkit.artifact import CHECKPOINT_SUFFIX, Artifact
 from mvkit.data.datasets import DataSplits, check_data_spec, load_data_as_trained, take_evenly
 from mvkit.errors import MvkitError
-from mvkit.evaluate import _dataset_to_model_index
+from mvkit.evaluate import match_classes
 from mvkit.formats import FORMATS, resolve
 from mvkit.predict import as_predictor
 from mvkit.runtime import Predictor, load_predictor, reading
@@ -153,7 +153,7 @@ def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float =
     if limit:
         dataset = take_evenly(dataset, limit)
     try:
-        index = _dataset_to_model_index(dataset.classes, candidate.labels)
+        index = match_classes(dataset.classes, candidate.labels)
     except MvkitError:
         index = None  # e.g. an ImageNet model on flower photos: agreement still means something
     def bar(description: str) -> Callable[[int], None] | None:

@@ -328,14 +328,19 @@ def load_data(
     on_scan_progress: Callable[[int], None] | None = None,
     write_split: bool = True,
     fingerprints: bool = False,
+    check_classes: Callable[[list[str]], Any] | None = None,
 ) -> DataSplits:
     """Resolve a dataset spec into train/val datasets whose items are (PIL RGB image, label) until a
     transform is set. Bad files are skipped and listed in `skipped`. A new split is written to `split_file`
     now, or with write_split=False when the caller calls DataSplits.save_split() (after its own checks). With
-    `fingerprints`, each photo's difference hash is kept too (training looks for near-copies with them)."""
+    `fingerprints`, each photo's difference hash is kept too (training looks for near-copies with them).
+    `check_classes` sees the class names as soon as they are known, before the photos are decoded."""
     spec_text = str(spec)
     if spec_text.startswith(BUILTIN_PREFIX):
-        return load_builtin(spec_text[len(BUILTIN_PREFIX):])
+        splits = load_builtin(spec_text[len(BUILTIN_PREFIX):])
+        if check_classes:
+            check_classes(splits.classes)
+        return splits
 
     check_data_spec(spec_text)
     path = Path(spec_text)
@@ -361,6 +366,8 @@ def load_data(
     if val is not None:
         rows = [(p, c, "train") for p, c, _ in rows] + [(p, c, "val") for p, c in _read_tree(Path(val), unlisted)]
 
+    if check_classes:
+        check_classes(sorted({label for _, label, _ in rows}))
     report = scan_images([p for p, _, _ in rows], on_progress=on_scan_progress, keep_copies=True,
                          fingerprints=fingerprints)
     report.bad = unlisted + report.bad
@@ -497,7 +504,8 @@ def trained_on(spec: str, artifact) -> bool:
 
 
 def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,
-                         on_scan_progress: Callable[[int], None] | None = None) -> DataSplits:
+                         on_scan_progress: Callable[[int], None] | None = None,
+                         check_classes: Callable[[list[str]], Any] | None = None) -> DataSplits:
     """`spec` split as the artifact's source checkpoint was trained on it, when the checkpoint recorded its split
     (otherwise the default split): so "val" never holds photos the model was trained on. `decoded`: a dict
     kept by the caller across calls, so each distinct split is decoded once."""
@@ -516,7 +524,7 @@ def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,
     key = (text, options["val_fraction"], options["seed"], str(options["split_file"]), val)
     if decoded is not None and key in decoded:
         return decoded[key]
-    splits = load_data(spec, on_scan_progress=on_scan_progress, **options)
+    splits = load_data(spec, on_scan_progress=on_scan_progress, check_classes=check_classes, **options)
     if decoded is not None:
         decoded[key] = splits
     return splits
