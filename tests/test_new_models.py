@@ -1,5 +1,6 @@
 """EdgeViT and Mobile-Former, written by us: sizes against the papers and the authors' code, training on real
-photos, and every phone format agreeing with PyTorch on real photos."""
+photos, and every phone format agreeing with PyTorch on real photos. MobileViTv2 (timm's), whose blocks mvkit
+rewrites for export."""
 
 from __future__ import annotations
 
@@ -109,6 +110,28 @@ def test_every_format_agrees_with_pytorch_on_real_photos(name, flowers_subset, t
     """ONNX, ExecuTorch, TorchScript and Core ML (fp32, and the default fp16)."""
     check_formats(name, [("onnx", {}), ("executorch", {}), ("torchscript", {}), ("coreml", {"precision": "fp32"}),
                          ("coreml", {})], flowers_subset, tmp_path)
+
+
+def test_mobilevit_v2_as_exported_computes_what_timm_does(flowers_subset, tmp_path):
+    """mvkit's export graph of MobileViTv2: the patch grid in integers, unfold/fold in steps Core ML takes, the
+    context vector broadcast; the same numbers as timm's blocks on real photos, at sides the patches tile and not."""
+    from mvkit.export.graph import ready_for_export
+
+    torch.manual_seed(0)
+    model = create_model("mobilevitv2_050").eval()
+    for size in (256, 192, 200):
+        images, _, _ = _batch(flowers_subset, size)
+        with torch.no_grad():
+            expected, got = model(images), ready_for_export(model, size)(images)
+        assert (got - expected).abs().max() < 1e-5 and (got.argmax(1) == expected.argmax(1)).all()
+    check_formats("mobilevitv2_050", [("onnx", {})], flowers_subset, tmp_path)
+
+
+@pytest.mark.slow
+def test_mobilevit_v2_core_ml_package_of_two_sizes_agrees_with_pytorch(flowers_subset, tmp_path):
+    """One program for 192 and 256 px failed in the converter (a float in expand's shape, a rank-6 reshape); about
+    4 minutes of torch.export on 2 cores."""
+    check_formats("mobilevitv2_050", [("coreml", {"precision": "fp32"})], flowers_subset, tmp_path, size=256)
 
 
 def test_any_input_size():

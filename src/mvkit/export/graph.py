@@ -5,7 +5,6 @@ capture, the torch.export call, and conversion errors turned into a message nami
 from __future__ import annotations
 
 import copy
-import math
 import re
 import types
 import warnings
@@ -74,6 +73,42 @@ def swap_modules(model: nn.Module, wanted: Callable[[nn.Module], bool],
     return swapped
 
 
+def _tiled(side, patch: int):
+    """The side rounded up to whole patches, in integers: timm's math.ceil(side / patch) puts a float division into
+    a graph exported for several sizes, which Core ML's converter refuses (a concat of ints and doubles), and
+    torch.export spends minutes reasoning about it."""
+    return (side + patch - 1) // patch * patch
+
+
+def _mobilevit_v2_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """timm's MobileVitV2Block.forward, the same math with the patch grid in integers (see _tiled)."""
+    B, C, H, W = x.shape
+    patch_h, patch_w = self.patch_size
+    new_h, new_w = _tiled(H, patch_h), _tiled(W, patch_w)
+    n_h, n_w = new_h // patch_h, new_w // patch_w
+    if new_h != H or new_w != W:
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)
+    x = self.conv_1x1(self.conv_kxk(x))
+    C, P = x.shape[1], patch_h * patch_w
+    # [B, C, H, W] -> [B, C, P, N] in steps of rank <= 5, the most Core ML takes (timm's one step is rank 6):
+    # [B*C*n_h, p_h, n_w, p_w] -> [B*C*n_h, p_h, p_w, n_w] -> [B, C, n_h, P, n_w] -> [B, C, P, n_h, n_w]
+    x = x.reshape(B * C * n_h, patch_h, n_w, patch_w).transpose(2, 3)
+    x = x.reshape(B, C, n_h, P, n_w).transpose(2, 3).reshape(B, C, P, n_h * n_w)
+    x = self.norm(self.transformer(x))
+    # and back, the same steps in reverse
+    x = x.reshape(B, C, P, n_h, n_w).transpose(2, 3)
+    x = x.reshape(B * C * n_h, patch_h, patch_w, n_w).transpose(2, 3)
+    return self.conv_proj(x.reshape(B, C, new_h, new_w))
+
+
+def _linear_self_attention(self, x: torch.Tensor) -> torch.Tensor:
+    """timm's LinearSelfAttention (MobileViTv2) on itself, the same math with the context vector broadcast
+    instead of expand_as: Core ML's converter builds expand's shape from a float where the sides vary."""
+    query, key, value = self.qkv_proj(x).split([1, self.embed_dim, self.embed_dim], dim=1)
+    context = (key * F.softmax(query, dim=-1)).sum(dim=-1, keepdim=True)  # [B, d, P, 1]
+    return self.out_proj(F.relu(value) * context)
+
+
 def _mobilevit_forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
     """timm's MobileVitBlock.forward with the same math, but unfold/fold go through channels-last so each
     transpose moves whole rows of C values. timm's two transposes move 2-element rows ([B*C*n_h, p_h, n_w,
@@ -84,7 +119,7 @@ def _mobilevit_forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
     x = self.conv_1x1(self.conv_kxk(x))
     patch_h, patch_w = self.patch_size
     B, C, H, W = x.shape
-    new_h, new_w = math.ceil(H / patch_h) * patch_h, math.ceil(W / patch_w) * patch_w
+    new_h, new_w = _tiled(H, patch_h), _tiled(W, patch_w)
     resized = new_h != H or new_w != W
     if resized:  # as timm: a map that the patches do not tile is resized to one they do, and back after
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
@@ -114,7 +149,7 @@ def ready_for_export(model: nn.Module, size: int) -> nn.Module:
     stays outside them), MobileViT's unfold/fold through channels-last, and fixed "same" padding. Activations
     run out of place: torch.export traces an in-place one (timm's ReLU6, Hardswish) through a slow decomposition,
     about a third of EfficientNet-Lite0's ONNX and Core ML export time, for the same converted graph."""
-    from timm.models.mobilevit import MobileVitBlock
+    from timm.models.mobilevit import LinearSelfAttention, MobileVitBlock, MobileVitV2Block
 
     model = copy.deepcopy(model).eval()
     for module in model.modules():
@@ -124,6 +159,10 @@ def ready_for_export(model: nn.Module, size: int) -> nn.Module:
             module.inplace = False
         if type(module) is MobileVitBlock:
             module.forward = types.MethodType(_mobilevit_forward_channels_last, module)
+        if type(module) is MobileVitV2Block:
+            module.forward = types.MethodType(_mobilevit_v2_forward, module)
+        if type(module) is LinearSelfAttention:
+            module._forward_self_attn = types.MethodType(_linear_self_attention, module)
     fix_same_padding(model, size)
     return model
 
