@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -246,8 +247,8 @@ def eval_command(
     # a model trained on DATA is scored on the photos its training held out, as verify does: another split's val
     # holds photos it trained on (a run with --val-fraction 0.1, photos added since)
     as_trained = _trained_on(model, data) if (val, val_fraction, seed, split_file) == (None,) * 4 else None
-    labels = net.labels if exported else labels_of(net)
-    known = lambda classes: match_classes(classes, labels)  # noqa: E731 - refused before the photos are decoded
+    # a class the model does not know is refused before the photos are decoded
+    known = functools.partial(match_classes, model_labels=net.labels if exported else labels_of(net))
     with progress_bars() as start:
         scanning = start("checking photos", None, wait=True)  # the classes are checked first
         splits = load_data_as_trained(data, as_trained, on_scan_progress=scanning, check_classes=known) \

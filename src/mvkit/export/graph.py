@@ -75,8 +75,7 @@ def swap_modules(model: nn.Module, wanted: Callable[[nn.Module], bool],
 
 def _tiled(side, patch: int):
     """The side rounded up to whole patches, in integers: timm's math.ceil(side / patch) puts a float division into
-    a graph exported for several sizes, which Core ML's converter refuses (a concat of ints and doubles), and
-    torch.export spends minutes reasoning about it."""
+    a graph exported for several sizes, which Core ML's converter refuses (a concat of ints and doubles)."""
     return (side + patch - 1) // patch * patch
 
 
