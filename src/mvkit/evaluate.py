@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvkit.data.datasets import with_transform
+from mvkit.data.datasets import with_likely_name, with_transform
 from mvkit.errors import MvkitError
 from mvkit.inference import predict_probabilities
 from mvkit.models.zoo import labels_of, preprocess_of
@@ -35,15 +35,10 @@ class EvalResult:
 def match_classes(dataset_classes: list[str], model_labels: list[str]) -> list[int]:
     """The model's output index of each dataset class, matched by name; a class the model does not know is refused,
     naming the label it was likely meant to be (a folder `roses` for the label `rose`)."""
-    import difflib
-
     position = {label: i for i, label in enumerate(model_labels)}
     unknown = [c for c in dataset_classes if c not in position]
     if unknown:
-        named = []
-        for name in unknown[:5]:
-            close = difflib.get_close_matches(name, model_labels, n=1)
-            named.append(f"{name} (the model has {close[0]!r}: a misnamed folder?)" if close else name)
+        named = [with_likely_name(name, model_labels, "the model") for name in unknown[:5]]
         raise MvkitError(
             f"the model does not know the dataset class(es) {', '.join(named)}{' ...' if len(unknown) > 5 else ''}; "
             f"its labels are {model_labels[:5]}{'...' if len(model_labels) > 5 else ''}. Rename the folders, or "

@@ -421,6 +421,13 @@ def load_data(
     )
 
 
+def with_likely_name(name: str, known: list[str], holder: str) -> str:
+    """A class name that `holder` does not know, with the known one it was likely meant to be (`tulips` beside
+    `tulip`), as error messages name it."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{name} ({holder} has {close[0]!r}: a misnamed folder?)" if close else name
+
+
 def check_for_training(data: DataSplits) -> None:
     """Before training: a class with val photos but no training photo is a mistake (often a folder named
     differently in val/, e.g. `tulips` beside train's `tulip`); one without val photos is only unmeasured.
@@ -433,10 +440,7 @@ def check_for_training(data: DataSplits) -> None:
                          "was made before they were added: delete that file to split again, or train into a new --out")
     untrained = [name for name in data.classes if name not in trained]
     if untrained:
-        named = []
-        for name in untrained:
-            close = difflib.get_close_matches(name, sorted(trained), n=1)
-            named.append(f"{name} (train has {close[0]!r}: a misnamed folder?)" if close else name)
+        named = [with_likely_name(name, sorted(trained), "train") for name in untrained]
         raise MvkitError(f"val holds class(es) with no training photo: {', '.join(named)}. A model cannot learn "
                          "them: rename the folders or give them training photos")
     unmeasured = [name for name in data.classes if name not in measured]
