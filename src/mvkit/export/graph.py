@@ -150,18 +150,19 @@ def ready_for_export(model: nn.Module, size: int) -> nn.Module:
     about a third of EfficientNet-Lite0's ONNX and Core ML export time, for the same converted graph."""
     from timm.models.mobilevit import LinearSelfAttention, MobileVitBlock, MobileVitV2Block
 
+    # timm's class -> (its method, mvkit's version with the same math)
+    rewrites = {MobileVitBlock: ("forward", _mobilevit_forward_channels_last),
+                MobileVitV2Block: ("forward", _mobilevit_v2_forward),
+                LinearSelfAttention: ("_forward_self_attn", _linear_self_attention)}
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if hasattr(module, "fused_attn"):
             module.fused_attn = False
         if getattr(module, "inplace", None) is True:
             module.inplace = False
-        if type(module) is MobileVitBlock:
-            module.forward = types.MethodType(_mobilevit_forward_channels_last, module)
-        if type(module) is MobileVitV2Block:
-            module.forward = types.MethodType(_mobilevit_v2_forward, module)
-        if type(module) is LinearSelfAttention:
-            module._forward_self_attn = types.MethodType(_linear_self_attention, module)
+        if type(module) in rewrites:
+            method, version = rewrites[type(module)]
+            setattr(module, method, types.MethodType(version, module))
     fix_same_padding(model, size)
     return model
 
