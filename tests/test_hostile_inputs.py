@@ -237,6 +237,15 @@ def test_a_val_folder_named_unlike_its_training_folder_is_refused(flowers_subset
                    "no training photo: Tulips (train has 'tulip': a misnamed folder?)")
 
 
+def test_eval_of_a_class_folder_the_model_does_not_know_is_refused(exported, flowers_subset, tmp_path, capsys):
+    data = tmp_path / "photos"
+    shutil.copytree(flowers_subset, data)
+    (data / "rose").rename(data / "roses")
+    for model in (exported["safetensors"], exported["onnx"]):
+        assert_refused(capsys, ["eval", model, data, "--out", tmp_path / "eval"], tmp_path,
+                       "roses (the model has 'rose': a misnamed folder?)")
+
+
 def test_a_class_added_after_the_run_folders_split_is_refused(flowers_subset, tmp_path, capsys):
     from mvkit.data import load_data
 
