@@ -51,6 +51,26 @@ def test_folder_split_is_stratified_seeded_and_saved(flowers_subset, tmp_path):
     assert reused.val.samples == data.val.samples
 
 
+def test_a_saved_split_names_photos_gone_since_and_new_ones_left_out(flowers_subset, tmp_path, caplog):
+    """A resumed or repeated run reuses split.json: a photo deleted since is said, not dropped quietly (a resumed
+    run's batches change with it), and a new photo is left out with the way to include it."""
+    root = tmp_path / "tree"
+    shutil.copytree(flowers_subset, root)
+    split_file = tmp_path / "split.json"
+    first = load_data(root, val_fraction=0.25, seed=7, split_file=split_file)
+    gone_train, gone_val = first.train.samples[0][0], first.val.samples[0][0]
+    gone_train.unlink()
+    gone_val.unlink()
+    shutil.copy(first.train.samples[1][0], root / "rose" / "new.jpg")
+    with caplog.at_level("WARNING"):
+        again = load_data(root, split_file=split_file)
+    assert "2 photo(s) of split file" in caplog.text and "are no longer in" in caplog.text
+    assert "1 photo(s) are not in split file" in caplog.text and "delete it to split the data anew" in caplog.text
+    assert len(again.train) == len(first.train) - 1 and len(again.val) == len(first.val) - 1
+    assert root / "rose" / "new.jpg" not in {p for p, _ in again.train.samples + again.val.samples}
+    assert not again.skipped  # gone is not unreadable
+
+
 def test_corrupt_files_in_a_tree_are_skipped_and_reported(flowers_subset, tmp_path):
     root = tmp_path / "tree"
     shutil.copytree(flowers_subset, root)

@@ -396,7 +396,13 @@ def load_data(
             val_files = [p for p in parts["val"] if p in label_of]
             unlisted = len(label_of) - len(train_files) - len(val_files)
             if unlisted:
-                log.warning("%d photos are not in split file %s and are left out", unlisted, split_file)
+                log.warning("%d photo(s) are not in split file %s and are left out: it keeps the split of the run "
+                            "that wrote it; delete it to split the data anew", unlisted, split_file)
+            unreadable = {p for p, _ in report.bad}
+            gone = [p for p in parts["train"] + parts["val"] if p not in label_of and p not in unreadable]
+            if gone:  # a resumed run's batches change with the training set: say so rather than drop them quietly
+                log.warning("%d photo(s) of split file %s are no longer in %s (e.g. %s): train and val go on "
+                            "without them", len(gone), split_file, path, _relative_or_absolute(gone[0], root))
         else:
             files = [p for p, _, _ in rows]
             train_idx, val_idx = stratified_split([c for _, c, _ in rows], val_fraction, seed)
