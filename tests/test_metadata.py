@@ -124,6 +124,10 @@ def test_inspect_shows_what_the_file_says_about_itself(described, lite0, tmp_pat
     assert facts["values"]["labels"]["value"][967] == "espresso"
     plain = subprocess.run([*CLI, "inspect", str(onnx_alone)], capture_output=True, text=True)
     assert plain.returncode == 0 and "1000: tench, Tinca tinca; goldfish" in plain.stdout and "mean [0.5, 0.5, 0.5]" in plain.stdout, plain.stdout
+    if "torchscript" in described:  # a traced file keeps no shapes: said, not printed as "None"
+        traced = subprocess.run([*CLI, "inspect", str(described["torchscript"])], capture_output=True, text=True)
+        assert traced.returncode == 0 and "(the file records no shape)" in traced.stdout, traced.stdout
+        assert "None" not in traced.stdout, traced.stdout
 
 
 def test_a_file_with_neither_record_nor_sidecar_says_what_is_missing(described, photos, tmp_path):

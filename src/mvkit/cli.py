@@ -552,7 +552,8 @@ def inspect_command(
         for port in facts[kind]:
             sizes = port.get("sizes") or []  # a Core ML input's enumerated sizes: the shape shows only its default
             also = f", sides {', '.join(map(str, sizes))}" if len(sizes) > 1 else ""
-            console.print(f"  {kind[:-1]:6s} {port['name']}: {port['dtype']} {port['shape']}{also}")
+            shape = port["shape"] if port["shape"] is not None else "(the file records no shape)"  # TorchScript
+            console.print(f"  {kind[:-1]:6s} {port['name']}: {port['dtype']} {shape}{also}")
     for key, shown in values.items():
         if key in ("format", "architecture") or shown["value"] is None:
             continue
