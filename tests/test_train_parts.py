@@ -177,6 +177,13 @@ def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch
     ("mix_prob", 1.5, "mix_prob must be in [0, 1], not 1.5"),
     ("ema_decay", 1.0, "ema_decay must be in (0, 1), not 1.0"),
     ("distill_temperature", 0.0, "distill_temperature must be positive, not 0.0"),
+    # these trained without a word: a negative stem lr climbs the loss, a smoothing over 1 inverts the labels
+    ("stem_lr", -1.0, "stem_lr must be positive, not -1.0"),
+    ("head_lr", 0.0, "head_lr must be positive, not 0.0"),
+    ("layer_decay", 2.0, "layer_decay must be in (0, 1], not 2.0"),
+    ("label_smoothing", 1.5, "label_smoothing must be in [0, 1), not 1.5"),
+    ("mix_switch_prob", -0.5, "mix_switch_prob must be in [0, 1], not -0.5"),
+    ("crop_pct", 0.0, "crop_pct must be in (0, 1], not 0.0"),
 ])
 def test_a_bad_recipe_number_is_named_with_its_value(option, value, message):
     """One error used to lump epochs, batch_size and lr together ("must be positive") without saying which."""
