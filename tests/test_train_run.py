@@ -182,6 +182,29 @@ def test_sigint_or_sigterm_anywhere_then_resume_gives_the_uninterrupted_weights(
     assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
 
 
+def test_a_stop_after_the_last_epoch_says_so_and_resume_only_finishes(flowers_subset, tmp_path):
+    """A signal in the last epoch's validation: every epoch is trained, so the message says "after the last
+    epoch" (it said "at epoch 2, batch 0" of a 1-epoch run), and --resume trains nothing more: it writes the
+    curves and the confusion matrix."""
+    out, calls = tmp_path / "run", {"n": 0}
+
+    def send_sigterm(module, args):
+        calls["n"] += 1
+        if calls["n"] == 10:  # 8 training batches, then the second of 2 validation batches
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with forward_hook_on("_build_student", send_sigterm), pytest.raises(MvkitError) as stopped:
+        train(tiny_recipe(flowers_subset, out, epochs=1))
+    assert "stopped by SIGTERM after the last epoch (1 of 1; checkpoints saved)" in str(stopped.value)
+    assert "Finish with: mvkit train --resume" in str(stopped.value)
+    assert not (out / "confusion.png").exists()
+    trained = _weights(out / "last.safetensors")
+    result = train(build_recipe(recipe_file=out / "recipe.yaml"), resume=True)
+    assert len(result.history) == 1 and (out / "confusion.png").exists() and (out / "curves.png").exists()
+    again = _weights(out / "last.safetensors")
+    assert all(torch.equal(trained[k], again[k]) for k in trained)
+
+
 def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):
     """3 epochs rising from 32 to 64 px: the first trains at 32 px, the others, every validation and the
     checkpoint at 64. Stopped inside epoch 2 and resumed, the run ends with the uninterrupted run's weights."""

@@ -401,9 +401,15 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
 
 
 def _interrupted(run: _Run, how: str) -> MvkitError:
-    out = run.paths["state"].parent
-    return MvkitError(f"{how} at epoch {run.progress.epoch + 1}, batch {run.progress.batch}; state saved to "
-                      f"{run.paths['state']}. Continue with: mvkit train --resume --out {out}")
+    out, epoch, batch = run.paths["state"].parent, run.progress.epoch, run.progress.batch
+    if batch == 0 and epoch >= run.recipe.epochs:  # every epoch trained: only the curves and confusion are left
+        where, then = f"after the last epoch ({epoch} of {run.recipe.epochs}; checkpoints saved)", "Finish"
+    elif batch == 0 and epoch > 0:
+        where, then = f"after epoch {epoch} of {run.recipe.epochs}", "Continue"
+    else:
+        where, then = f"at epoch {epoch + 1}, batch {batch}", "Continue"
+    return MvkitError(f"{how} {where}; state saved to {run.paths['state']}. "
+                      f"{then} with: mvkit train --resume --out {out}")
 
 
 def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
