@@ -174,6 +174,14 @@ def test_quantize_checks_calibration_data_format_and_method_first(exported, tmp_
                    tmp_path, "--epochs")
     assert_refused(capsys, ["quantize", checkpoint, "--method", "int4", "--calib", "builtin:fashion"], tmp_path,
                    "--method")
+    # QAT's numbers are checked with the plan, before the model is loaded and the photos decoded
+    assert_refused(capsys, ["quantize", checkpoint, "--method", "qat", "--epochs", "0", "--calib", "builtin:fashion"],
+                   tmp_path, "executorch qat: --epochs must be at least 1, not 0")
+    assert_refused(capsys, ["quantize", checkpoint, "--method", "qat", "--lr", "-1", "--calib", "builtin:fashion"],
+                   tmp_path, "--lr must be positive, not -1.0")
+    # Core ML's int8 is a weight compression at export: the refusal says where it is
+    assert_refused(capsys, ["quantize", checkpoint, "-f", "coreml", "--calib", "builtin:fashion"], tmp_path,
+                   "makes no coreml artifact", "mvkit export MODEL -f coreml --compress int8")
 
 
 def test_predict_and_bench_refuse_bad_numbers(photos, tmp_path, capsys):

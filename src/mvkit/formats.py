@@ -24,10 +24,13 @@ class Option:
     flag: str  # the CLI flag that sets it
     choices: tuple[Any, ...] | None = None
     in_file_name: bool = False  # a value other than the default is added to the file name (model.fp32.mlpackage)
+    rule: tuple[Callable[[Any], bool], str] | None = None  # (allowed, what it must be) for a number
 
     def check(self, value: Any, owner: str) -> Any:
         if self.choices is not None and value not in self.choices:
             raise MvkitError(f"{owner}: {self.flag} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+        if self.rule is not None and not self.rule[0](value):
+            raise MvkitError(f"{owner}: {self.flag} must be {self.rule[1]}, not {value!r}")
         return value
 
 
@@ -136,7 +139,8 @@ FORMATS: dict[str, Format] = {
                                 "static int8 PT2E, XNNPACK quantizer"),
               "qat": Int8Method("mvkit.compress.pt2e:quantize_executorch_qat", True,
                                 "quantization-aware fine-tune, then int8 PT2E",
-                                options=(Option("epochs", 1, "--epochs"), Option("lr", 1e-5, "--lr")))}),
+                                options=(Option("epochs", 1, "--epochs", rule=(lambda v: v >= 1, "at least 1")),
+                                         Option("lr", 1e-5, "--lr", rule=(lambda v: v > 0, "positive"))))}),
     "onnx": Format(
         "onnx", ".onnx", "ONNX Runtime", "mvkit.runtime.onnx_runtime:OnnxPredictor", ("onnxruntime",),
         extra="onnx", exporter="mvkit.export.onnx:export_onnx", export_modules=("onnx", "onnxscript"),
@@ -193,7 +197,10 @@ def int8_method(fmt: str, method: str, source_format: str) -> Int8Method:
     row = get_format(fmt)
     if method not in row.int8:
         having = [name for name in int8_formats(method)] or ["none"]
-        raise MvkitError(f"--method {method} makes no {fmt} artifact; it makes: {', '.join(having)}")
+        at_export = [option.flag for option in row.options if option.choices and "int8" in option.choices]
+        also = f" ({fmt} takes int8 weights at export: mvkit export MODEL -f {fmt} {at_export[0]} int8)" \
+            if at_export else ""
+        raise MvkitError(f"--method {method} makes no {fmt} artifact; it makes: {', '.join(having)}{also}")
     entry = row.int8[method]
     if source_format not in entry.sources:
         raise MvkitError(f"{fmt} {method} starts from {' or '.join(entry.sources)}, not a {source_format} "

@@ -286,7 +286,5 @@ def quantize_executorch_ptq(checkpoint: Path, data: str, count: int = 256, out: 
 def quantize_executorch_qat(checkpoint: Path, data: str, count: int = 256, out: Path | None = None,
                             on_progress: Progress = None, epochs: int = 1, lr: float = 1e-5) -> Artifact:
     """The format table's ExecuTorch qat entry."""
-    if epochs < 1 or lr <= 0:
-        raise MvkitError(f"qat needs --epochs >= 1 and a positive --lr (got {epochs} and {lr})")
     return quantize_executorch(checkpoint, data, count, method="qat", qat_epochs=epochs, qat_lr=lr, out=out,
                                on_progress=on_progress)
