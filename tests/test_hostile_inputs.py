@@ -127,6 +127,10 @@ def test_a_batch_job_is_refused_before_any_file(exported, flowers_subset, tmp_pa
         assert_refused(capsys, ["predict", exported["onnx"], flowers_subset, *options], tmp_path, needle)
     assert_refused(capsys, ["predict", exported["onnx"], tmp_path / "nowhere", "--out", out / "p.csv"], tmp_path,
                    "does not exist")
+    # a file of another program under the name: one error line (it was a pyarrow traceback), the file kept
+    (out / "theirs.parquet").write_text("path,label\n")
+    assert_refused(capsys, ["predict", exported["onnx"], flowers_subset, "--out", out / "theirs.parquet"], tmp_path,
+                   "theirs.parquet is not a Parquet file that can be read", "use a new --out or delete it")
 
 
 # ---- no silent wrong answer ---------------------------------------------------------------------------

@@ -166,7 +166,7 @@ class ParquetOutput(Output):
         """Reads footers and the last row group only, and changes no file (a refused job leaves them as they were)."""
         import pyarrow.parquet as pq
 
-        files = [pq.ParquetFile(path) for path in self._written()]
+        files = [self._open(path) for path in self._written()]
         for file in files:
             self.check_columns(file.schema_arrow.names)
         done = sum(file.metadata.num_rows for file in files)
@@ -175,6 +175,17 @@ class ParquetOutput(Output):
         file = next(file for file in reversed(files) if file.metadata.num_rows)
         group = file.read_row_group(file.num_row_groups - 1)
         return Resume(done, group.slice(group.num_rows - 1).to_pylist()[0])
+
+    @staticmethod
+    def _open(path: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:  # e.g. another program's file under a .parquet name
+            raise MvkitError(f"{path} is not a Parquet file that can be read ({str(exc).splitlines()[0]}); use a "
+                             "new --out or delete it") from None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         self.pending += rows
