@@ -259,3 +259,29 @@ def test_a_manifest_of_urls_is_predicted_row_by_row(model, library, tmp_path):
 
     local, _ = predict_files(model, photos[:2], topk=1)  # the same numbers as the photos read from disk
     assert [(row["label_1"], row["probability_1"]) for row in rows[:2]] == [p.top[0] for p in local]
+
+
+def test_resume_refuses_another_program_s_file_before_changing_a_byte_and_drops_only_its_own_cut_line(tmp_path):
+    """Resuming cuts the line a kill left half-written. It used to cut before reading the first line, so a file
+    of another program named by --out lost its tail before the refusal (or gave a traceback)."""
+    from mvkit.batch.outputs import LineOutput, columns
+    from mvkit.errors import MvkitError
+
+    photo = Path(__file__).parent.parent / "src/mvkit/data/builtin/photos/coffee.jpg"
+    foreign = {"binary.csv": photo.read_bytes()[:300],  # a photo named .csv
+               "notes.jsonl": b'{"path": "x", \nhalf a line',
+               "theirs.csv": b"name,value\n1,2\nhalf"}
+    for name, content in foreign.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(MvkitError, match="use a new --out or delete it"):
+            LineOutput(tmp_path / name, topk=2).resume()
+        assert (tmp_path / name).read_bytes() == content, name
+    header = ",".join(columns(2)).encode()
+    cut_header = tmp_path / "cut_header.csv"  # killed while writing its first line: a fresh start
+    cut_header.write_bytes(header[:10])
+    assert LineOutput(cut_header, topk=2).resume().done == 0 and cut_header.read_bytes() == b""
+    ours = tmp_path / "ours.jsonl"
+    rows = [{name: f"v{i}" for name in columns(2)} for i in range(3)]
+    ours.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"path": "cut')
+    resumed = LineOutput(ours, topk=2).resume()
+    assert (resumed.done, resumed.last_row) == (3, rows[-1]) and ours.read_text().endswith("}\n")

@@ -70,24 +70,43 @@ class LineOutput(Output):
     def resume(self) -> Resume:
         if not self.out.exists() or self.out.stat().st_size == 0:
             return Resume(0, None)
+        self._check_first_line()  # before the cut line is dropped: another program's file stays as it was
         _drop_cut_line(self.out)
         count, last = 0, None
-        with self.out.open(newline="", encoding="utf-8") as stream:  # streamed: the file may hold millions of rows
-            if self.json:
-                for line in stream:
-                    last = json.loads(line)
-                    if count == 0:
-                        self.check_columns(list(last))
+        try:
+            with self.out.open(newline="", encoding="utf-8") as stream:  # streamed: it may hold millions of rows
+                if self.json:
+                    for count, line in enumerate(stream, 1):
+                        last = json.loads(line)
+                    return Resume(count, last)
+                reader = csv.reader(stream)
+                if next(reader, None) is None:
+                    return Resume(0, None)
+                for last in reader:
                     count += 1
-                return Resume(count, last)
-            reader = csv.reader(stream)
-            header = next(reader, None)
-            if header is None:
-                return Resume(0, None)
-            self.check_columns(header)
-            for last in reader:
-                count += 1
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise self._not_ours(f"line {count + 1}: {exc}") from None
         return Resume(count, self.typed(last) if count else None)
+
+    def _check_first_line(self) -> None:
+        with self.out.open("rb") as stream:
+            first = stream.readline(1 << 16)
+        if not first.endswith(b"\n"):  # no whole line: ours cut by a kill in its first line, or not ours
+            start = b'{"path": ' if self.json else ",".join(self.names).encode()
+            if not (start.startswith(first) or first.startswith(start)):
+                raise self._not_ours("its first line is not one mvkit writes")
+            return
+        try:
+            text = first.decode("utf-8").lstrip("\ufeff")
+            names = list(json.loads(text)) if self.json else next(csv.reader([text]))
+        except (UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise self._not_ours(f"line 1: {exc}") from None
+        self.check_columns(names)
+
+    def _not_ours(self, reason: str) -> MvkitError:
+        kind = "JSON Lines" if self.json else "CSV"
+        return MvkitError(f"{self.out} is not a {kind} file of mvkit predictions ({reason}); use a new --out or "
+                          "delete it")
 
     def typed(self, values: list[str]) -> dict[str, Any]:
         """A CSV row as the row dict that was written (numbers as floats, empty cells as None)."""
