@@ -214,6 +214,10 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     wrong_type = tmp_path / "wrong.yaml"
     wrong_type.write_text(f"model: mobilevit_xxs\ndata: {flowers_subset}\nepochs: many\n")
     assert_refused(capsys, ["train", "--recipe", wrong_type, "--out", out], tmp_path, "epochs must be int")
+    wrong_type.write_text(f"model: mobilevit_xxs\ndata: {flowers_subset}\nlr: [0.001]\n")  # was a TypeError traceback
+    assert_refused(capsys, ["train", "--recipe", wrong_type, "--out", out], tmp_path, "lr must be float, not [0.001]")
+    wrong_type.write_text(f"model: mobilevit_xxs\ndata: {flowers_subset}\nepochz: 3\n")
+    assert_refused(capsys, ["train", "--recipe", wrong_type, "--out", out], tmp_path, "epochz (did you mean epochs?)")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--img-size", "0", "--out", out], tmp_path,
                    "img_size")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--ema", "--ema-decay", "1.5", "--out", out],

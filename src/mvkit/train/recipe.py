@@ -6,6 +6,7 @@ resumed from its folder alone.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -228,9 +229,11 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
         raise MvkitError(f"{path} is not a UTF-8 text file") from None
     if not isinstance(loaded, dict):
         raise MvkitError(f"{path} must hold `key: value` lines, not a {type(loaded).__name__}")
-    unknown = set(map(str, loaded)) - FIELD_NAMES
+    unknown = sorted(set(map(str, loaded)) - FIELD_NAMES)
     if unknown:
-        raise MvkitError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(FIELD_NAMES)}")
+        meant = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, FIELD_NAMES, n=1))
+                 else key for key in unknown]
+        raise MvkitError(f"{path}: unknown recipe keys: {', '.join(meant)}; known: {', '.join(sorted(FIELD_NAMES))}")
     return {name: coerce(name, value, str(path)) for name, value in loaded.items()}
 
 
@@ -259,7 +262,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
         if isinstance(value, (dict, list)):
             raise ValueError
         return str(value)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a list or mapping where a number goes
         kind = hint.split(" ")[0]
         raise MvkitError(f"{where}: {name} must be {kind}, not {value!r}") from None
 
