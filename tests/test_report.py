@@ -101,6 +101,24 @@ def test_runs_in_folders_of_one_name_are_told_apart_and_a_run_given_twice_is_sho
     assert sorted(titles) == sorted([f"Training: {results.name}/train", "Training: second/train"])
 
 
+def test_a_damaged_results_file_is_named_and_left_out_while_the_rest_is_reported(results, tmp_path, caplog):
+    """A cut bench.json or a hand-edited compare.json was a TypeError traceback, or vanished without a word."""
+    damaged = tmp_path / "damaged"
+    (damaged / "cut").mkdir(parents=True)
+    (damaged / "cut" / "bench.json").write_text('[{"artifact": "a.onnx", "latency_p50_ms": ')
+    (damaged / "edited").mkdir()
+    (damaged / "edited" / "compare.json").write_text('{"rows": 5, "budget": "1 epoch"}')
+    photo = tmp_path / "notes.json"
+    photo.write_text('{"author": "me"}')  # given by name but holds no results
+    out = tmp_path / "report.html"
+    with caplog.at_level("WARNING"):
+        assert cli_run(["report", str(results / "train"), str(damaged), str(photo), "--out", str(out)]) == 0
+    err = caplog.text
+    assert "bench.json is not readable JSON" in err and "compare.json is damaged" in err
+    assert "notes.json holds no mvkit results" in err and err.count("left out of the report") == 3, err
+    assert "Training: train" in out.read_text()
+
+
 def test_report_refuses_what_holds_no_results(tmp_path, capsys):
     (tmp_path / "notes.json").write_text("{}")
     assert cli_run(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mvkit.errors import MvkitError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,13 +154,18 @@ def read_tables(path: Path, data: dict) -> list[Section]:
 
 
 def read_sections(path: Path) -> list[Section]:
+    """The sections of one JSON file; [] for JSON that holds no mvkit results (a split.json, a sidecar). A file
+    that is no JSON, or whose results are damaged, raises MvkitError saying so."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
-    if isinstance(data, dict) and isinstance(data.get("tables"), list):
-        return read_tables(path, data)
-    section = read_section(path, data)
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise MvkitError(f"{path} is not readable JSON ({str(exc).splitlines()[0]})") from None
+    try:
+        if isinstance(data, dict) and isinstance(data.get("tables"), list):
+            return read_tables(path, data)
+        section = read_section(path, data)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise MvkitError(f"{path} is damaged: {type(exc).__name__} {exc}") from None
     return [section] if section else []
 
 
@@ -189,9 +197,17 @@ def collect(inputs: list[Path]) -> list[Section]:
             raise MvkitError(f"{item} does not exist")
         files = sorted(item.rglob("*.json")) if item.is_dir() else [item]
         for file in files:
-            if file.resolve() not in seen:  # a run given alone and inside a folder given too: shown once
-                seen.add(file.resolve())
-                sections += read_sections(file)
+            if file.resolve() in seen:  # a run given alone and inside a folder given too: shown once
+                continue
+            seen.add(file.resolve())
+            try:
+                found = read_sections(file)
+            except MvkitError as exc:  # the rest of the report is still worth having
+                log.warning("%s; left out of the report", exc)
+                continue
+            if not found and not item.is_dir():
+                log.warning("%s holds no mvkit results; left out of the report", file)
+            sections += found
     _tell_apart(sections)
     if not sections:
         raise MvkitError(f"no mvkit results found in {', '.join(map(str, inputs))} (training runs, bench.json, "
