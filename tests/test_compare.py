@@ -95,7 +95,9 @@ def test_pareto_front_keeps_the_models_nothing_beats():
 
 def test_compare_checks_before_training(flowers_subset, tmp_path, capsys):
     for args, message in ((["mobilevit_xxz"], "unknown model"), (["mobilevit_xxs", "mobilevit_xxs"], "named twice"),
-                          (["mobilevit_xxs", "--teacher", str(tmp_path / "none.safetensors")], "--teacher")):
+                          (["mobilevit_xxs", "--teacher", str(tmp_path / "none.safetensors")], "--teacher"),
+                          (["mobilevit_xxs", "--epochs", "0"], "--epochs must be at least 1, not 0"),
+                          (["mobilevit_xxs", "--img-size", "5"], "--img-size must be at least 32, not 5")):
         assert cli_run(["compare", *args, "--data", str(flowers_subset), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and message in err, err

@@ -81,8 +81,10 @@ def check_compare(models: list[str], data: str, budget: CompareBudget) -> None:
         row.require_runtime()
         if budget.int8 and "ptq" not in row.int8:
             raise MvkitError(f"{fmt} has no static int8 method; leave it out or use --no-int8")
-    if budget.epochs < 1 or budget.img_size < 32:
-        raise MvkitError("--epochs must be at least 1 and --img-size at least 32")
+    if budget.epochs < 1:
+        raise MvkitError(f"--epochs must be at least 1, not {budget.epochs}")
+    if budget.img_size < 32:
+        raise MvkitError(f"--img-size must be at least 32, not {budget.img_size}")
     if budget.teacher and not Path(budget.teacher).exists():
         raise MvkitError(f"--teacher {budget.teacher}: give a checkpoint fine-tuned on this data (from mvkit train)")
 
