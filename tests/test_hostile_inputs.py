@@ -188,6 +188,21 @@ def test_quantize_checks_calibration_data_format_and_method_first(exported, tmp_
                    "makes no coreml artifact", "mvkit export MODEL -f coreml --compress int8")
 
 
+def test_an_out_path_through_a_file_is_refused_before_any_work(exported, flowers_subset, tmp_path, capsys):
+    """--out inside what is a file: eval, compare, report, live and demo gave a FileExistsError or
+    NotADirectoryError traceback, compare only after training its first model."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    (tmp_path / "clip").mkdir()
+    shutil.copy(next((flowers_subset / "daisy").iterdir()), tmp_path / "clip")
+    for argv in (["eval", exported["onnx"], flowers_subset, "--out", blocked],
+                 ["compare", "mobilevit_xxs", "--data", flowers_subset, "--epochs", "1", "--out", blocked / "cmp"],
+                 ["report", exported["onnx"].parent, "--out", blocked / "report.html"],
+                 ["live", exported["onnx"], "--source", tmp_path / "clip", "--out", blocked / "live.mp4"],
+                 ["demo", "--out", blocked]):
+        assert_refused(capsys, argv, tmp_path, "a_file is not a folder")
+
+
 def test_predict_and_bench_refuse_bad_numbers(photos, tmp_path, capsys):
     assert_refused(capsys, ["predict", "tf_efficientnet_lite0", "--pretrained", photos["coffee"], "--batch-size", "0"],
                    tmp_path, "--batch-size")

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mvkit.errors import MvkitError
+from mvkit.files import check_writable
 from mvkit.formats import FORMATS, exportable, int8_formats
 
 app = typer.Typer(
@@ -240,6 +241,7 @@ def eval_command(
 
     if split not in ("val", "train", "all"):
         raise MvkitError(f"--split must be val, train or all, not {split!r}")
+    check_writable(out)
     # an exported file runs in its own runtime, as Ultralytics' val does; a checkpoint or a name in PyTorch
     exported = is_artifact(model) and not str(model).endswith(FORMATS["safetensors"].suffix)
     net = load_predictor(model) if exported else load_model(model, pretrained=pretrained, weights=weights,
@@ -459,7 +461,6 @@ def export_command(
     With several formats, one that fails is reported and the others are still written (exit 1)."""
     from mvkit.bench import file_size_mb
     from mvkit.export import available_formats, default_out_dir, export, plan_export
-    from mvkit.files import check_writable
     from mvkit.formats import get_format
     from mvkit.models import load_model
 
@@ -642,7 +643,6 @@ def bench_command(
     from mvkit.data.images import load_image
     from mvkit.demo import sample_photos
     from mvkit.export import available_formats, export
-    from mvkit.files import check_writable
     from mvkit.models import load_model
 
     paths = list(artifacts or [])
@@ -731,6 +731,7 @@ def report_command(
     """One self-contained HTML page of every table and chart in the results given; each table names its file."""
     from mvkit.report import write_report
 
+    check_writable(out.parent)
     console.print(f"report: {write_report(inputs, out)}")
 
 
@@ -830,6 +831,7 @@ def demo_command(out: Path = typer.Option(Path("runs/demo"), help="Folder for ev
     """The main job on built-in data: predict, fine-tune, eval, export to every format, int8, verify, bench."""
     from mvkit.demo import DemoStep, run_demo
 
+    check_writable(out)
     with progress_bars() as start:
         result = run_demo(out, DemoStep(start=start, log=lambda text: console.print(f"[bold cyan]{escape(text)}[/bold cyan]", markup=True)))
     for item in result.photo_predictions:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from mvkit.errors import MvkitError
+from mvkit.files import check_writable
 
 # ImageNet-1k top-1 (%) as published; cited, never measured here.
 PUBLISHED_TOP1 = {
@@ -176,6 +177,7 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
     training recipe; `retime` keeps its trained and exported files but times and scores them again), then write the
     table (markdown, JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
     check_compare(models, data, budget)
+    check_writable(out)
     results = []
     for model in models:
         folder = out / model.replace("/", "_")

@@ -63,10 +63,11 @@ def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps
         from mvkit.live.overlay import check_video_out
 
         check_video_out(live_options.out)
-    if live_options.metrics_path is not None:
-        from mvkit.files import check_writable
+    from mvkit.files import check_writable
 
-        check_writable(Path(live_options.metrics_path).parent)
+    for written in (live_options.out, live_options.metrics_path):
+        if written is not None:
+            check_writable(Path(written).parent)
     models = [models] if isinstance(models, (str, Path)) else list(models)
     if not models:
         raise MvkitError("give a model to run")
