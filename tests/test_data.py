@@ -71,6 +71,17 @@ def test_a_saved_split_names_photos_gone_since_and_new_ones_left_out(flowers_sub
     assert not again.skipped  # gone is not unreadable
 
 
+def test_a_class_whose_every_photo_is_unreadable_is_named_not_dropped_quietly(flowers_subset, tmp_path, caplog):
+    root = tmp_path / "tree"
+    shutil.copytree(flowers_subset, root)
+    for photo in (root / "tulip").iterdir():
+        photo.write_bytes(photo.read_bytes()[:200])  # cut off, as a failed copy leaves them
+    with caplog.at_level("WARNING"):
+        data = load_data(root)
+    assert "tulip" not in data.classes and len(data.classes) == 4
+    assert "no photo of class tulip could be read, so it is left out" in caplog.text
+
+
 def test_corrupt_files_in_a_tree_are_skipped_and_reported(flowers_subset, tmp_path):
     root = tmp_path / "tree"
     shutil.copytree(flowers_subset, root)

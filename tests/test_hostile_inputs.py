@@ -248,6 +248,21 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     assert not out.exists()
 
 
+def test_a_manifest_whose_second_class_is_all_missing_says_so_in_one_line(flowers_subset, tmp_path):
+    """Its one listed rose photo is gone: the refusal said "holds one class ('daisy')", named no missing file, and
+    came after a blank line (a progress bar stopped before it had shown anything)."""
+    daisies = sorted((flowers_subset / "daisy").iterdir())[:3]
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p},daisy\n" for p in daisies) + "gone/rose1.jpg,rose\n")
+    out = tmp_path / "run"
+    shown = subprocess.run([sys.executable, "-m", "mvkit.cli", "train", "mobilevit_xxs", str(manifest), "--out",
+                            str(out)], capture_output=True, text=True)
+    assert shown.returncode == 2
+    assert shown.stderr.startswith("error:") and len(shown.stderr.strip().splitlines()) == 1, shown.stderr
+    assert "readable photos of one class only ('daisy'; none of rose)" in shown.stderr
+    assert "gone/rose1.jpg" in shown.stderr and not out.exists()
+
+
 def test_core_ml_sizes_a_vit_cannot_take_are_refused(flowers_subset, tmp_path, capsys):
     from mvkit.models import create_model, save_checkpoint
 

@@ -408,9 +408,12 @@ def train_command(
             save_every_steps=save_every_steps)
         recipe = build_recipe(recipe_file=recipe_file, **options)
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[stats]}"), console=error_console) as progress:
+    # deferred: a run refused by its checks prints its error line alone, without the blank line of a stopped bar
+    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TextColumn("{task.fields[stats]}")) as progress:
         def start_epoch(epoch: int, epochs_total: int, batches: int):
+            if not progress.live.is_started:
+                progress.start()
             task = progress.add_task(f"epoch {epoch + 1}/{epochs_total}", total=batches, stats="")
 
             def update(done: int, stats: dict) -> None:

@@ -372,12 +372,21 @@ def load_data(
                          fingerprints=fingerprints)
     report.bad = unlisted + report.bad
     good = set(report.good)
+    listed_classes = sorted({label for _, label, _ in rows})
     rows = [row for row in rows if row[0] in good]
     classes = sorted({label for _, label, _ in rows})
+    # a listed class whose every photo is missing or damaged would vanish from the model's labels without a word
+    lost = [name for name in listed_classes if name not in classes]
+    unread = f"; {len(report.bad)} listed file(s) could not be read, e.g. {report.bad[0][0]}: {report.bad[0][1]}" \
+        if report.bad else ""
     if not rows:
-        raise MvkitError(f"no readable photos in {path}")
+        raise MvkitError(f"no readable photos in {path}{unread}")
     if len(classes) < 2:
-        raise MvkitError(f"{path} holds one class ({classes[0]!r}): a classifier needs photos of at least two classes")
+        what = f"readable photos of one class only ({classes[0]!r}; none of {', '.join(lost)})" if lost else \
+            f"one class ({classes[0]!r})"
+        raise MvkitError(f"{path} holds {what}: a classifier needs photos of at least two classes{unread}")
+    if lost:
+        log.warning("no photo of class %s could be read, so it is left out%s", ", ".join(lost), unread)
     index = {name: i for i, name in enumerate(classes)}
     pending_split = None
 
