@@ -156,6 +156,9 @@ def test_export_checks_every_format_and_option_first(exported, tmp_path, capsys)
                    "does not take --precision")
     assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--precision", "fp8"], tmp_path, "fp16, fp32, mixed")
     assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--sizes", "224,abc"], tmp_path, "--sizes")
+    # coremltools would raise the package to iOS 16 without a word: it would not load on the iOS 15 asked for
+    assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--target", "iOS15", "--compress", "palettize4"],
+                   tmp_path, "--compress palettize4 needs --target iOS16 or later")
     assert_refused(capsys, ["export", tmp_path / "missing.safetensors"], tmp_path, "does not exist")
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")

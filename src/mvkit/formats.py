@@ -64,6 +64,8 @@ class Format:
     # format's runtime, with the file's inputs and outputs
     embed: str | None = None
     inspect: str | None = None
+    # "module:function"(options, owner): refuses a combination of options the converter would not honour
+    options_rule: str | None = None
 
     def can_export(self) -> bool:
         return self.exporter is not None and not missing_modules(self.export_modules)
@@ -87,7 +89,10 @@ class Format:
 
     def check_options(self, options: dict[str, Any], what: str = "export") -> dict[str, Any]:
         """`options` (only those the user gave) checked against this row; returns every option with defaults."""
-        return check_options(self.options, options, f"{self.name} {what}")
+        checked = check_options(self.options, options, f"{self.name} {what}")
+        if self.options_rule:
+            resolve(self.options_rule)(checked, f"{self.name} {what}")
+        return checked
 
 
 def check_options(accepted: tuple[Option, ...], given: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -129,7 +134,8 @@ FORMATS: dict[str, Format] = {
                  Option("compression", "none", "--compress",
                         ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50"), in_file_name=True)),
         structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated",
-        embed="mvkit.export.coreml:embed_coreml", inspect="mvkit.export.coreml:inspect_coreml"),
+        embed="mvkit.export.coreml:embed_coreml", inspect="mvkit.export.coreml:inspect_coreml",
+        options_rule="mvkit.export.coreml:check_target"),
     "executorch": Format(
         "executorch", ".pte", "ExecuTorch XNNPACK", "mvkit.runtime.executorch_runtime:ExecutorchPredictor",
         ("executorch.runtime",), extra="executorch",

@@ -169,6 +169,14 @@ def compute_precision(precision: str):
     return ct.transform.FP16ComputePrecision(op_selector=to_fp16)
 
 
+def check_target(options: dict[str, Any], owner: str) -> None:
+    """Compressed weights are iOS 16 ops (constexpr_*): coremltools raises an iOS 15 target to iOS 16 without a
+    word, and the package would not load on the iOS 15 devices it was asked for."""
+    if options["compression"] != "none" and options["target"] == "iOS15":
+        raise MvkitError(f"{owner}: --compress {options['compression']} needs --target iOS16 or later (compressed "
+                         "weights are iOS 16 ops); for iOS 15 use --compress none")
+
+
 def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = None, precision: str = "fp16",
                   target: str = "iOS16", compression: str = "none") -> dict[str, Any]:
     """Options are checked against the format table (mvkit.formats) before this runs."""
