@@ -522,6 +522,8 @@ def test_live_refuses_bad_input_before_any_work(onnx_model, clip, tmp_path, caps
         (["--source", str(clip), "--fps", "0"], "--fps must be positive"),
         (["--source", str(clip), "--size", "300"], "--size 300: the artifacts given take"),
         (["--source", str(clip), "--frames", "0"], "--frames must be at least 1"),
+        (["--source", str(clip), "--warmup", "-2"], "--warmup must be 0 or more, not -2"),  # was a traceback
+        (["--source", str(clip), "--idle-release", "-1"], "--idle-release must be positive, not -1.0"),
         (["--source", "rtsp://127.0.0.1:9/none"], "cannot open it"),
     ]
     for args, message in cases:

@@ -45,6 +45,16 @@ def _candidates(models: Sequence[str | Path], pretrained: bool, weights: Path | 
     return found
 
 
+# LiveOptions' numbers: (flag, allowed, what it must be); a negative --warmup was an UnboundLocalError traceback
+OPTION_RULES = {
+    "max_frames": ("--frames", lambda v: v >= 1, "at least 1"),
+    "duration_s": ("--duration", lambda v: v > 0, "positive"),
+    "warmup": ("--warmup", lambda v: v >= 0, "0 or more"),
+    "idle_release_s": ("--idle-release", lambda v: v > 0, "positive"),
+    "topk": ("--topk", lambda v: v >= 1, "at least 1"),
+}
+
+
 def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps: float = 15.0,
         size: int | None = None, pretrained: bool = False, weights: Path | None = None,
         device: Device | None = None, thermal: ThermalRate | None = None, reconnect_for_s: float = 30.0,
@@ -55,10 +65,10 @@ def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps
     if fps <= 0:
         raise MvkitError(f"--fps must be positive, not {fps}")
     live_options = LiveOptions(fps=fps, **options)
-    if live_options.max_frames is not None and live_options.max_frames < 1:
-        raise MvkitError("--frames must be at least 1")
-    if live_options.duration_s is not None and live_options.duration_s <= 0:
-        raise MvkitError("--duration must be positive")
+    for name, (flag, allowed, requirement) in OPTION_RULES.items():
+        value = getattr(live_options, name)
+        if value is not None and not allowed(value):
+            raise MvkitError(f"{flag} must be {requirement}, not {value}")
     if live_options.out is not None:
         from mvkit.live.overlay import check_video_out
 
