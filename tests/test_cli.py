@@ -80,6 +80,13 @@ def test_models_json_and_scan_exit_codes(tmp_path, photos, capsys):
     (tmp_path / "a.jpg").write_text("not a photo")
     result = runner.invoke(app, ["scan", str(tmp_path), "--json"])
     assert result.exit_code == 1 and json.loads(result.stdout)["bad"][0]["path"].endswith("a.jpg")
+    # a CSV manifest, as train reads it: the photos it lists are checked, one that is not there fails the scan
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label\ncoffee.jpg,drink\ncoffee.jpg,drink\ngone.jpg,drink\n")
+    result = runner.invoke(app, ["scan", str(manifest), "--json"])
+    scanned = json.loads(result.stdout)
+    assert result.exit_code == 1 and scanned["ok"] == 1, result.stdout
+    assert [Path(bad["path"]).name for bad in scanned["bad"]] == ["gone.jpg"] and "missing" in scanned["bad"][0]["reason"]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -345,7 +345,7 @@ cells = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
 @given(rows=st.lists(st.tuples(cells, cells, cells), max_size=8), header=st.sampled_from(
     ["path,label", "path,label,split", "label,path", "file,class", " path , label ,split"]))
 def test_manifest_parser_accepts_or_refuses_clearly(tmp_path_factory, rows, header):
-    from mvkit.data.datasets import SPLIT_NAMES, _read_manifest
+    from mvkit.data.datasets import SPLIT_NAMES, read_manifest
 
     folder = tmp_path_factory.mktemp("csv")
     manifest = folder / "m.csv"
@@ -356,7 +356,7 @@ def test_manifest_parser_accepts_or_refuses_clearly(tmp_path_factory, rows, head
         writer.writerow([name for name in header.split(",")])
         writer.writerows(rows)
     try:
-        parsed = _read_manifest(manifest)
+        parsed = read_manifest(manifest)
     except MvkitError as exc:
         assert str(exc)
         return

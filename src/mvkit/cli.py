@@ -286,16 +286,21 @@ def eval_command(
 
 @app.command("scan")
 def scan_command(
-    data: Path = typer.Argument(..., help="A folder of photos (any depth)."),
+    data: Path = typer.Argument(..., help="A folder of photos (any depth), or a CSV manifest (path,label[,split]) "
+                                "as train reads it."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
+    from mvkit.data.datasets import read_manifest
     from mvkit.data.images import SizeSummary, find_copies, is_image_file, list_files, scan_images
 
-    if not data.is_dir():
-        raise MvkitError(f"{data} is not a folder")
     unlisted: list = []
-    files = list_files(data, unlisted)
+    if data.is_file() and data.suffix.lower() == ".csv":  # the photos it lists: a missing one is a bad file
+        files = list(dict.fromkeys(path for path, _, _ in read_manifest(data)))
+    elif data.is_dir():
+        files = list_files(data, unlisted)
+    else:
+        raise MvkitError(f"{data} is not a folder or a CSV manifest")
     if not files and not unlisted:
         raise MvkitError(f"{data} holds no files to check")
     with progress_bars() as start:

@@ -197,7 +197,7 @@ def _read_tree(root: Path, problems: list[tuple[Path, str]]) -> list[tuple[Path,
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
 
 
-def _read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
+def read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
     """Rows of a path,label[,split] CSV; relative paths are relative to the CSV's folder. Refuses empty labels,
     unknown split values and a path listed with two labels; drops exact duplicate rows (they would leak one
     photo into both train and val) with a warning."""
@@ -352,7 +352,7 @@ def load_data(
     unlisted: list[tuple[Path, str]] = []  # what list_files could not read
     # Gather (file, label, split or None) rows.
     if path.is_file():
-        rows = _read_manifest(path)
+        rows = read_manifest(path)
         root = path.parent
     else:
         root = path
