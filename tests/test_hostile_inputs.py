@@ -248,6 +248,11 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
     # a ViT takes one size, so it cannot rise epoch by epoch
     assert_refused(capsys, ["train", "deit_tiny", flowers_subset, "--preset", "scratch", "--img-size", "128",
                             "--progressive-from", "64", "--out", out], tmp_path, "deit_tiny takes one input size, 128 px")
+    # a teacher by name would distil from a classifier head built at random for these classes
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--preset", "scratch", "--teacher",
+                            "tf_efficientnet_lite0", "--out", out], tmp_path, "its classifier for this data's classes")
+    assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--preset", "scratch", "--teacher",
+                            tmp_path / "runs" / "best.safetensors", "--out", out], tmp_path, "does not exist")
     assert not out.exists()
 
 

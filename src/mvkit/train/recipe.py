@@ -126,6 +126,14 @@ class TrainRecipe:
             except Exception as exc:  # timm raises assertion, key and value errors for a bad policy string
                 raise MvkitError(f"auto_augment {self.auto_augment!r} is not a timm policy (e.g. rand-m7-mstd0.5-inc1, "
                                  f"augmix-m5-w3, v0): {type(exc).__name__} {exc}") from None
+        if self.teacher and ("/" in self.teacher or self.teacher.endswith(".safetensors")) and \
+                not Path(self.teacher).exists():
+            raise MvkitError(f"--teacher {self.teacher} does not exist")
+        if self.teacher and not self.teacher_weights and not Path(self.teacher).is_file():
+            # a name builds the teacher with a new, random head for the data's classes: nothing to learn from
+            raise MvkitError(f"--teacher {self.teacher} is a model name: its classifier for this data's classes would "
+                             "be untrained; give a checkpoint fine-tuned on this data (from mvkit train), or the name "
+                             "with --teacher-weights of one")
         if self.uses_mixing and self.batch_size % 2:
             raise MvkitError(f"MixUp/CutMix need an even batch size, got {self.batch_size}")
         return self
