@@ -82,6 +82,14 @@ def test_a_class_whose_every_photo_is_unreadable_is_named_not_dropped_quietly(fl
     assert "no photo of class tulip could be read, so it is left out" in caplog.text
 
 
+def test_val_that_holds_the_training_photos_themselves_is_refused_for_training(flowers_subset, tmp_path):
+    """`--val` naming the training folder (here by another spelling of its path) trained and reported a val
+    accuracy measured on the training photos, without a word."""
+    data = load_data(flowers_subset, val=flowers_subset / "daisy" / "..")
+    with pytest.raises(MvkitError, match=r"80 of the 80 val photos are training photos themselves"):
+        check_for_training(data)
+
+
 def test_corrupt_files_in_a_tree_are_skipped_and_reported(flowers_subset, tmp_path):
     root = tmp_path / "tree"
     shutil.copytree(flowers_subset, root)

@@ -458,6 +458,12 @@ def check_for_training(data: DataSplits) -> None:
         named = [with_likely_name(name, sorted(trained), "train") for name in untrained]
         raise MvkitError(f"val holds class(es) with no training photo: {', '.join(named)}. A model cannot learn "
                          "them: rename the folders or give them training photos")
+    if isinstance(data.train, ImageFileDataset):  # e.g. --val naming the training folder itself
+        in_train = {path.resolve() for path, _ in data.train.samples}
+        shared = [path for path, _ in data.val.samples if path.resolve() in in_train]
+        if shared:
+            raise MvkitError(f"{len(shared)} of the {len(data.val)} val photos are training photos themselves (e.g. "
+                             f"{shared[0]}): val must be photos kept out of training; give --val a folder of others")
     unmeasured = [name for name in data.classes if name not in measured]
     if unmeasured:
         log.warning("no val photo of %s: %s accuracy is not measured", ", ".join(unmeasured),
