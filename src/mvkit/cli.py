@@ -798,7 +798,8 @@ def live_command(
     finally:
         results.close()
         signal.signal(signal.SIGTERM, previous)
-    _print_live_summary(engine.summary(), out, metrics)
+    # with --jsonl stdout holds the results alone, one JSON object a line: the summary goes to stderr
+    _print_live_summary(engine.summary(), out, metrics, error_console if jsonl else console)
 
 
 def _live_status(engine, result) -> str:
@@ -810,28 +811,28 @@ def _live_status(engine, result) -> str:
             f"end-to-end {result.latency_ms:.1f} ms  dropped {dropped}")
 
 
-def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Path]) -> None:
+def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Path], to: Console) -> None:
     frames, latency = summary["frames"], summary["latency_ms"]
     dropped = ", ".join(f"{count} {reason}" for reason, count in frames["dropped"].items() if count) or "none"
     achieved = summary["fps"]["achieved"]
-    console.print(f"{summary['stopped_by']} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
+    to.print(f"{summary['stopped_by']} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
                   f"{frames['processed']} processed, dropped {dropped}, {frames['corrupt']} corrupt")
-    console.print(f"rate {'-' if achieved is None else f'{achieved:.1f}'} fps (target {summary['fps']['target']:g}); "
+    to.print(f"rate {'-' if achieved is None else f'{achieved:.1f}'} fps (target {summary['fps']['target']:g}); "
                   f"end-to-end p50 {latency['end_to_end_ms']['p50']} ms, p95 {latency['end_to_end_ms']['p95']} ms; "
                   f"inference p50 {latency['inference_ms']['p50']} ms, p95 {latency['inference_ms']['p95']} ms")
     energy = summary["energy"]
     energy_text = (f"{energy['per_1000_inferences_j']} J per 1,000 inferences" if energy["available"]
                    else f"energy not available ({energy['reason']})")
-    console.print(f"CPU {summary['cpu_percent']}%, peak memory {summary['peak_rss_mb']} MB, {energy_text}")
+    to.print(f"CPU {summary['cpu_percent']}%, peak memory {summary['peak_rss_mb']} MB, {energy_text}")
     for gap in summary["gaps"]:
         state = "reconnected" if gap["recovered"] else "not recovered"
-        console.print(f"gap at {gap['at_s']} s: {gap['seconds']} s without frames ({gap['reason']}), {state}")
+        to.print(f"gap at {gap['at_s']} s: {gap['seconds']} s without frames ({gap['reason']}), {state}")
     for event in summary["events"]:
-        console.print(f"{event['policy']}: {event['message']}")
+        to.print(f"{event['policy']}: {event['message']}")
     if out and frames["written"]:
-        console.print(f"video: {out} ({frames['written']} frames)")
+        to.print(f"video: {out} ({frames['written']} frames)")
     if metrics:
-        console.print(f"metrics: {metrics}")
+        to.print(f"metrics: {metrics}")
 
 
 @app.command("demo")
