@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,6 +173,13 @@ def test_bad_jobs_are_refused_before_any_work(model, library, tmp_path):
     cases = [([str(model), str(library), "--out", str(tmp_path / "p.xlsx")], "write .parquet, .csv or .jsonl"),
              ([str(model), str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.csv")], "does not exist"),
              ([str(model), str(library), "--out", str(tmp_path / "p.csv"), "--engine", "spark"], "--engine")]
+    with socket.socket() as closed:  # a port where nothing listens: ray.init retried it for minutes at 0 done
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    cases += [([str(model), str(library), "--out", str(tmp_path / "p.csv"), "--engine", "ray", "--address",
+                f"127.0.0.1:{port}"], "no Ray cluster answers there"),
+              ([str(model), str(library), "--out", str(tmp_path / "p.csv"), "--address", f"127.0.0.1:{port}"],
+               "give it with --engine ray")]
     for arguments, needle in cases:
         shown = subprocess.run([*CLI, "predict", *arguments], capture_output=True, text=True)
         assert shown.returncode == 2 and shown.stderr.startswith("error:") and needle in shown.stderr, shown.stderr

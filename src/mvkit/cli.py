@@ -176,7 +176,7 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
 
     from mvkit.batch import check_job, predict_to_file
 
-    check_job(model, source, out, engine, workers, topk)
+    check_job(model, source, out, engine, workers, topk, address)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with deferred_progress(*columns) as progress:

@@ -48,7 +48,7 @@ def predict_to_file(model: str | Path, source: str, out: Path, engine: str = "lo
     from mvkit.runtime import load_predictor
 
     out = Path(out)
-    check_job(model, source, out, engine, workers, topk)
+    check_job(model, source, out, engine, workers, topk, address)
     out.parent.mkdir(parents=True, exist_ok=True)
     # two jobs appending to one file would write the same rows twice
     with one_writer(out.with_name(f".{out.name}.lock"), lambda holder: f"{out} is being written by another mvkit "
@@ -88,12 +88,15 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
     return BatchSummary(out, written, resume.done, errors)
 
 
-def check_job(model: str | Path, source: str, out: Path, engine: str, workers: int, topk: int) -> None:
+def check_job(model: str | Path, source: str, out: Path, engine: str, workers: int, topk: int,
+              address: str | None = None) -> None:
     """Refuse a job that cannot run, before any work or file."""
     from mvkit.runtime import is_artifact
 
     if engine not in ENGINES:
         raise MvkitError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address is not None and engine != "ray":
+        raise MvkitError("--address names a Ray cluster: give it with --engine ray")
     if workers < 0 or (engine == "ray" and workers < 1):
         raise MvkitError("--workers must be at least 1 for Ray, 0 or more for the local engine")
     if not is_artifact(model):
@@ -105,6 +108,26 @@ def check_job(model: str | Path, source: str, out: Path, engine: str, workers: i
         from mvkit.errors import require_extra
 
         require_extra("ray", ("ray",), "--engine ray")
+        if address is not None:
+            _check_cluster_answers(address)
+
+
+def _check_cluster_answers(address: str) -> None:
+    """ray.init retries an address where nothing listens for minutes, the job showing 0 done: one TCP connect
+    says it at once. `auto` (the cluster this machine joined) is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise MvkitError(f"--address {address}: give HOST:PORT (what `ray start --head` prints), ray://HOST:PORT or "
+                         "auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise MvkitError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
+                         "`ray start --head`, or leave --address out for a local Ray instance") from None
 
 
 def _label_count(model: Path) -> int:
