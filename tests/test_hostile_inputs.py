@@ -360,6 +360,20 @@ def test_a_corrupt_resume_state_is_refused_without_unpickling(tmp_path, capsys):
     assert "weights_only" not in err
 
 
+
+def test_resume_refuses_options_it_would_ignore(tmp_path, capsys):
+    """`--resume --epochs 30` resumed the recorded run and trained its old number of epochs, without a word."""
+    from mvkit.train import build_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    build_recipe(model="mobilevit_xxs", data="builtin:fashion", out=str(out), pretrained=False).save(out / "recipe.yaml")
+    assert_refused(capsys, ["train", "--resume", "--out", out, "--epochs", "30", "--ema"], tmp_path,
+                   "takes nothing else (got --epochs, --ema)", f"mvkit train {out / 'last.safetensors'} DATA")
+    assert_refused(capsys, ["train", "mobilevit_xxs", "builtin:fashion", "--resume", "--out", out], tmp_path,
+                   "(got MODEL, DATA)")
+
+
 def test_verify_with_missing_data_is_refused(exported, tmp_path, capsys):
     artifact = copy_artifact(exported["onnx"], tmp_path)
     assert_refused(capsys, ["verify", artifact, "--data", tmp_path / "nowhere"], tmp_path, "does not exist")

@@ -341,6 +341,7 @@ def scan_command(
 
 @app.command("train")
 def train_command(
+    context: typer.Context,
     model: Optional[str] = typer.Argument(None, help="Zoo/timm model name, or an mvkit checkpoint to continue from. Not needed with --resume."),
     data: Optional[str] = typer.Argument(None, help="Dataset: class folders, CSV manifest or builtin:fashion. Not needed with --resume."),
     preset: Optional[str] = typer.Option(None, help="finetune (default: chosen by measurement), guide (the guide's exact recipe), head-only (backbone frozen) or scratch."),
@@ -363,7 +364,7 @@ def train_command(
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep an EMA of the weights and validate/save it."),
     ema_decay: Optional[float] = typer.Option(None, help="EMA decay per optimizer step (0.999)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a lower val loss (guide: 10; finetune: none)."),
-    teacher: Optional[str] = typer.Option(None, help="Distil from this teacher (a checkpoint trained on the same data, or a model name)."),
+    teacher: Optional[str] = typer.Option(None, help="Distil from this teacher: a checkpoint trained on the same data (or a model name with --teacher-weights)."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for the teacher."),
     distill_alpha: Optional[float] = typer.Option(None, help="Weight of the label loss in distillation (0.5)."),
     distill_temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (scratch: 1.0; guide, finetune: 4.0)."),
@@ -393,6 +394,7 @@ def train_command(
     if resume:
         if not (out / "recipe.yaml").exists():
             raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
+        _refuse_changes_on_resume(context, out)
         recipe = replace(load_recipe(out / "recipe.yaml"), out=str(out))  # the folder may have moved
     else:
         if recipe_file is None and (model is None or data is None):
@@ -430,6 +432,18 @@ def train_command(
     console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; "
                   f"{result.train_images_per_second:.1f} training img/s", markup=True)
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
+
+
+def _refuse_changes_on_resume(context: typer.Context, out: Path) -> None:
+    """--resume continues the run exactly as its recipe.yaml says: anything else given on the command line (a
+    longer --epochs, say) was ignored without a word."""
+    given = [param.opts[0] if param.opts[0].startswith("-") else param.name.upper()
+             for param in context.command.params if param.name not in ("resume", "out")
+             and getattr(context.get_parameter_source(param.name), "name", None) == "COMMANDLINE"]
+    if given:
+        raise MvkitError(f"--resume continues the run in {out} as its recipe.yaml says and takes nothing else (got "
+                         f"{', '.join(given)}); to train on from it with other settings, start a new run from its "
+                         f"checkpoint: mvkit train {out / 'last.safetensors'} DATA ... --out NEW")
 
 
 def _parse_sizes(sizes: Optional[str]) -> Optional[list[int]]:
