@@ -203,6 +203,9 @@ def test_a_stop_after_the_last_epoch_says_so_and_resume_only_finishes(flowers_su
     assert len(result.history) == 1 and (out / "confusion.png").exists() and (out / "curves.png").exists()
     again = _weights(out / "last.safetensors")
     assert all(torch.equal(trained[k], again[k]) for k in trained)
+    shown = subprocess.run(_cli("train", "--resume", "--out", str(out)), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr  # said "0.0 training img/s"
+    assert "the run had trained all its epochs before: nothing was left to train" in shown.stdout, shown.stdout
 
 
 def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):

@@ -429,8 +429,9 @@ def train_command(
             return update
 
         result = train(recipe, resume=resume, ui=TrainUI(log=progress.console.print, start_epoch=start_epoch))
-    console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; "
-                  f"{result.train_images_per_second:.1f} training img/s", markup=True)
+    speed = f"{result.train_images_per_second:.1f} training img/s" if result.train_images_per_second else \
+        "the run had trained all its epochs before: nothing was left to train"  # a finished run resumed
+    console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; {speed}", markup=True)
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
 
 
