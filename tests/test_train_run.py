@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mvkit.data import load_data
 from mvkit.errors import MvkitError
 from mvkit.models import labels_of, load_model, preprocess_of
 from mvkit.data.images import SizeSummary
@@ -206,6 +207,24 @@ def test_a_stop_after_the_last_epoch_says_so_and_resume_only_finishes(flowers_su
     shown = subprocess.run(_cli("train", "--resume", "--out", str(out)), capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr  # said "0.0 training img/s"
     assert "the run had trained all its epochs before: nothing was left to train" in shown.stdout, shown.stdout
+
+
+def test_verify_without_data_takes_the_photos_the_checkpoint_was_trained_on(flowers_subset, tmp_path, capsys):
+    """As Ultralytics' val takes the data a model trained on: verify required --data though the file records it."""
+    from mvkit.cli import run as cli_run
+    from mvkit.export import export
+    from mvkit.models import create_model, save_checkpoint
+
+    pytest.importorskip("onnxruntime")
+    trained = train(tiny_recipe(flowers_subset, tmp_path / "run", epochs=1))
+    onnx_file = export(trained.best_checkpoint, "onnx").path
+    assert cli_run(["verify", str(onnx_file), "--json"]) == 0
+    taken = json.loads(capsys.readouterr().out)
+    assert cli_run(["verify", str(onnx_file), "--data", str(flowers_subset), "--json"]) == 0
+    assert taken == json.loads(capsys.readouterr().out) and taken["count"] == len(load_data(flowers_subset).val)
+    untrained = save_checkpoint(create_model("mobilevit_xxs", labels=["a", "b"]), tmp_path / "untrained.safetensors")
+    assert cli_run(["verify", str(export(untrained.path, "onnx").path)]) == 2
+    assert "give --data" in capsys.readouterr().err
 
 
 def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):

@@ -435,6 +435,19 @@ def train_command(
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
 
 
+def _trained_data_of(artifact: Path) -> str:
+    """The data an artifact's checkpoint was trained on, as training recorded it (as Ultralytics' val takes the
+    data a model trained on), or a refusal that asks for --data."""
+    from mvkit.artifact import Artifact
+
+    recorded = (Artifact.load(artifact).extra.get("split") or {}).get("data")
+    if not recorded:
+        raise MvkitError(f"give --data: {artifact} does not record the data its checkpoint was trained on")
+    if not str(recorded).startswith("builtin:") and not Path(recorded).exists():
+        raise MvkitError(f"give --data: {artifact}'s checkpoint was trained on {recorded}, which is not there any more")
+    return str(recorded)
+
+
 def _refuse_changes_on_resume(context: typer.Context, out: Path) -> None:
     """--resume continues the run exactly as its recipe.yaml says: anything else given on the command line (a
     longer --epochs, say) was ignored without a word."""
@@ -602,7 +615,7 @@ def inspect_command(
 @app.command("verify")
 def verify_command(
     artifact: Path = typer.Argument(..., help=f"An exported artifact with its sidecar: {ARTIFACT_KINDS}."),
-    data: str = typer.Option(..., "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part). Default: the data its checkpoint was trained on, where the file records it."),
     threshold: float = typer.Option(0.99, help="Least top-1 agreement with the source checkpoint to pass."),
     limit: Optional[int] = typer.Option(None, help="Use only this many photos, spread over the classes."),
     reference: Optional[str] = typer.Option(None, help="Compare against this model instead of the recorded source."),
@@ -611,6 +624,10 @@ def verify_command(
     """Run an artifact in its own runtime next to its source checkpoint on real photos; exit 1 below threshold."""
     from mvkit.verify import verify
 
+    if data is None:
+        data = _trained_data_of(artifact)
+        error_console.print(f"photos: the val part of {escape(data)}, the data its checkpoint was trained on",
+                            markup=True)
     with progress_bars() as start:
         report = verify(artifact, data, threshold=threshold, limit=limit, reference=reference,
                         progress=start)
