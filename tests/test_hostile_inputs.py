@@ -253,6 +253,11 @@ def test_train_refuses_bad_recipes_and_leaves_no_run_folder(flowers_subset, tmp_
                             "tf_efficientnet_lite0", "--out", out], tmp_path, "its classifier for this data's classes")
     assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--preset", "scratch", "--teacher",
                             tmp_path / "runs" / "best.safetensors", "--out", out], tmp_path, "does not exist")
+    import torch
+
+    if not torch.cuda.is_available():  # accelerate trained fp16 on a CPU as fp32, without a word
+        assert_refused(capsys, ["train", "mobilevit_xxs", flowers_subset, "--mixed-precision", "fp16", "--out", out],
+                       tmp_path, "--mixed-precision fp16 runs on GPUs only")
     assert not out.exists()
 
 

@@ -214,6 +214,9 @@ def _set_up(recipe: TrainRecipe, resume: bool, paths: dict[str, Path], ui: Train
     reset_accelerate_precision()
     accelerator = Accelerator(mixed_precision=recipe.mixed_precision, cpu=multi_cpu)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    if recipe.mixed_precision == "fp16" and device.type == "cpu":  # accelerate runs it as fp32 there, silently
+        raise MvkitError("--mixed-precision fp16 runs on GPUs only: on this CPU it would train in fp32; use bf16 "
+                         "(fast on CPUs with AVX-512 BF16 or AMX) or no")
     seed_everything(recipe.seed)
 
     data: DataSplits = load_data(recipe.data, val=recipe.val, val_fraction=recipe.val_fraction,
