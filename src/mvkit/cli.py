@@ -848,10 +848,10 @@ def _print_live_summary(summary: dict, out: Optional[Path], metrics: Optional[Pa
     dropped = ", ".join(f"{count} {reason}" for reason, count in frames["dropped"].items() if count) or "none"
     achieved = summary["fps"]["achieved"]
     to.print(f"{summary['stopped_by']} after {summary['duration_s']:.1f} s: {frames['read']} frames read, "
-                  f"{frames['processed']} processed, dropped {dropped}, {frames['corrupt']} corrupt")
+             f"{frames['processed']} processed, dropped {dropped}, {frames['corrupt']} corrupt")
     to.print(f"rate {'-' if achieved is None else f'{achieved:.1f}'} fps (target {summary['fps']['target']:g}); "
-                  f"end-to-end p50 {latency['end_to_end_ms']['p50']} ms, p95 {latency['end_to_end_ms']['p95']} ms; "
-                  f"inference p50 {latency['inference_ms']['p50']} ms, p95 {latency['inference_ms']['p95']} ms")
+             f"end-to-end p50 {latency['end_to_end_ms']['p50']} ms, p95 {latency['end_to_end_ms']['p95']} ms; "
+             f"inference p50 {latency['inference_ms']['p50']} ms, p95 {latency['inference_ms']['p95']} ms")
     energy = summary["energy"]
     energy_text = (f"{energy['per_1000_inferences_j']} J per 1,000 inferences" if energy["available"]
                    else f"energy not available ({energy['reason']})")
