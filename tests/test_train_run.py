@@ -209,7 +209,7 @@ def test_a_stop_after_the_last_epoch_says_so_and_resume_only_finishes(flowers_su
     assert "the run had trained all its epochs before: nothing was left to train" in shown.stdout, shown.stdout
 
 
-def test_verify_without_data_takes_the_photos_the_checkpoint_was_trained_on(flowers_subset, tmp_path, capsys):
+def test_verify_and_eval_without_data_take_the_photos_the_checkpoint_was_trained_on(flowers_subset, tmp_path, capsys):
     """As Ultralytics' val takes the data a model trained on: verify required --data though the file records it."""
     from mvkit.cli import run as cli_run
     from mvkit.export import export
@@ -222,9 +222,16 @@ def test_verify_without_data_takes_the_photos_the_checkpoint_was_trained_on(flow
     taken = json.loads(capsys.readouterr().out)
     assert cli_run(["verify", str(onnx_file), "--data", str(flowers_subset), "--json"]) == 0
     assert taken == json.loads(capsys.readouterr().out) and taken["count"] == len(load_data(flowers_subset).val)
+    # eval too: without DATA it scores the same val photos as with it
+    assert cli_run(["eval", str(onnx_file), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    taken = json.loads(capsys.readouterr().out)
+    assert cli_run(["eval", str(onnx_file), str(flowers_subset), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    assert taken == json.loads(capsys.readouterr().out)
     untrained = save_checkpoint(create_model("mobilevit_xxs", labels=["a", "b"]), tmp_path / "untrained.safetensors")
     assert cli_run(["verify", str(export(untrained.path, "onnx").path)]) == 2
     assert "give --data" in capsys.readouterr().err
+    assert cli_run(["eval", "mobilevit_xxs", "--out", str(tmp_path / "eval2")]) == 2
+    assert "give DATA" in capsys.readouterr().err
 
 
 def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):

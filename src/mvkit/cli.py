@@ -218,7 +218,7 @@ def _short(path: str) -> str:
 @app.command("eval")
 def eval_command(
     model: str = ArtifactArg,
-    data: str = typer.Argument(..., help="Dataset: a folder of class folders, a CSV manifest (path,label), or builtin:fashion."),
+    data: Optional[str] = typer.Argument(None, help="Dataset: a folder of class folders, a CSV manifest (path,label), or builtin:fashion. Default: the data a checkpoint or file was trained on, where it records it."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
     split: str = typer.Option("val", help="Which part to evaluate: val, train or all."),
@@ -242,6 +242,11 @@ def eval_command(
     if split not in ("val", "train", "all"):
         raise MvkitError(f"--split must be val, train or all, not {split!r}")
     check_writable(out)
+    if data is None:
+        if not is_artifact(model):
+            raise MvkitError(f"give DATA: {model} is a model name, which records no data")
+        data = _trained_data_of(Path(model))
+        error_console.print(f"photos: {escape(data)}, the data it was trained on", markup=True)
     # an exported file runs in its own runtime, as Ultralytics' val does; a checkpoint or a name in PyTorch
     exported = is_artifact(model) and not str(model).endswith(FORMATS["safetensors"].suffix)
     net = load_predictor(model) if exported else load_model(model, pretrained=pretrained, weights=weights,
