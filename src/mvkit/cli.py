@@ -444,11 +444,12 @@ def _trained_data_of(artifact: Path) -> str:
     """The data an artifact's checkpoint was trained on, as training recorded it (as Ultralytics' val takes the
     data a model trained on), or a refusal that asks for --data."""
     from mvkit.artifact import Artifact
+    from mvkit.data.datasets import BUILTIN_PREFIX, recorded_data
 
-    recorded = (Artifact.load(artifact).extra.get("split") or {}).get("data")
+    recorded = recorded_data(Artifact.load(artifact))
     if not recorded:
         raise MvkitError(f"give --data: {artifact} does not record the data its checkpoint was trained on")
-    if not str(recorded).startswith("builtin:") and not Path(recorded).exists():
+    if not recorded.startswith(BUILTIN_PREFIX) and not Path(recorded).exists():
         raise MvkitError(f"give --data: {artifact}'s checkpoint was trained on {recorded}, which is not there any more")
     return str(recorded)
 

@@ -523,9 +523,14 @@ def _recorded_data(spec: str | Path) -> str:
     return text if text.startswith(BUILTIN_PREFIX) else str(Path(text).resolve())
 
 
+def recorded_data(artifact) -> str | None:
+    """The data the artifact's source checkpoint was trained on, as its split record names it (or None)."""
+    return (artifact.extra.get("split") or {}).get("data")
+
+
 def trained_on(spec: str, artifact) -> bool:
     """Whether the artifact's source checkpoint recorded its split of `spec` (it was trained on this data)."""
-    return (artifact.extra.get("split") or {}).get("data") == _recorded_data(spec)
+    return recorded_data(artifact) == _recorded_data(spec)
 
 
 def load_data_as_trained(spec: str, artifact, decoded: dict | None = None,
