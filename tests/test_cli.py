@@ -191,3 +191,20 @@ def test_predicting_a_folder_shows_progress_in_a_terminal_and_a_photo_does_not(e
     assert "predicting" not in one and "rose" in one
     piped = subprocess.run(command + [str(flowers_subset), "-k", "1"], capture_output=True, text=True)
     assert piped.returncode == 0 and "predicting" not in piped.stdout + piped.stderr
+
+
+def test_progress_bar_without_a_count_shows_no_made_up_count_or_time_left():
+    """A dynamic quantization or a conversion has no count: rich's own columns print "0/?" and "-:--:--" there."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from mvkit.cli import bar_columns
+
+    console = Console(record=True, width=100, force_terminal=False)
+    progress = Progress(*bar_columns(), console=console)
+    progress.add_task("dynamic torchscript", total=None)
+    progress.add_task("ptq onnx", total=256, completed=64)
+    console.print(progress.make_tasks_table(progress.tasks))
+    uncounted, counted = console.export_text().splitlines()
+    assert "dynamic torchscript" in uncounted and "?" not in uncounted and "-:--:--" not in uncounted
+    assert "64/256" in counted and "0:00:00" in counted

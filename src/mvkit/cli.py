@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 from rich.table import Table
 
 from mvkit.errors import MvkitError
@@ -52,6 +53,26 @@ def print_json(data) -> None:
     console.file.flush()
 
 
+class CountColumn(MofNCompleteColumn):
+    """done/total, and nothing for work without a count (a conversion, a dynamic quantization), where rich's own
+    column shows "0/?"."""
+
+    def render(self, task) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
+class RemainingColumn(TimeRemainingColumn):
+    """Time left, and nothing for work without a count, where rich's own column shows "-:--:--"."""
+
+    def render(self, task) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
+def bar_columns() -> tuple:
+    """What each of mvkit's progress bars shows: the job, its bar, done/total, time taken and time left."""
+    return TextColumn("{task.description}"), BarColumn(), CountColumn(), TimeElapsedColumn(), RemainingColumn()
+
+
 @contextmanager
 def deferred_progress(*columns, transient: bool = False) -> Iterator[Progress]:
     """A rich Progress that shows from its `start()` on, not before: a job refused before its work prints its error
@@ -69,8 +90,7 @@ def progress_bars() -> Iterator[Callable[..., Callable[[int], None]]]:
     """Yields start(description, total, wait=False) -> advance(n); each call adds a rich progress bar. With `wait` the
     bars show from the bar's first advance on: a job refused before that (a class the model does not know) prints
     its error line alone."""
-    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           TimeRemainingColumn()) as progress:
+    with deferred_progress(*bar_columns()) as progress:
         def show() -> None:
             if not progress.live.is_started:
                 progress.start()
@@ -147,8 +167,7 @@ def predict_command(
         _predict_to_file(model, str(inputs[0]), out, engine, workers, batch_size, topk, address)
         return
     predictor = as_predictor(model, pretrained=pretrained, weights=weights)
-    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           TimeRemainingColumn(), transient=True) as progress:
+    with deferred_progress(*bar_columns(), transient=True) as progress:
         task = progress.add_task("predicting", total=None)
 
         def start(total: int) -> None:  # more than one batch: a phone's photo takes up to a second to decode
@@ -177,8 +196,8 @@ def _predict_to_file(model, source, out, engine, workers, batch_size, topk, addr
     from mvkit.batch import check_job, predict_to_file
 
     check_job(model, source, out, engine, workers, topk, address)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), CountColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), RemainingColumn())
     with deferred_progress(*columns) as progress:
         task = progress.add_task(f"predict ({engine})", total=None, rate="")
 
@@ -421,7 +440,7 @@ def train_command(
         recipe = build_recipe(recipe_file=recipe_file, **options)
 
     # deferred: a run refused by its checks prints its error line alone, without the blank line of a stopped bar
-    with deferred_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with deferred_progress(TextColumn("{task.description}"), BarColumn(), CountColumn(), TimeElapsedColumn(),
                            TextColumn("{task.fields[stats]}")) as progress:
         def start_epoch(epoch: int, epochs_total: int, batches: int):
             if not progress.live.is_started:
