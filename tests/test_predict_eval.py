@@ -195,3 +195,31 @@ def test_predict_refuses_topk_0_and_points_a_video_to_live(photos, tmp_path):
     output = run_cli("predict", "tf_efficientnet_lite0", "--pretrained", str(tmp_path / "coffee.jpg"),
                      str(tmp_path / "holiday.mp4"), "--json", "-k", "1")
     assert output["skipped"][0]["reason"] == "not an image file extension (.mp4) (a video: mvkit live --source plays it)"
+
+
+def test_python_api_takes_paths_as_the_cli_does_and_refuses_arrays_of_unknown_colour_order(
+        flowers_checkpoint, flowers_manifest, photos, tmp_path):
+    """predict_files and evaluate take a path where the CLI does; one photo's path used to be read as its characters
+    (the first, "/", a scan of the whole disk), and evaluate("x.onnx") failed on a str's missing .labels."""
+    from PIL import Image
+
+    from mvkit.predict import predict_files
+    from mvkit.runtime import load_predictor
+
+    by_list, _ = predict_files(str(flowers_checkpoint), [photos["coffee"]])
+    for one_photo in (str(photos["coffee"]), photos["coffee"]):
+        predictions, skipped = predict_files(str(flowers_checkpoint), one_photo)
+        assert skipped == [] and [p.path for p in predictions] == [photos["coffee"]]
+        assert predictions[0].top == by_list[0].top
+
+    onnx_file = export(flowers_checkpoint, "onnx", tmp_path).path
+    val = load_data(flowers_manifest).val
+    in_runtime = evaluate(load_predictor(onnx_file), val)
+    assert evaluate(str(onnx_file), val).confusion.tolist() == in_runtime.confusion.tolist()
+    assert evaluate(flowers_checkpoint, val).confusion.tolist() == in_runtime.confusion.tolist()  # fp32
+
+    predictor = load_predictor(onnx_file)
+    photo = Image.open(photos["coffee"]).convert("RGB")
+    assert np.array_equal(predictor.predict_images(photo), predictor.predict_images([photo]))
+    with pytest.raises(MvkitError, match="takes PIL images, not ndarray.*OpenCV frame is BGR"):
+        predictor.predict_images([np.asarray(photo)])

@@ -48,14 +48,19 @@ def match_classes(dataset_classes: list[str], model_labels: list[str]) -> list[i
 
 
 def evaluate(
-    model: nn.Module | Predictor,
+    model: nn.Module | Predictor | str | Path,
     dataset: torch.utils.data.Dataset,
     batch_size: int = 32,
     num_workers: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Evaluate a model in memory with its own eval transform (`num_workers` DataLoader processes), or an exported
-    artifact's Predictor in its own runtime; dataset classes are matched to model labels by name."""
+    artifact's Predictor in its own runtime (or its path, or a checkpoint's); dataset classes are matched to model
+    labels by name."""
+    if isinstance(model, (str, Path)):
+        from mvkit.predict import as_predictor
+
+        model = as_predictor(model)
     in_memory = isinstance(model, nn.Module)
     model_labels = labels_of(model) if in_memory else model.labels
     to_model = torch.tensor(match_classes(dataset.classes, model_labels))  # checked before the work

@@ -65,8 +65,8 @@ def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = F
 
 
 def predict_files(
-    model: nn.Module | Predictor,
-    inputs: list[Path],
+    model: nn.Module | Predictor | str | Path,
+    inputs: list[Path | str] | Path | str,
     topk: int = 5,
     batch_size: int = 16,
     on_progress: Callable[[int], None] | None = None,
@@ -77,7 +77,8 @@ def predict_files(
     on_progress(n) after each batch."""
     predictor = as_predictor(model)
     skipped: list[tuple[Path, str]] = []
-    files = collect_inputs(inputs, skipped)
+    # one path given as it is: a string iterated would be its characters, the first of them "/", the whole disk
+    files = collect_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs, skipped)
     if on_start:
         on_start(len(files))
     k = min(topk, len(predictor.labels))

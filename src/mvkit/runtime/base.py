@@ -57,7 +57,15 @@ class Predictor:
     def prepare(self, images: list[Image.Image]) -> np.ndarray:
         return np.stack([self.preprocess.eval_array(image) for image in images])
 
-    def predict_images(self, images: list[Image.Image]) -> np.ndarray:
+    def predict_images(self, images: Image.Image | list[Image.Image]) -> np.ndarray:
+        """Probabilities [N, classes] for N PIL photos (one photo: N = 1)."""
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        for image in images:
+            if not isinstance(image, Image.Image):
+                # an array's colour order is not known: OpenCV's frames are BGR, PIL's and PyAV's RGB
+                raise MvkitError(f"predict_images takes PIL images, not {type(image).__name__}: for an RGB uint8 array "
+                                 "use PIL.Image.fromarray(array); an OpenCV frame is BGR, so "
+                                 "Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))")
         return self.check_classes(self.run(self.prepare(images)))
 
     def check_classes(self, probabilities: np.ndarray) -> np.ndarray:
