@@ -24,6 +24,9 @@ def test_presets_yaml_and_overrides(tmp_path):
     assert (guide.lr, guide.stem_lr, guide.head_lr, guide.weight_decay) == (3e-5, 1e-5, 5e-5, 0.01)
     assert (guide.mixup_alpha, guide.cutmix_alpha, guide.mix_prob, guide.mix_switch_prob) == (0.2, 1.0, 0.5, 0.5)
     assert guide.pretrained and guide.patience == 10 and not guide.native_size
+    # the dataclass's own defaults are the guide's recipe, and say so: TrainRecipe() from the Python API used to
+    # record preset "finetune" with the guide's lr 3e-5, so its recipe.yaml named a preset it did not train with
+    assert TrainRecipe() == guide
     finetune = build_recipe()  # the default: one lr for the whole net, warm-up, regularised, native size
     assert finetune.preset == "finetune" and finetune.pretrained and finetune.native_size
     assert finetune.stem_lr is None and finetune.head_lr is None and finetune.warmup_epochs > 0

@@ -45,7 +45,7 @@ NUMBER_RULES: dict[str, tuple] = {
 class TrainRecipe:
     model: str = "mobilevit_xxs"
     data: str = "builtin:fashion"
-    preset: str = "finetune"
+    preset: str = "guide"  # the defaults below are the guide's recipe; build_recipe applies a preset over them
     out: str = "runs/train"
     # data
     val: str | None = None  # separate val folder
