@@ -182,6 +182,8 @@ def test_one_failing_format_gets_its_row_and_the_others_go_on(exported, monkeypa
 
     assert run(["bench", "--all-formats", str(checkpoint), "--rounds", "2", "--batch", "2", "--no-memory",
                 "--out", str(tmp_path / "bench")]) == 0, capsys.readouterr().err
+    # a probe's checkpoint records no training data: speed only, and the line says what photos would add
+    assert "give --data to verify each file and name the fastest that passes" in capsys.readouterr().out
     rows = {row["format"]: row for row in json.loads((tmp_path / "bench" / "bench.json").read_text())}
     assert rows["torchscript"]["status"].startswith("failed: ") and "aten::weird" in rows["torchscript"]["status"]
     assert rows["onnx"]["latency_p50_ms"] > 0 and rows["safetensors"]["latency_p50_ms"] > 0

@@ -209,8 +209,11 @@ def test_a_stop_after_the_last_epoch_says_so_and_resume_only_finishes(flowers_su
     assert "the run had trained all its epochs before: nothing was left to train" in shown.stdout, shown.stdout
 
 
-def test_verify_and_eval_without_data_take_the_photos_the_checkpoint_was_trained_on(flowers_subset, tmp_path, capsys):
-    """As Ultralytics' val takes the data a model trained on: verify required --data though the file records it."""
+def test_verify_eval_and_bench_without_data_take_the_photos_the_checkpoint_was_trained_on(flowers_subset, tmp_path,
+                                                                                         capsys, monkeypatch):
+    """As Ultralytics' val takes the data a model trained on: verify required --data though the file records it, and
+    bench --all-formats without --data measured speed only and named no fastest verified file."""
+    import mvkit.export
     from mvkit.cli import run as cli_run
     from mvkit.export import export
     from mvkit.models import create_model, save_checkpoint
@@ -232,6 +235,16 @@ def test_verify_and_eval_without_data_take_the_photos_the_checkpoint_was_trained
     assert "give --data" in capsys.readouterr().err
     assert cli_run(["eval", "mobilevit_xxs", "--out", str(tmp_path / "eval2")]) == 2
     assert "give DATA" in capsys.readouterr().err
+    monkeypatch.setattr(mvkit.export, "available_formats", lambda: ["onnx"])  # one format is enough here
+    assert cli_run(["bench", "--all-formats", str(trained.best_checkpoint), "--rounds", "2", "--batch", "2",
+                    "--no-memory", "--out", str(tmp_path / "bench")]) == 0
+    shown = capsys.readouterr()
+    assert f"photos: {flowers_subset}, the data the checkpoint was trained on" in shown.err
+    assert "fastest verified on this machine: " in shown.out
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    # the checkpoint, its ONNX file and that file's int8, calibrated on the recorded photos: each verified
+    assert sorted(row["format"] for row in rows) == ["onnx", "onnx", "safetensors"]
+    assert all(row["agreement"] for row in rows)
 
 
 def test_progressive_resizing_trains_at_rising_sizes_and_resumes_exactly(flowers_subset, tmp_path):

@@ -459,18 +459,22 @@ def train_command(
     console.print(f"run folder {result.out}: best.safetensors, last.safetensors, metrics.csv, curves.png, confusion.png")
 
 
-def _trained_data_of(artifact: Path) -> str:
+def _trained_data_of(artifact: Path, required: bool = True) -> Optional[str]:
     """The data an artifact's checkpoint was trained on, as training recorded it (as Ultralytics' val takes the
-    data a model trained on), or a refusal that asks for --data."""
+    data a model trained on), or a refusal that asks for --data (None where it is not `required`)."""
     from mvkit.artifact import Artifact
     from mvkit.data.datasets import BUILTIN_PREFIX, recorded_data
 
     recorded = recorded_data(Artifact.load(artifact))
     if not recorded:
-        raise MvkitError(f"give --data: {artifact} does not record the data its checkpoint was trained on")
-    if not recorded.startswith(BUILTIN_PREFIX) and not Path(recorded).exists():
-        raise MvkitError(f"give --data: {artifact}'s checkpoint was trained on {recorded}, which is not there any more")
-    return str(recorded)
+        problem = f"give --data: {artifact} does not record the data its checkpoint was trained on"
+    elif not recorded.startswith(BUILTIN_PREFIX) and not Path(recorded).exists():
+        problem = f"give --data: {artifact}'s checkpoint was trained on {recorded}, which is not there any more"
+    else:
+        return str(recorded)
+    if required:
+        raise MvkitError(problem)
+    return None
 
 
 def _refuse_changes_on_resume(context: typer.Context, out: Path) -> None:
@@ -694,7 +698,7 @@ def verify_command(
 def bench_command(
     artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
     all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format (and, with --data, to static int8 calibrated on it), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
-    data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part). Default with --all-formats: the data the checkpoint was trained on, where it records it."),
     limit: int = typer.Option(200, min=1, help="Photos used for accuracy/agreement."),
     rounds: int = typer.Option(30, min=1, help="Interleaved latency rounds (batch 1)."),
     batch: int = typer.Option(8, min=1, help="Batch size for throughput."),
@@ -716,6 +720,11 @@ def bench_command(
     for path in paths + ([all_formats] if all_formats else []):
         if not path.exists():
             raise MvkitError(f"{path} does not exist")
+    if all_formats is not None and data is None:  # naming the fastest verified artifact needs photos
+        data = _trained_data_of(all_formats, required=False)
+        if data:
+            error_console.print(f"photos: {escape(data)}, the data the checkpoint was trained on (--data to choose)",
+                                markup=True)
     if data:
         check_data_spec(data, "--data")
     check_writable(out)
@@ -723,13 +732,15 @@ def bench_command(
     if all_formats is not None:
         paths.append(all_formats)
         net = load_model(all_formats)
-        for fmt in available_formats():
+        formats = available_formats()
+        for fmt in formats:
             try:
                 with console.status(f"exporting {fmt}..."):
                     paths.append(export(all_formats, fmt, model=net).path)
             except MvkitError as exc:
                 export_failures.append(failed_row(all_formats, fmt, exc))
-        for plan in plan_quantize(all_formats, "ptq", ["all"], data) if data else []:
+        with_int8 = [fmt for fmt in formats if fmt in int8_formats("ptq")]
+        for plan in plan_quantize(all_formats, "ptq", with_int8, data) if data and with_int8 else []:
             try:
                 with console.status(f"static int8 for {plan.fmt}..."):
                     paths.append(quantize(plan, all_formats, data).path)
@@ -751,6 +762,9 @@ def bench_command(
         console.print(f"fastest verified on this machine: {best.artifact} ({best.format}, p50 "
                       f"{best.latency_p50_ms:.1f} ms, top-1 {best.top1:.1%})" if best else
                       "no artifact passed verification: see the status column", soft_wrap=True)
+    else:
+        console.print("no accuracy or agreement without photos: give --data to verify each file and name the "
+                      "fastest that passes")
 
 
 @app.command("compare")
