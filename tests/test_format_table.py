@@ -207,6 +207,21 @@ def test_the_bench_table_and_the_fastest_verified_line_follow_one_rule(passed, q
     assert fastest_verified(rows).artifact == ("a.safetensors" if status == "below threshold" else "a.onnx")
 
 
+def test_a_core_ml_package_is_read_and_run_without_mvkit_s_training_side(exported, photos):
+    """Reading a package went through mvkit's Core ML exporter for one logging call, and so imported timm and the
+    model zoo too (coremltools itself imports torch)."""
+    if "coreml" not in exported:
+        pytest.skip("the coreml extra is not installed")
+    for command in (["predict", str(exported["coreml"]), str(photos["coffee"])], ["inspect", str(exported["coreml"])]):
+        probe = ("import json, sys\n"
+                 "from mvkit.cli import run\n"
+                 f"code = run({command + ['--json']!r})\n"
+                 "print(json.dumps([code] + [name in sys.modules for name in ('timm', 'mvkit.models', 'mvkit.export')]))\n")
+        shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+        assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0, False, False, False], \
+            (command, shown.stderr[-2000:])
+
+
 def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exported, photos, tmp_path):
     """A machine that runs an ONNX or OpenVINO file needs only its runtime: importing torch, torchvision and timm
     took about 4 s of each `mvkit predict` (and of each batch worker). Also for a file copied without its sidecar,

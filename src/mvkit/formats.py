@@ -134,7 +134,7 @@ FORMATS: dict[str, Format] = {
                  Option("compression", "none", "--compress",
                         ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50"), in_file_name=True)),
         structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated",
-        embed="mvkit.export.coreml:embed_coreml", inspect="mvkit.export.coreml:inspect_coreml",
+        embed="mvkit.coreml.package:embed_coreml", inspect="mvkit.coreml.package:inspect_coreml",
         options_rule="mvkit.export.coreml:check_target"),
     "executorch": Format(
         "executorch", ".pte", "ExecuTorch XNNPACK", "mvkit.runtime.executorch_runtime:ExecutorchPredictor",

@@ -14,15 +14,16 @@ package on Linux but only macOS can run it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mvkit.coreml import quiet_coremltools
 from mvkit.coreml.ops import implementation_of
 from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, register_constant, unpack_bits
 from mvkit.coreml.ops.state import StateTensor
+from mvkit.coreml.package import spec_file
 from mvkit.errors import MvkitError
 
 
@@ -86,15 +87,11 @@ class Program:
     """A loaded ML program: `run({"image": array})` -> {output name: value}."""
 
     def __init__(self, package: Path | str):
-        from mvkit.export.coreml import quiet_coremltools
-
         quiet_coremltools()
         import coremltools as ct
 
         package = Path(package)
-        manifest = json.loads((package / "Manifest.json").read_text())
-        root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
-        data_dir = package / "Data" / Path(root).parent
+        data_dir = spec_file(package).parent  # the weights lie beside the spec
         spec = ct.utils.load_spec(str(package))
         function = spec.mlProgram.functions["main"]
         self.opset = function.opset

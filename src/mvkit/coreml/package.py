@@ -3,10 +3,12 @@ the input kind and its enumerated sizes, the outputs, the class labels, the ops 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mvkit.coreml import quiet_coremltools
 from mvkit.errors import MvkitError
 
 COMPRESSION_OPS = ("constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_sparse_to_dense",
@@ -80,8 +82,6 @@ def _image_preprocessing(block, input_name: str) -> tuple[float | None, list[flo
 
 
 def read_package(path: Path | str) -> PackageSummary:
-    from mvkit.export.coreml import quiet_coremltools
-
     quiet_coremltools()
     try:
         import coremltools as ct
@@ -116,3 +116,52 @@ def read_package(path: Path | str) -> PackageSummary:
         op_counts=dict(counts), weight_dtypes=dict(weight_dtypes),
         compression_ops={op: counts[op] for op in COMPRESSION_OPS if counts.get(op)},
         image_scale=scale, image_bias=bias)
+
+
+def spec_file(package: Path) -> Path:
+    """The protobuf spec inside a .mlpackage, as its Manifest.json names it."""
+    manifest = json.loads((Path(package) / "Manifest.json").read_text())
+    entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
+    return Path(package) / "Data" / entry["path"]
+
+
+def embed_coreml(package: Path, record: dict[str, str]) -> None:
+    """The mvkit record as the model's user-defined metadata (Swift: MLModel.modelDescription.metadata[
+    .creatorDefinedKey]; coremltools: MLModel.user_defined_metadata), beside the classifier's own labels. JSON
+    values: ImageNet labels contain commas, and an app reads them with JSONSerialization / json.loads."""
+    from coremltools.proto import Model_pb2
+
+    path = spec_file(package)
+    spec = Model_pb2.Model()
+    spec.ParseFromString(path.read_bytes())
+    spec.description.metadata.userDefined.update(record)
+    path.write_bytes(spec.SerializeToString())
+
+
+def inspect_coreml(package: Path):
+    from coremltools.proto import Model_pb2
+
+    from mvkit.metadata import FileFacts
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_file(package).read_bytes())
+
+    def signature(features):
+        found = []
+        for feature in features:
+            kind = feature.type.WhichOneof("Type")
+            if kind == "imageType":
+                image = feature.type.imageType
+                sides = image_sides(image)
+                found.append({"name": feature.name, "shape": [1, 3, sides[0], sides[0]], "sizes": sides,
+                              "dtype": f"image {color_space(image)}"})
+            elif kind == "multiArrayType":
+                array = feature.type.multiArrayType
+                found.append({"name": feature.name, "shape": list(array.shape),
+                              "dtype": Model_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()})
+            else:
+                found.append({"name": feature.name, "shape": None, "dtype": kind})
+        return found
+
+    return FileFacts(dict(spec.description.metadata.userDefined), signature(spec.description.input),
+                     signature(spec.description.output))

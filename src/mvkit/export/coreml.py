@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from mvkit.coreml import quiet_coremltools
 from mvkit.errors import MvkitError
 from mvkit.export.graph import TOTAL_STRIDE, capture, conversion_error, ready_for_export
 from mvkit.models import architecture_of, labels_of, preprocess_of
@@ -135,13 +135,6 @@ def compress(mlmodel, method: str):
     raise ValueError(f"unknown Core ML compression {method!r}")  # the format table checks it first
 
 
-def quiet_coremltools() -> None:
-    """coremltools logs at import that this torch is untested and that its macOS-only library is missing."""
-    import logging
-
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-
-
 # precision "mixed": fp16 except the network's first convolutions. In BN-folded conv nets those carry most of the
 # fp16 error: on the fine-tuned EfficientNet-Lite0 (flowers128), rounding only the first depthwise conv's weights
 # to fp16 moved probabilities by 0.021 and the stem's by 0.005, every other layer's by < 0.003; keeping both in
@@ -223,53 +216,3 @@ def export_coreml(model: nn.Module, path: Path, sizes: Sequence[int] | None = No
             "compression": compression, "normalisation": "in ImageType" if mean is None else "in program",
             "input": "image", "outputs": ["classLabel", "classLabel_probs"], "softmax_in_graph": True,
             **({"note": note} if note else {})}
-
-
-def _spec_file(package: Path) -> Path:
-    """The protobuf spec inside a .mlpackage, as its Manifest.json names it."""
-    manifest = json.loads((Path(package) / "Manifest.json").read_text())
-    entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
-    return Path(package) / "Data" / entry["path"]
-
-
-def embed_coreml(package: Path, record: dict[str, str]) -> None:
-    """The mvkit record as the model's user-defined metadata (Swift: MLModel.modelDescription.metadata[
-    .creatorDefinedKey]; coremltools: MLModel.user_defined_metadata), beside the classifier's own labels. JSON
-    values: ImageNet labels contain commas, and an app reads them with JSONSerialization / json.loads."""
-    from coremltools.proto import Model_pb2
-
-    spec_file = _spec_file(package)
-    spec = Model_pb2.Model()
-    spec.ParseFromString(spec_file.read_bytes())
-    spec.description.metadata.userDefined.update(record)
-    spec_file.write_bytes(spec.SerializeToString())
-
-
-def inspect_coreml(package: Path):
-    from coremltools.proto import Model_pb2
-
-    from mvkit.coreml.package import color_space, image_sides
-    from mvkit.metadata import FileFacts
-
-    spec = Model_pb2.Model()
-    spec.ParseFromString(_spec_file(package).read_bytes())
-
-    def signature(features):
-        found = []
-        for feature in features:
-            kind = feature.type.WhichOneof("Type")
-            if kind == "imageType":
-                image = feature.type.imageType
-                sides = image_sides(image)
-                found.append({"name": feature.name, "shape": [1, 3, sides[0], sides[0]], "sizes": sides,
-                              "dtype": f"image {color_space(image)}"})
-            elif kind == "multiArrayType":
-                array = feature.type.multiArrayType
-                found.append({"name": feature.name, "shape": list(array.shape),
-                              "dtype": Model_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()})
-            else:
-                found.append({"name": feature.name, "shape": None, "dtype": kind})
-        return found
-
-    return FileFacts(dict(spec.description.metadata.userDefined), signature(spec.description.input),
-                     signature(spec.description.output))
