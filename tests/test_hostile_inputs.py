@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mvkit.cli import run
+from mvkit.errors import MvkitError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,6 +205,42 @@ def test_an_out_path_through_a_file_is_refused_before_any_work(exported, flowers
                  ["live", exported["onnx"], "--source", tmp_path / "clip", "--out", blocked / "live.mp4"],
                  ["demo", "--out", blocked]):
         assert_refused(capsys, argv, tmp_path, "a_file is not a folder")
+
+
+def test_a_file_out_that_names_a_folder_is_refused_and_the_folder_kept(exported, flowers_subset, tmp_path, capsys):
+    """report --out FOLDER deleted the folder, whatever it held, and wrote the page in its place; live --metrics did
+    the same, and live --out and predict --out gave a traceback, live's only after the run."""
+    from mvkit.bench import BenchRow, write_results
+
+    folder = tmp_path / "results"
+    write_results([BenchRow("a.onnx", "onnx", status="loaded", latency_p50_ms=2.0)], folder)  # what report reads
+    kept = (folder / "bench.json").read_text()
+    (tmp_path / "clip").mkdir()
+    shutil.copy(next((flowers_subset / "daisy").iterdir()), tmp_path / "clip")
+    for named in ("results", "results.mp4", "results.json", "results.csv"):
+        if named != "results":
+            shutil.copytree(folder, tmp_path / named)
+    for argv, named, example in (
+            (["report", folder, "--out", folder], "results", "report.html"),
+            (["live", exported["onnx"], "--source", tmp_path / "clip", "--out", tmp_path / "results.mp4"],
+             "results.mp4", "live.mp4"),
+            (["live", exported["onnx"], "--source", tmp_path / "clip", "--metrics", tmp_path / "results.json"],
+             "results.json", "metrics.json"),
+            (["predict", exported["onnx"], tmp_path / "clip", "--out", tmp_path / "results.csv"], "results.csv",
+             "predictions.csv")):
+        assert_refused(capsys, argv, tmp_path, f"{tmp_path / named} is a folder: give the name of the file to write, "
+                                               f"e.g. {tmp_path / named / example}")
+        assert (tmp_path / named / "bench.json").read_text() == kept
+
+
+def test_atomic_output_never_swaps_a_folder_for_a_file(tmp_path):
+    from mvkit.files import write_atomically
+
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "photo.jpg").write_bytes(b"jpeg")
+    with pytest.raises(MvkitError, match="is a folder"):
+        write_atomically(tmp_path / "kept", b"<html>")
+    assert (tmp_path / "kept" / "photo.jpg").read_bytes() == b"jpeg" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_predict_and_bench_refuse_bad_numbers(photos, tmp_path, capsys):

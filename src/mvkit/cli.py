@@ -21,7 +21,7 @@ from rich.text import Text
 from rich.table import Table
 
 from mvkit.errors import MvkitError
-from mvkit.files import check_writable
+from mvkit.files import check_file_out, check_writable
 from mvkit.formats import FORMATS, exportable, int8_formats
 
 app = typer.Typer(
@@ -810,7 +810,7 @@ def report_command(
     """One self-contained HTML page of every table and chart in the results given; each table names its file."""
     from mvkit.report import write_report
 
-    check_writable(out.parent)
+    check_file_out(out, "--out", "report.html")
     console.print(f"report: {write_report(inputs, out)}")
 
 

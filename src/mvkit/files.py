@@ -31,6 +31,10 @@ def atomic_output(target: Path) -> Iterator[Path]:
         if not partial.exists():
             raise FileNotFoundError(f"{partial} was not written")
         if target.is_dir() and not target.is_symlink():
+            if not partial.is_dir():  # a folder that was there is never swapped for a file: it would be lost
+                from mvkit.errors import MvkitError
+
+                raise MvkitError(f"{target} is a folder: give the name of the file to write")
             shutil.rmtree(target)
         os.replace(partial, target)
     finally:
@@ -60,6 +64,17 @@ def check_writable(folder: Path) -> None:
     except OSError as exc:
         raise MvkitError(f"cannot write into {folder}: {exc.strerror or exc}; choose another --out") from None
     probe.unlink(missing_ok=True)
+
+
+def check_file_out(path: Path, flag: str, example: str) -> None:
+    """Fail before any work when the file `path` cannot be written: a folder there (replacing it would delete what
+    it holds), or a folder above it that cannot take files. `example`: a file name to suggest inside the folder."""
+    from mvkit.errors import MvkitError
+
+    path = Path(path)
+    if path.is_dir():
+        raise MvkitError(f"{flag} {path} is a folder: give the name of the file to write, e.g. {path / example}")
+    check_writable(path.parent)
 
 
 @contextmanager

@@ -28,8 +28,11 @@ def columns(topk: int) -> list[str]:
 
 
 def check_output(out: Path) -> None:
+    from mvkit.files import check_file_out
+
     if out.suffix.lower() not in SUFFIXES:
         raise MvkitError(f"--out {out}: write .parquet, .csv or .jsonl")
+    check_file_out(out, "--out", f"predictions{out.suffix}")
     if out.suffix.lower() == ".parquet":
         from mvkit.errors import require_extra
 

@@ -73,11 +73,12 @@ def run(models: str | Path | Sequence[str | Path], source: str | int | Path, fps
         from mvkit.live.overlay import check_video_out
 
         check_video_out(live_options.out)
-    from mvkit.files import check_writable
+    from mvkit.files import check_file_out
 
-    for written in (live_options.out, live_options.metrics_path):
+    for flag, written, example in (("--out", live_options.out, "live.mp4"),
+                                   ("--metrics", live_options.metrics_path, "metrics.json")):
         if written is not None:
-            check_writable(Path(written).parent)
+            check_file_out(Path(written), flag, example)
     models = [models] if isinstance(models, (str, Path)) else list(models)
     if not models:
         raise MvkitError("give a model to run")
