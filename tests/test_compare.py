@@ -41,6 +41,10 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     assert "published, not measured" in markdown and "from scratch" in markdown
     assert "budget: 1 epoch at 64 px, batch 32;" in markdown
     assert f"{lite0['onnx fp32 p50 ms']:.2f}" in markdown
+    # the shipped file's top-1 beside its checkpoint's on the same photos (the val column's may be on more)
+    scored = json.loads((out / "tf_efficientnet_lite0" / "compare.json").read_text())["artifacts"]
+    assert lite0["fastest_reference_top1"] == next(a["top1"] for a in scored if a["format"] == "safetensors")
+    assert f"| {100 * lite0['fastest_top1']:.1f}% ({100 * lite0['fastest_reference_top1']:.1f}%) |" in markdown
     assert lite0["val_photos"] == 15 and "only 15 photos: one photo moves a top-1 by 6.7 points (val)" in markdown
     assert Image.open(out / "pareto.png").size[0] > 300
     assert "<svg" in (out / "pareto.svg").read_text()[:500]

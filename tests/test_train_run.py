@@ -281,6 +281,39 @@ def test_a_second_training_into_the_same_folder_is_refused(flowers_subset, tmp_p
     train(tiny_recipe(flowers_subset, out, epochs=1))  # free again once the first has finished
 
 
+def test_a_new_run_into_a_folder_holding_one_is_refused_unless_resumed_or_overwritten(flowers_subset, tmp_path,
+                                                                                     capsys):
+    """The same command run again without --resume started over in the folder and replaced an interrupted run's
+    state (and a finished run's checkpoints) as it saved."""
+    from mvkit.cli import run as cli_run
+
+    out, calls = tmp_path / "run", {"n": 0}
+
+    def send_sigterm(module, args):
+        calls["n"] += 1
+        if calls["n"] == 12:  # epoch 2's second batch
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with forward_hook_on("_build_student", send_sigterm), pytest.raises(MvkitError, match="stopped by SIGTERM"):
+        train(tiny_recipe(flowers_subset, out, epochs=3))
+    state = (out / "resume.pt").read_bytes()
+    again = ["train", "mobilevit_xxs", str(flowers_subset), "--preset", "scratch", "--img-size", "32", "--epochs", "3",
+             "--out", str(out)]
+    assert cli_run(again) == 2
+    refusal = capsys.readouterr().err
+    assert f"{out} holds a run stopped at epoch 2 of 3, batch " in refusal
+    assert f"continue it with `mvkit train --resume --out {out}`" in refusal
+    assert (out / "resume.pt").read_bytes() == state
+    train(build_recipe(recipe_file=out / "recipe.yaml"), resume=True)
+    best = (out / "best.safetensors").read_bytes()
+    with pytest.raises(MvkitError, match="holds a finished run \\(3 epochs\\): train into another --out, or add "
+                                         "--overwrite"):
+        train(tiny_recipe(flowers_subset, out, epochs=1))
+    assert (out / "best.safetensors").read_bytes() == best
+    assert cli_run(again[:-3] + ["1", "--overwrite", "--out", str(out)]) == 0  # starts over, as asked
+    assert len(json.loads((out / "metrics.json").read_text())) == 1
+
+
 def test_a_run_that_fails_its_checks_leaves_no_folder(flowers_subset, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(MvkitError, match="progressive_from 64 px must be below the input size 32 px"):

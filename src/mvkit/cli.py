@@ -372,6 +372,7 @@ def train_command(
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML recipe; options given here override it."),
     out: Path = typer.Option(Path("runs/train"), help="Run folder: checkpoints, metrics, curves, resume state."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last saved state."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out that holds a run, replacing it (without it such a folder is refused)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (finetune: 15)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process (finetune: 32)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (finetune: 5e-4 for the whole net; guide: 3e-5 for the body)."),
@@ -452,7 +453,7 @@ def train_command(
                                                              f"{stats['img_s']:.1f} img/s")
             return update
 
-        result = train(recipe, resume=resume, ui=TrainUI(log=progress.console.print, start_epoch=start_epoch))
+        result = train(recipe, resume=resume, overwrite=overwrite, ui=TrainUI(log=progress.console.print, start_epoch=start_epoch))
     speed = f"{result.train_images_per_second:.1f} training img/s" if result.train_images_per_second else \
         "the run had trained all its epochs before: nothing was left to train"  # a finished run resumed
     console.print(f"best epoch {result.best_epoch}: val top-1 [bold]{result.val_top1:.2%}[/bold]; {speed}", markup=True)

@@ -95,7 +95,7 @@ def run_demo(out_dir: Path, ui: DemoStep | None = None, seed: int = 0) -> DemoRe
     data = load_data("builtin:fashion")
     recipe = build_recipe(model=BACKBONE, data="builtin:fashion", out=str(out_dir / "train"), epochs=DEMO_EPOCHS,
                           seed=seed)
-    run = train(recipe, ui=TrainUI(log=ui.log, start_epoch=_epoch_bars(ui)))
+    run = train(recipe, ui=TrainUI(log=ui.log, start_epoch=_epoch_bars(ui)), overwrite=True)  # a demo run replaces the last
     result.checkpoint = out_dir / "fashion_lite0.safetensors"
     best = Artifact.load(run.best_checkpoint)  # its metrics and split record travel with the copy
     save_checkpoint(load_model(run.best_checkpoint), result.checkpoint, metrics=best.metrics, extra=best.extra,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 from torch import nn
 
 from mvkit.artifact import Artifact, sidecar_path
@@ -415,8 +416,33 @@ def _interrupted(run: _Run, how: str) -> MvkitError:
                       f"{then} with: mvkit train --resume --out {out}")
 
 
-def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) -> TrainResult:
-    """Run (or resume) a training run into recipe.out."""
+def refuse_replacing_a_run(out: Path) -> None:
+    """A new run into a folder that holds one replaces its checkpoints and resume state as it saves: the same command
+    run again without --resume would lose an interrupted hour of training, or a finished model."""
+    paths = _out_paths(out)
+    if not paths["state"].exists() and not paths["best"].exists():
+        return
+    choices = "train into another --out, or add --overwrite to start over in this one (replacing it)"
+    if not paths["state"].exists():
+        raise MvkitError(f"{out} holds a run's checkpoints: {choices}")
+    try:
+        progress = load_state(paths["state"])["progress"]
+        recipe = yaml.safe_load(paths["recipe"].read_text())
+        epochs, patience = int(recipe["epochs"]), recipe.get("patience")
+    except (MvkitError, OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise MvkitError(f"{out} holds a run whose resume state or recipe cannot be read: {choices}") from None
+    stopped_early = patience is not None and progress.epochs_without_improvement >= int(patience)
+    if progress.batch == 0 and (progress.epoch >= epochs or stopped_early):
+        raise MvkitError(f"{out} holds a finished run ({progress.epoch} epochs): {choices}")
+    where = f"at epoch {progress.epoch + 1} of {epochs}, batch {progress.batch}" if progress.batch else \
+        f"after {progress.epoch} of {epochs} epochs"
+    raise MvkitError(f"{out} holds a run stopped {where}: continue it with `mvkit train --resume --out {out}`, "
+                     f"or {choices}")
+
+
+def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None, overwrite: bool = False) -> TrainResult:
+    """Run (or resume) a training run into recipe.out. A folder that holds a run is refused unless `resume` continues
+    it or `overwrite` starts over in it."""
     ui = ui or TrainUI()
     recipe.validate()
     out = Path(recipe.out)
@@ -424,6 +450,8 @@ def train(recipe: TrainRecipe, resume: bool = False, ui: TrainUI | None = None) 
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         check_writable(out)
+    if not resume and not overwrite:  # every process: each would wait for the others at their first collective
+        refuse_replacing_a_run(out)
     stop = StopRequest()
     with run_folder_lock(out, main_process), deterministic_algorithms(recipe.deterministic), stop.installed():
         run = _set_up(recipe, resume, paths, ui)

@@ -102,10 +102,10 @@ def load_state(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         # not torch's message: it advises weights_only=False, which would run whatever the file holds
         raise MvkitError(f"resume state {path} holds Python objects besides tensors, so it is not loaded (it was "
-                         "not written by mvkit). Start again without --resume, or into a new --out") from None
+                         "not written by mvkit). Start again with --overwrite, or into a new --out") from None
     except Exception as exc:  # truncated or not a torch file
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise MvkitError(f"resume state {path} is unreadable ({type(exc).__name__}: {reason}). Start again "
-                         "without --resume, or into a new --out") from None
+                         "with --overwrite, or into a new --out") from None
     state["progress"] = Progress(**state["progress"])
     return state
