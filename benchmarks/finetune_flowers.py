@@ -86,7 +86,7 @@ def run_recipe(name: str, options: dict, args) -> dict:
 
     recipe = build_recipe(out=str(Path(args.out) / name), **common(args), **options)
     started = time.perf_counter()
-    result = train(recipe)
+    result = train(recipe, overwrite=True)  # a benchmark rerun replaces its own runs
     minutes = (time.perf_counter() - started) / 60
     resolved = result.recipe
     return {"val_top1": result.val_top1, "best_epoch": result.best_epoch, "epochs": resolved.epochs,
@@ -235,7 +235,7 @@ def throughput(args) -> list[dict]:
                 recipe = build_recipe(model=model_name, data=str(subset), preset="scratch", img_size=size, epochs=1,
                                       batch_size=32, warmup_epochs=0.0, patience=None, mixed_precision=precision,
                                       channels_last=channels_last, out=str(Path(args.out) / f"throughput_{key}"))
-                measured[key].append(train(recipe).train_images_per_second)
+                measured[key].append(train(recipe, overwrite=True).train_images_per_second)
         medians = {k: statistics.median(v) for k, v in measured.items()}
         rows.append({"model": model_name, "img_size": size, "batch_size": 32, "rounds": args.rounds,
                      **{f"{k} img/s": v for k, v in medians.items()},

@@ -57,7 +57,7 @@ def run_one(name: str, options: dict, data: str, out: Path, workers: int) -> Non
     recipe = build_recipe(preset="finetune", model="tf_efficientnet_lite0", data=data, val_fraction=0.2,
                           split_seed=0, out=str(out / name), workers=workers, **{"seed": 0, **options})
     started = time.perf_counter()
-    result = train(recipe)
+    result = train(recipe, overwrite=True)  # a benchmark rerun replaces its own runs
     print(json.dumps({"best_checkpoint_top1": result.val_top1, "best_epoch": result.best_epoch,
                       "minutes": (time.perf_counter() - started) / 60,
                       "train_img_s": result.train_images_per_second}))
