@@ -18,7 +18,11 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     budget = CompareBudget(epochs=1, img_size=64, formats=("onnx",), int8=False, bench_rounds=3)
     models = ["tf_efficientnet_lite0", "mobilenetv3_small_100"]
     logged: list[str] = []
-    rows = compare(models, str(flowers_subset), out, budget, log=logged.append)
+    statuses: list[str] = []
+    rows = compare(models, str(flowers_subset), out, budget, log=logged.append, status=statuses.append)
+    # training shows where it is, batch by batch, where it showed a spinner alone for minutes
+    assert statuses and statuses[-1].startswith("mobilenetv3_small_100: training (from scratch, 1 epoch at 64 px): "
+                                                "epoch 1/1, batch 2/2, loss ")
 
     assert [row["model"] for row in rows] == models
     lite0, mobilenet = rows

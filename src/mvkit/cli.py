@@ -798,7 +798,11 @@ def compare_command(
             else:
                 error_console.print(text)
 
-        rows = compare(models, data, out, budget, redo=redo, retime=retime, log=log)
+        def training_status(text: str) -> None:  # batch by batch: a terminal's status line only
+            if console.is_terminal:
+                status.update(escape(text))
+
+        rows = compare(models, data, out, budget, redo=redo, retime=retime, log=log, status=training_status)
     console.print(markdown(rows, data, budget), markup=False)
     console.print(f"table: {out / 'compare.md'} (.json, .csv); chart: {out / 'pareto.png'} (.svg)")
 

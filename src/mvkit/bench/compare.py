@@ -109,18 +109,25 @@ def same_recipe(saved: dict | None, recipe) -> bool:
 
 
 def measure_model(model: str, data: str, out: Path, budget: CompareBudget,
-                  log: Callable[[str], None] = lambda text: None) -> dict:
+                  log: Callable[[str], None] = lambda text: None,
+                  status: Callable[[str], None] = lambda text: None) -> dict:
     """Train, export, quantize, verify and time one model; the result is written to out/compare.json."""
     from mvkit.compress import plan_quantize, quantize
     from mvkit.data import load_data
     from mvkit.export import export
     from mvkit.models.zoo import count_macs, resolve_name
-    from mvkit.train import train
+    from mvkit.train import TrainUI, train
 
     _, strategy = strategy_for(model, budget.teacher)
     recipe = training_recipe(model, data, out, budget)
-    log(f"{model}: training ({strategy}, {_epochs(budget)} at {budget.img_size} px)")
-    trained = train(recipe, overwrite=True)  # compare keeps or redoes a model's measurement itself (--redo, --retime)
+    step = f"{model}: training ({strategy}, {_epochs(budget)} at {budget.img_size} px)"
+    log(step)
+
+    def start_epoch(epoch: int, epochs: int, batches: int) -> Callable[[int, dict[str, float]], None]:
+        return lambda done, stats: status(f"{step}: epoch {epoch + 1}/{epochs}, batch {done}/{batches}, "
+                                          f"loss {stats['loss']:.3f}")
+    # compare keeps or redoes a model's measurement itself (--redo, --retime), so it overwrites the run folder
+    trained = train(recipe, overwrite=True, ui=TrainUI(start_epoch=start_epoch))
     checkpoint = trained.best_checkpoint
     artifacts = [checkpoint]
     for fmt in budget.formats:
@@ -172,10 +179,12 @@ def _precision(path: str) -> str:
 
 
 def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo: bool = False,
-            retime: bool = False, log: Callable[[str], None] = lambda text: None) -> list[dict]:
+            retime: bool = False, log: Callable[[str], None] = lambda text: None,
+            status: Callable[[str], None] = lambda text: None) -> list[dict]:
     """Measure each model (or reuse what out/<model>/compare.json holds from an earlier run with the same budget and
     training recipe; `retime` keeps its trained and exported files but times and scores them again), then write the
-    table (markdown, JSON, CSV) and the Pareto chart (PNG, SVG) into `out`."""
+    table (markdown, JSON, CSV) and the Pareto chart (PNG, SVG) into `out`. `log` gets each step, `status` where
+    training is, batch by batch (for a status line, not a log)."""
     check_compare(models, data, budget)
     check_writable(out)
     results = []
@@ -199,7 +208,7 @@ def compare(models: list[str], data: str, out: Path, budget: CompareBudget, redo
             if not same:
                 log(f"{model}: measured before with another budget or training recipe; measuring again")
         folder.mkdir(parents=True, exist_ok=True)
-        results.append(measure_model(model, data, folder, budget, log))
+        results.append(measure_model(model, data, folder, budget, log, status))
     rows = table_rows(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps({"data": data, "budget": budget.to_dict(), "rows": rows,
