@@ -162,7 +162,7 @@ def test_cli_train_takes_model_and_data_from_a_recipe_file(tmp_path, monkeypatch
     from mvkit import cli
 
     seen = {}
-    monkeypatch.setattr("mvkit.train.train", lambda recipe, resume, ui: seen.setdefault("recipe", recipe) and None)
+    monkeypatch.setattr("mvkit.train.train", lambda recipe, **options: seen.setdefault("recipe", recipe) and None)
     recipe_file = tmp_path / "recipe.yaml"
     recipe_file.write_text("model: mobilenetv3_small_100\ndata: builtin:fashion\npreset: head-only\n")
     CliRunner().invoke(cli.app, ["train", "--recipe", str(recipe_file), "--lr", "0.01", "--ema", "--ema-decay", "0.998",
