@@ -207,19 +207,24 @@ def test_the_bench_table_and_the_fastest_verified_line_follow_one_rule(passed, q
     assert fastest_verified(rows).artifact == ("a.safetensors" if status == "below threshold" else "a.onnx")
 
 
+def assert_runs_without(command: list[str], modules: tuple[str, ...]) -> None:
+    """`mvkit COMMAND --json` in a fresh process succeeds without importing any of `modules`."""
+    probe = ("import json, sys\n"
+             "from mvkit.cli import run\n"
+             f"code = run({command + ['--json']!r})\n"
+             f"print(json.dumps([code] + [name in sys.modules for name in {modules!r}]))\n")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0] + [False] * len(modules), \
+        (command, shown.stderr[-2000:])
+
+
 def test_a_core_ml_package_is_read_and_run_without_mvkit_s_training_side(exported, photos):
     """Reading a package went through mvkit's Core ML exporter for one logging call, and so imported timm and the
     model zoo too (coremltools itself imports torch)."""
     if "coreml" not in exported:
         pytest.skip("the coreml extra is not installed")
     for command in (["predict", str(exported["coreml"]), str(photos["coffee"])], ["inspect", str(exported["coreml"])]):
-        probe = ("import json, sys\n"
-                 "from mvkit.cli import run\n"
-                 f"code = run({command + ['--json']!r})\n"
-                 "print(json.dumps([code] + [name in sys.modules for name in ('timm', 'mvkit.models', 'mvkit.export')]))\n")
-        shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-        assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0, False, False, False], \
-            (command, shown.stderr[-2000:])
+        assert_runs_without(command, ("timm", "mvkit.models", "mvkit.export"))
 
 
 def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exported, photos, tmp_path):
@@ -235,10 +240,4 @@ def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exporte
         (shutil.copytree if exported[fmt].is_dir() else shutil.copy)(exported[fmt], alone)
         coffee = str(photos["coffee"])
         for command in (["predict", str(exported[fmt]), coffee], ["predict", str(alone), coffee], ["inspect", str(alone)]):
-            probe = ("import json, sys\n"
-                     "from mvkit.cli import run\n"
-                     f"code = run({command + ['--json']!r})\n"
-                     "print(json.dumps([code] + [name in sys.modules for name in ('torch', 'torchvision', 'timm')]))\n")
-            shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-            assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0, False, False, False], \
-                (command, shown.stderr[-2000:])
+            assert_runs_without(command, ("torch", "torchvision", "timm"))
