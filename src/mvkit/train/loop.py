@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import yaml
 from torch import nn
 
 from mvkit.artifact import Artifact, sidecar_path
@@ -33,7 +32,7 @@ from mvkit.models.zoo import fixed_input_size
 from mvkit.train.batches import model_input, to_unit_range, train_transform
 from mvkit.train.losses import distillation_loss, label_loss
 from mvkit.train.optim import build_optimizer, build_scheduler
-from mvkit.train.recipe import TrainRecipe, check_progressive, native_input_size, train_size_at
+from mvkit.train.recipe import TrainRecipe, check_progressive, native_input_size, read_recipe_file, train_size_at
 from mvkit.train.control import StopRequest, deterministic_algorithms, run_folder_lock
 from mvkit.train.sampling import EpochBatchSampler
 from mvkit.train.state import Progress, load_state, restore_rng, save_state, seed_everything
@@ -398,10 +397,15 @@ def _end_epoch(run: _Run, loss_sum: float, correct: float, seen: int, seconds: f
                f"val loss {val_loss:.4f}, val top-1 {val_top1:.2%}{' (best)' if improved else ''}")
     run.save_resume_state()
     accelerator.wait_for_everyone()
-    if recipe.patience and progress.epochs_without_improvement >= recipe.patience:
+    if _stops_early(progress, recipe):
         ui.log(f"early stop: val loss has not improved for {recipe.patience} epochs")
         return True
     return False
+
+
+def _stops_early(progress: Progress, recipe: TrainRecipe) -> bool:
+    """Early stopping: `patience` epochs without a lower val loss."""
+    return bool(recipe.patience) and progress.epochs_without_improvement >= recipe.patience
 
 
 def _interrupted(run: _Run, how: str) -> MvkitError:
@@ -427,15 +431,13 @@ def refuse_replacing_a_run(out: Path) -> None:
         raise MvkitError(f"{out} holds a run's checkpoints: {choices}")
     try:
         progress = load_state(paths["state"])["progress"]
-        recipe = yaml.safe_load(paths["recipe"].read_text())
-        epochs, patience = int(recipe["epochs"]), recipe.get("patience")
-    except (MvkitError, OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        recipe = replace(TrainRecipe(), **read_recipe_file(paths["recipe"]))  # as load_recipe, less its checks
+    except MvkitError:
         raise MvkitError(f"{out} holds a run whose resume state or recipe cannot be read: {choices}") from None
-    stopped_early = patience is not None and progress.epochs_without_improvement >= int(patience)
-    if progress.batch == 0 and (progress.epoch >= epochs or stopped_early):
+    if progress.batch == 0 and (progress.epoch >= recipe.epochs or _stops_early(progress, recipe)):
         raise MvkitError(f"{out} holds a finished run ({progress.epoch} epochs): {choices}")
-    where = f"at epoch {progress.epoch + 1} of {epochs}, batch {progress.batch}" if progress.batch else \
-        f"after {progress.epoch} of {epochs} epochs"
+    where = f"at epoch {progress.epoch + 1} of {recipe.epochs}, batch {progress.batch}" if progress.batch else \
+        f"after {progress.epoch} of {recipe.epochs} epochs"
     raise MvkitError(f"{out} holds a run stopped {where}: continue it with `mvkit train --resume --out {out}`, "
                      f"or {choices}")
 
