@@ -698,7 +698,7 @@ def verify_command(
 @app.command("bench")
 def bench_command(
     artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
-    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format (and, with --data, to static int8 calibrated on it), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
+    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format (and, with photos, to static int8 calibrated on them), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
     data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part). Default with --all-formats: the data the checkpoint was trained on, where it records it."),
     limit: int = typer.Option(200, min=1, help="Photos used for accuracy/agreement."),
     rounds: int = typer.Option(30, min=1, help="Interleaved latency rounds (batch 1)."),
