@@ -113,6 +113,8 @@ def test_inspect_shows_what_the_file_says_about_itself(described, lite0, tmp_pat
         assert facts["values"]["preprocess"]["value"]["size"] == preprocess_of(lite0).size, fmt
         assert facts["values"]["architecture"]["value"] == "tf_efficientnet_lite0", fmt
         assert facts["inputs"] and facts["outputs"], fmt
+        if fmt == "coreml":  # the package's default size is the model's own, whatever else it enumerates
+            assert facts["inputs"][0]["shape"] == [1, 3, 224, 224] and facts["inputs"][0]["sizes"] == [192, 224]
         with_sidecar = inspect_artifact(artifact)
         assert with_sidecar["values"]["labels"]["from"] == ["file", "sidecar"], fmt
         assert with_sidecar["mismatches"] == [], fmt

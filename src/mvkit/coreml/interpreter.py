@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from mvkit.coreml import quiet_coremltools
 from mvkit.coreml.ops import implementation_of
 from mvkit.coreml.ops.common import DTYPES, SUB_BYTE, UnsupportedOp, register_constant, unpack_bits
 from mvkit.coreml.ops.state import StateTensor
-from mvkit.coreml.package import spec_file
+from mvkit.coreml.package import load_spec, spec_file
 from mvkit.errors import MvkitError
 
 
@@ -87,12 +86,9 @@ class Program:
     """A loaded ML program: `run({"image": array})` -> {output name: value}."""
 
     def __init__(self, package: Path | str):
-        quiet_coremltools()
-        import coremltools as ct
-
         package = Path(package)
         data_dir = spec_file(package).parent  # the weights lie beside the spec
-        spec = ct.utils.load_spec(str(package))
+        spec = load_spec(package)
         function = spec.mlProgram.functions["main"]
         self.opset = function.opset
         self.block = function.block_specializations[self.opset]

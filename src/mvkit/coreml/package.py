@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mvkit.coreml import quiet_coremltools
+from mvkit.coreml import proto
 from mvkit.errors import MvkitError
 
 COMPRESSION_OPS = ("constexpr_affine_dequantize", "constexpr_lut_to_dense", "constexpr_sparse_to_dense",
@@ -82,16 +82,10 @@ def _image_preprocessing(block, input_name: str) -> tuple[float | None, list[flo
 
 
 def read_package(path: Path | str) -> PackageSummary:
-    quiet_coremltools()
-    try:
-        import coremltools as ct
-        from coremltools.proto import MIL_pb2
-    except ImportError as exc:
-        raise MvkitError("reading Core ML packages needs its extra: pip install 'mvkit[coreml]'") from exc
     path = Path(path)
     if not (path / "Manifest.json").exists():
         raise MvkitError(f"{path} is not a Core ML package (no Manifest.json)")
-    spec = ct.utils.load_spec(str(path))
+    spec = load_spec(path)
     if spec.WhichOneof("Type") != "mlProgram":
         raise MvkitError(f"{path} is a {spec.WhichOneof('Type')} model, not an ML program")
     function = spec.mlProgram.functions["main"]
@@ -107,7 +101,7 @@ def read_package(path: Path | str) -> PackageSummary:
         if op.type == "const" and "val" in op.attributes:
             tensor_type = op.attributes["val"].type.tensorType
             if tensor_type.rank >= 2:
-                weight_dtypes[MIL_pb2.DataType.Name(tensor_type.dataType)] += 1
+                weight_dtypes[proto("MIL_pb2").DataType.Name(tensor_type.dataType)] += 1
     counts = Counter(op.type for op in block.operations)
     scale, bias = _image_preprocessing(block, first.name)
     return PackageSummary(
@@ -125,26 +119,28 @@ def spec_file(package: Path) -> Path:
     return Path(package) / "Data" / entry["path"]
 
 
+def load_spec(package: Path | str):
+    """The package's Model spec (coremltools.utils.load_spec does the same after importing all of coremltools)."""
+    spec = proto("Model_pb2").Model()
+    spec.ParseFromString(spec_file(Path(package)).read_bytes())
+    return spec
+
+
 def embed_coreml(package: Path, record: dict[str, str]) -> None:
     """The mvkit record as the model's user-defined metadata (Swift: MLModel.modelDescription.metadata[
     .creatorDefinedKey]; coremltools: MLModel.user_defined_metadata), beside the classifier's own labels. JSON
     values: ImageNet labels contain commas, and an app reads them with JSONSerialization / json.loads."""
-    from coremltools.proto import Model_pb2
-
     path = spec_file(package)
-    spec = Model_pb2.Model()
-    spec.ParseFromString(path.read_bytes())
+    spec = load_spec(package)
     spec.description.metadata.userDefined.update(record)
     path.write_bytes(spec.SerializeToString())
 
 
 def inspect_coreml(package: Path):
-    from coremltools.proto import Model_pb2
-
     from mvkit.metadata import FileFacts
 
-    spec = Model_pb2.Model()
-    spec.ParseFromString(spec_file(package).read_bytes())
+    spec = load_spec(package)
+    array_types = proto("Model_pb2").ArrayFeatureType.ArrayDataType
 
     def signature(features):
         found = []
@@ -152,13 +148,13 @@ def inspect_coreml(package: Path):
             kind = feature.type.WhichOneof("Type")
             if kind == "imageType":
                 image = feature.type.imageType
-                sides = image_sides(image)
-                found.append({"name": feature.name, "shape": [1, 3, sides[0], sides[0]], "sizes": sides,
+                found.append({"name": feature.name, "shape": [1, 3, image.height, image.width],  # the default size
+                              "sizes": image_sides(image),
                               "dtype": f"image {color_space(image)}"})
             elif kind == "multiArrayType":
                 array = feature.type.multiArrayType
                 found.append({"name": feature.name, "shape": list(array.shape),
-                              "dtype": Model_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()})
+                              "dtype": array_types.Name(array.dataType).lower()})
             else:
                 found.append({"name": feature.name, "shape": None, "dtype": kind})
         return found
