@@ -242,3 +242,22 @@ def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exporte
         coffee = str(photos["coffee"])
         for command in (["predict", str(exported[fmt]), coffee], ["predict", str(alone), coffee], ["inspect", str(alone)]):
             assert_runs_without(command, ("torch", "torchvision", "timm"))
+
+
+def test_formats_are_taken_comma_separated_and_by_the_names_users_know(exported, tmp_path, capsys):
+    """`-f coreml,onnx` (as --sizes takes its list) was refused as the unknown format 'coreml,onnx', and `-f tflite`
+    (Ultralytics' name, the file's suffix) as unknown."""
+    from mvkit.formats import format_names, get_format
+
+    assert format_names(["coreml,onnx", "tflite", " onnx ", "pte"]) == ["coreml", "onnx", "litert", "executorch"]
+    assert format_names(["onnx,all"]) == ["onnx", "all"]
+    assert get_format("mlpackage") is FORMATS["coreml"]
+    from mvkit.bench.compare import formats_to_time
+
+    assert formats_to_time(["tflite,onnx"], int8=True) == ("litert", "onnx")
+    with_int8 = formats_to_time(["all"], int8=True)
+    assert "onnx" in with_int8 and all("ptq" in FORMATS[fmt].int8 and FORMATS[fmt].can_run() for fmt in with_int8)
+    assert set(with_int8) < set(formats_to_time(["all"], int8=False))  # torchscript and coreml have no static int8
+    assert run(["export", str(exported["safetensors"]), "-f", "onnx,torchscript", "--out", str(tmp_path)]) == 0, \
+        capsys.readouterr().err
+    assert (tmp_path / "flowers.onnx").exists() and (tmp_path / "flowers.torchscript.pt").exists()

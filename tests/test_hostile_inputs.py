@@ -153,6 +153,8 @@ def test_weights_with_another_class_count_are_refused_for_predict(exported, phot
 def test_export_checks_every_format_and_option_first(exported, tmp_path, capsys):
     checkpoint = copy_artifact(exported["safetensors"], tmp_path)
     assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "-f", "bogus"], tmp_path, "unknown format 'bogus'")
+    assert_refused(capsys, ["export", checkpoint, "-f", "onnx,bogus"], tmp_path, "unknown format 'bogus'")
+    assert_refused(capsys, ["export", checkpoint, "-f", "onxx"], tmp_path, "unknown format 'onxx' (did you mean onnx?)")
     assert_refused(capsys, ["export", checkpoint, "-f", "onnx", "--precision", "fp32"], tmp_path,
                    "does not take --precision")
     assert_refused(capsys, ["export", checkpoint, "-f", "coreml", "--precision", "fp8"], tmp_path, "fp16, fp32, mixed")

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from mvkit.errors import MvkitError
 from mvkit.files import check_file_out, check_writable
-from mvkit.formats import FORMATS, exportable, int8_formats
+from mvkit.formats import FORMATS, exportable, format_names, int8_formats
 
 app = typer.Typer(
     help="mvkit: from labeled photos to a verified, benchmarked on-device image classifier.",
@@ -512,7 +512,7 @@ def _warn_random_weights(model: str, pretrained: bool, weights: Optional[Path]) 
 def export_command(
     model: str = ModelArg,
     formats: List[str] = typer.Option(["onnx"], "--format", "-f",
-                                      help=f"{', '.join(exportable())}, or all (every format installed); repeat for several."),
+                                      help=f"{', '.join(exportable())}, or all (every format installed); repeat for several, or separate them with commas."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: beside the checkpoint)."),
     pretrained: bool = PretrainedOpt,
     weights: Optional[Path] = WeightsOpt,
@@ -532,7 +532,8 @@ def export_command(
 
     given = {name: value for name, value in {"sizes": _parse_sizes(sizes), "precision": precision, "target": target,
                                              "compression": compress}.items() if value is not None}
-    names = available_formats() if "all" in formats else list(dict.fromkeys(formats))
+    formats = format_names(formats)
+    names = available_formats() if "all" in formats else formats
     options = {}
     for fmt in names:  # every check before any conversion
         takes = {option.name for option in get_format(fmt).options}
@@ -584,7 +585,7 @@ def quantize_command(
 
     given = {name: value for name, value in {"epochs": epochs, "lr": lr, "calibration": calibration}.items()
              if value is not None}
-    plans = plan_quantize(model, method, formats, calib, given)
+    plans = plan_quantize(model, method, format_names(formats), calib, given)
     for plan in plans:
         with progress_bars() as start:
             bar = start(f"{plan.method} {plan.fmt}", count if plan.entry.calibrated and plan.method == "ptq" else None)
@@ -777,7 +778,7 @@ def compare_command(
     img_size: int = typer.Option(128, help="Input size for every model."),
     batch_size: int = typer.Option(32, help="Training batch size."),
     teacher: Optional[Path] = typer.Option(None, help="A checkpoint fine-tuned on DATA to distil every model from."),
-    formats: List[str] = typer.Option(["onnx", "executorch"], "--format", "-f", help="Runtimes to time (fp32 and int8)."),
+    formats: List[str] = typer.Option(["onnx", "executorch"], "--format", "-f", help="Runtimes to time (fp32 and int8); repeat for several, or all (those installed; with --int8, those with static int8)."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also quantize to static int8, calibrated on DATA."),
     rounds: int = typer.Option(20, help="Latency rounds per artifact (interleaved)."),
     redo: bool = typer.Option(False, "--redo", help="Measure again the models measured before with this budget and training recipe."),
@@ -786,10 +787,10 @@ def compare_command(
 ) -> None:
     """Compare models on the same machine and data: params, MACs, accuracy after the same training budget, batch-1
     latency per runtime (fp32 and int8), memory, size; a table (md, json, csv) and a Pareto chart (png, svg)."""
-    from mvkit.bench.compare import CompareBudget, compare, markdown
+    from mvkit.bench.compare import CompareBudget, compare, formats_to_time, markdown
 
     budget = CompareBudget(epochs=epochs, img_size=img_size, batch_size=batch_size,
-                           teacher=str(teacher) if teacher else None, formats=tuple(dict.fromkeys(formats)),
+                           teacher=str(teacher) if teacher else None, formats=formats_to_time(formats, int8),
                            int8=int8, bench_rounds=rounds)
     with console.status("comparing...") as status:
         def log(text: str) -> None:  # a step: the status line in a terminal, a line of its own in a pipe or log

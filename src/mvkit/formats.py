@@ -66,6 +66,7 @@ class Format:
     inspect: str | None = None
     # "module:function"(options, owner): refuses a combination of options the converter would not honour
     options_rule: str | None = None
+    aliases: tuple[str, ...] = ()  # other names users type for it (Ultralytics' and the file suffix's)
 
     def can_export(self) -> bool:
         return self.exporter is not None and not missing_modules(self.export_modules)
@@ -135,12 +136,13 @@ FORMATS: dict[str, Format] = {
                         ("none", "int8", "palettize4", "palettize6", "palettize8", "prune50"), in_file_name=True)),
         structure_check="mvkit.verify:coreml_structure", input_sizes="enumerated",
         embed="mvkit.coreml.package:embed_coreml", inspect="mvkit.coreml.package:inspect_coreml",
-        options_rule="mvkit.export.coreml:check_target"),
+        options_rule="mvkit.export.coreml:check_target", aliases=("mlpackage",)),
     "executorch": Format(
         "executorch", ".pte", "ExecuTorch XNNPACK", "mvkit.runtime.executorch_runtime:ExecutorchPredictor",
         ("executorch.runtime",), extra="executorch",
         exporter="mvkit.export.executorch:export_executorch", export_modules=("executorch", "torchao"),
         embed="mvkit.export.executorch:embed_executorch", inspect="mvkit.export.executorch:inspect_executorch",
+        aliases=("pte",),
         int8={"ptq": Int8Method("mvkit.compress.pt2e:quantize_executorch_ptq", True,
                                 "static int8 PT2E, XNNPACK quantizer"),
               "qat": Int8Method("mvkit.compress.pt2e:quantize_executorch_qat", True,
@@ -158,7 +160,7 @@ FORMATS: dict[str, Format] = {
         "litert", ".tflite", "LiteRT interpreter", "mvkit.runtime.litert_runtime:LiteRTPredictor",
         ("ai_edge_litert",), extra="litert",
         exporter="mvkit.export.litert:export_litert", export_modules=("litert_torch",),
-        embed="mvkit.export.litert:embed_litert", inspect="mvkit.export.litert:inspect_litert",
+        embed="mvkit.export.litert:embed_litert", inspect="mvkit.export.litert:inspect_litert", aliases=("tflite",),
         int8={"ptq": Int8Method("mvkit.compress.litert_int8:quantize_litert", True,
                                 "static int8 PT2E, litert-torch quantizer")}),
     "openvino": Format(
@@ -178,9 +180,23 @@ FORMATS: dict[str, Format] = {
 
 
 def get_format(name: str) -> Format:
-    if name not in FORMATS:
-        raise MvkitError(f"unknown format {name!r}; choose from {', '.join(exportable())} or all")
-    return FORMATS[name]
+    """The row of `name`, or of the format it is another name for (tflite: litert)."""
+    row = FORMATS.get(name) or next((row for row in FORMATS.values() if name in row.aliases), None)
+    if row is None:
+        import difflib
+
+        known = [*exportable(), *(alias for row in FORMATS.values() for alias in row.aliases)]
+        near = difflib.get_close_matches(name.lower(), known, n=1)
+        hint = f" (did you mean {get_format(near[0]).name}?)" if near else ""
+        raise MvkitError(f"unknown format {name!r}{hint}; choose from {', '.join(exportable())} or all")
+    return row
+
+
+def format_names(given: list[str]) -> list[str]:
+    """-f values as typed (repeated, or comma-separated as --sizes is): each checked against the table and named
+    by its row, in order, once each; "all" is kept for the caller to expand."""
+    names = [part.strip() for value in given for part in value.split(",") if part.strip()]
+    return list(dict.fromkeys(name if name == "all" else get_format(name).name for name in names))
 
 
 def exportable() -> list[str]:

@@ -63,6 +63,16 @@ def strategy_for(model: str, teacher: str | None) -> tuple[str, str]:
     return "scratch", "from scratch" + distilled
 
 
+def formats_to_time(given: list[str], int8: bool) -> tuple[str, ...]:
+    """-f as typed; "all": every installed format that exports and runs here and, with int8, has static int8."""
+    from mvkit.formats import FORMATS, available_formats, format_names
+
+    names = format_names(given)
+    if "all" in names:
+        return tuple(fmt for fmt in available_formats() if FORMATS[fmt].can_run() and (not int8 or "ptq" in FORMATS[fmt].int8))
+    return tuple(names)
+
+
 def check_compare(models: list[str], data: str, budget: CompareBudget) -> None:
     """Every check before any training: names, data, formats, teacher."""
     from mvkit.data.datasets import check_data_spec
