@@ -459,3 +459,29 @@ def test_the_mvkit_process_prints_one_error_line_and_keeps_json_pure(tmp_path, p
                              str(photos["coffee"]), "--json", "-k", "1"], capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["predictions"][0]["top"][0]["label"] == "espresso"
+
+
+def test_a_missing_model_file_is_refused_before_any_import_and_never_called_a_model_name(tmp_path):
+    """Each command imported torch and timm (4-8 s) before saying that its model file does not exist; `train` and
+    `compare` called a missing checkpoint an unknown model name; `eval` without DATA called it a model name that
+    records no data."""
+    missing, photos = str(tmp_path / "gone.safetensors"), str(tmp_path)
+    commands = [["predict", missing, photos], ["eval", missing], ["eval", missing, photos],
+                ["export", missing], ["quantize", missing], ["verify", str(tmp_path / "gone.onnx")],
+                ["inspect", str(tmp_path / "gone_openvino")], ["bench", str(tmp_path / "gone.pte")],
+                ["bench", "--all-formats", missing], ["train", missing, photos], ["compare", missing, "--data", photos],
+                ["live", str(tmp_path / "gone.mlpackage"), "-s", "0"]]
+    probe = ("import contextlib, io, json, sys\n"
+             "from mvkit.cli import run\n"
+             "shown = []\n"
+             f"for argv in {commands!r}:\n"
+             "    err = io.StringIO()\n"
+             "    with contextlib.redirect_stderr(err):\n"
+             "        shown.append([run(argv), err.getvalue()])\n"
+             "print(json.dumps([shown, 'torch' in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    shown, imported_torch = json.loads(done.stdout.strip().splitlines()[-1])
+    for argv, (code, err) in zip(commands, shown):
+        assert code == 2 and err.startswith("error: ") and "does not exist" in err, (argv, code, err)
+        assert "model" not in err.split("does not exist")[1], (argv, err)  # no "unknown model" or "model name"
+    assert not imported_torch

@@ -41,6 +41,17 @@ def source_as_loaded(stored: str | None, path: Path) -> str | None:
     return str(found.relative_to(Path.cwd())) if found.is_relative_to(Path.cwd()) else str(found)
 
 
+def refuse_missing_file(spec: str | Path) -> None:
+    """A MODEL argument that names a model file (by its suffix) that is not there is refused at once, before torch
+    is imported to look it up as a zoo name. A zoo name has no such suffix (timm's tags: "vit_small.augreg_in1k")."""
+    from mvkit.formats import FORMATS
+
+    name = str(spec).rstrip("/")
+    suffixes = (*(row.suffix for row in FORMATS.values()), ".pt", ".pth", ".bin", ".xml")
+    if name.endswith(suffixes) and not Path(name).exists():
+        raise MvkitError(f"{spec} does not exist")
+
+
 @dataclass
 class Artifact:
     path: Path

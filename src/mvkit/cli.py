@@ -34,9 +34,31 @@ app = typer.Typer(
 console = Console(soft_wrap=True, markup=False)  # long paths stay on one line when piped
 error_console = Console(stderr=True, soft_wrap=True, markup=False)
 
-ModelArg = typer.Argument(..., help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
+
+
+# A missing file is refused while the command line is parsed: a command's imports (torch, timm) took 4-8 s before
+# "does not exist", and a missing checkpoint was called an unknown model name.
+def _model_files_exist(value):
+    """MODEL arguments (a name, or a file named by its suffix)."""
+    from mvkit.artifact import refuse_missing_file
+
+    for item in value if isinstance(value, list) else [value]:
+        if item is not None:
+            refuse_missing_file(item)
+    return value
+
+
+def _paths_exist(value):
+    """Arguments that can only be files."""
+    for item in value if isinstance(value, list) else [value]:
+        if item is not None and not Path(item).exists():
+            raise MvkitError(f"{item} does not exist")
+    return value
+
+
+ModelArg = typer.Argument(..., callback=_model_files_exist, help="A zoo or timm model name (see `mvkit models`), or an mvkit checkpoint (.safetensors with its .mvkit.json sidecar).")
 ARTIFACT_KINDS = ", ".join(f"{row.suffix} ({name})" for name, row in FORMATS.items() if row.exporter)
-ArtifactArg = typer.Argument(..., help=f"A zoo/timm model name, an mvkit checkpoint, or an exported artifact with its sidecar: {ARTIFACT_KINDS}.")
+ArtifactArg = typer.Argument(..., callback=_model_files_exist, help=f"A zoo/timm model name, an mvkit checkpoint, or an exported artifact with its sidecar: {ARTIFACT_KINDS}.")
 PretrainedOpt = typer.Option(False, "--pretrained", help="Load pretrained weights: built-in, then the local weights folder, then timm's hub.")
 WeightsOpt = typer.Option(None, "--weights", help="Weights file: timm/safetensors state dict, Apple ml-cvnets MobileViT or lukemelas EfficientNet checkpoint.")
 
@@ -366,7 +388,7 @@ def scan_command(
 @app.command("train")
 def train_command(
     context: typer.Context,
-    model: Optional[str] = typer.Argument(None, help="Zoo/timm model name, or an mvkit checkpoint to continue from. Not needed with --resume."),
+    model: Optional[str] = typer.Argument(None, callback=_model_files_exist, help="Zoo/timm model name, or an mvkit checkpoint to continue from. Not needed with --resume."),
     data: Optional[str] = typer.Argument(None, help="Dataset: class folders, CSV manifest or builtin:fashion. Not needed with --resume."),
     preset: Optional[str] = typer.Option(None, help="finetune (default: chosen by measurement), guide (the guide's exact recipe), head-only (backbone frozen) or scratch."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="YAML recipe; options given here override it."),
@@ -569,7 +591,7 @@ def export_command(
 
 @app.command("quantize")
 def quantize_command(
-    model: Path = typer.Argument(..., help="An mvkit checkpoint (.safetensors), or a float ONNX artifact for -f onnx."),
+    model: Path = typer.Argument(..., callback=_paths_exist, help="An mvkit checkpoint (.safetensors), or a float ONNX artifact for -f onnx."),
     method: str = typer.Option("ptq", help="ptq: static int8 calibrated on photos; qat: quantization-aware fine-tune then int8 (ExecuTorch); dynamic: PyTorch, Linear layers only (TorchScript)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration (and QAT training) photos: class folders, CSV or builtin:fashion."),
     count: int = typer.Option(256, min=1, help="Calibration photos, spread over the classes."),
@@ -602,7 +624,7 @@ def quantize_command(
 
 @app.command("inspect")
 def inspect_command(
-    artifact: Path = typer.Argument(..., help=f"An exported artifact, with or without its sidecar: {ARTIFACT_KINDS}."),
+    artifact: Path = typer.Argument(..., callback=_paths_exist, help=f"An exported artifact, with or without its sidecar: {ARTIFACT_KINDS}."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What an artifact says about itself: format, inputs and outputs, labels, Preprocess, compression, and whether
@@ -645,7 +667,7 @@ def inspect_command(
 
 @app.command("verify")
 def verify_command(
-    artifact: Path = typer.Argument(..., help=f"An exported artifact with its sidecar: {ARTIFACT_KINDS}."),
+    artifact: Path = typer.Argument(..., callback=_paths_exist, help=f"An exported artifact with its sidecar: {ARTIFACT_KINDS}."),
     data: Optional[str] = typer.Option(None, "--data", help="Real photos to compare on: class folders, CSV or builtin:fashion (val part). Default: the data its checkpoint was trained on, where the file records it."),
     threshold: float = typer.Option(0.99, help="Least top-1 agreement with the source checkpoint to pass."),
     limit: Optional[int] = typer.Option(None, help="Use only this many photos, spread over the classes."),
@@ -698,8 +720,8 @@ def verify_command(
 
 @app.command("bench")
 def bench_command(
-    artifacts: Optional[List[Path]] = typer.Argument(None, help="Artifacts to compare (checkpoints and exported files)."),
-    all_formats: Optional[Path] = typer.Option(None, "--all-formats", help="Export this checkpoint to every installed format (and, with photos, to static int8 calibrated on them), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
+    artifacts: Optional[List[Path]] = typer.Argument(None, callback=_paths_exist, help="Artifacts to compare (checkpoints and exported files)."),
+    all_formats: Optional[Path] = typer.Option(None, "--all-formats", callback=_paths_exist, help="Export this checkpoint to every installed format (and, with photos, to static int8 calibrated on them), then bench all and name the fastest that passes verification; a format that fails gets a failed row."),
     data: Optional[str] = typer.Option(None, "--data", help="Real photos for accuracy and agreement with the source (val part). Default with --all-formats: the data the checkpoint was trained on, where it records it."),
     limit: int = typer.Option(200, min=1, help="Photos used for accuracy/agreement."),
     rounds: int = typer.Option(30, min=1, help="Interleaved latency rounds (batch 1)."),
@@ -719,9 +741,6 @@ def bench_command(
     paths = list(artifacts or [])
     if all_formats is None and not paths:
         raise MvkitError("give artifacts to bench, or --all-formats CHECKPOINT")
-    for path in paths + ([all_formats] if all_formats else []):
-        if not path.exists():
-            raise MvkitError(f"{path} does not exist")
     if all_formats is not None and data is None:  # naming the fastest verified artifact needs photos
         data = _trained_data_of(all_formats, required=False)
         if data:
@@ -771,7 +790,7 @@ def bench_command(
 
 @app.command("compare")
 def compare_command(
-    models: List[str] = typer.Argument(..., help="Zoo or timm model names, e.g. mobilevit_xxs tf_efficientnet_lite0 edgevit_xxs."),
+    models: List[str] = typer.Argument(..., callback=_model_files_exist, help="Zoo or timm model names, e.g. mobilevit_xxs tf_efficientnet_lite0 edgevit_xxs."),
     data: str = typer.Option(..., "--data", help="Photos to train and measure on: class folders, a CSV manifest (path,label[,split]) or builtin:fashion."),
     out: Path = typer.Option(Path("runs/compare"), help="Folder for the table, the chart and each model's runs."),
     epochs: int = typer.Option(3, help="Training budget per model (the same for all)."),
@@ -822,7 +841,7 @@ def report_command(
 
 @app.command("live")
 def live_command(
-    models: List[str] = typer.Argument(..., help="An artifact or checkpoint (or a zoo name with --pretrained); "
+    models: List[str] = typer.Argument(..., callback=_model_files_exist, help="An artifact or checkpoint (or a zoo name with --pretrained); "
                                        "several: one per input size, the device picks among them."),
     source: str = typer.Option(..., "--source", "-s", help="A camera index (0), a video file, a stream URL "
                                "(rtsp://, http:// MJPEG, HLS) or a folder of photos (played as frames)."),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from mvkit.artifact import refuse_missing_file
 from mvkit.data.images import is_image_file, is_url, list_files, read_photo
 from mvkit.errors import MvkitError
 from mvkit.runtime import Predictor, is_artifact, load_predictor
@@ -53,8 +54,10 @@ def as_predictor(model: nn.Module | Predictor | str | Path, pretrained: bool = F
     """MODEL as the CLI takes it (artifact file, checkpoint, or zoo name + weights), or a model in memory."""
     if isinstance(model, Predictor):
         return model
-    if isinstance(model, (str, Path)) and is_artifact(model):  # an exported file's runtime needs no torch
-        return load_predictor(model)
+    if isinstance(model, (str, Path)):
+        refuse_missing_file(model)
+        if is_artifact(model):  # an exported file's runtime needs no torch
+            return load_predictor(model)
     from mvkit.runtime.torch_runtime import model_predictor
 
     if isinstance(model, (str, Path)):  # a checkpoint, or a model name with weights

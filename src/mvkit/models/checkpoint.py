@@ -10,7 +10,7 @@ from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors
 from torch import nn
 
-from mvkit.artifact import Artifact, sidecar_path
+from mvkit.artifact import Artifact, refuse_missing_file, sidecar_path
 from mvkit.errors import MvkitError
 from mvkit.files import atomic_output
 from mvkit.models.zoo import architecture_of, create_model, labels_of, preprocess_of, resolve_name
@@ -81,8 +81,7 @@ def load_model(spec: str | Path, pretrained: bool = False, weights: Path | str |
     if path.exists() and path.is_file():
         raise MvkitError(f"{path} is a file but has no mvkit sidecar; to load raw weights use a model name "
                          f"with --weights {path}")
-    if path.suffix in (".safetensors", ".onnx", ".pte", ".pt", ".mlpackage", ".tflite") and not path.exists():
-        raise MvkitError(f"{path} does not exist")
+    refuse_missing_file(path)
     resolve_name(str(spec))  # an unknown name fails first, with suggestions
     if require_weights and not pretrained and weights is None:
         raise MvkitError(f"{spec} without --pretrained or --weights has random weights, so its answers would mean "
