@@ -471,10 +471,11 @@ def test_a_missing_model_file_is_refused_before_any_import_and_never_called_a_mo
                 ["inspect", str(tmp_path / "gone_openvino")], ["bench", str(tmp_path / "gone.pte")],
                 ["bench", "--all-formats", missing], ["train", missing, photos], ["compare", missing, "--data", photos],
                 ["live", str(tmp_path / "gone.mlpackage"), "-s", "0"]]
+    no_run = [["train", "--resume", "--out", str(tmp_path / "nowhere")]]  # its own check, also before the imports
     probe = ("import contextlib, io, json, sys\n"
              "from mvkit.cli import run\n"
              "shown = []\n"
-             f"for argv in {commands!r}:\n"
+             f"for argv in {commands + no_run!r}:\n"
              "    err = io.StringIO()\n"
              "    with contextlib.redirect_stderr(err):\n"
              "        shown.append([run(argv), err.getvalue()])\n"
@@ -484,4 +485,5 @@ def test_a_missing_model_file_is_refused_before_any_import_and_never_called_a_mo
     for argv, (code, err) in zip(commands, shown):
         assert code == 2 and err.startswith("error: ") and "does not exist" in err, (argv, code, err)
         assert "model" not in err.split("does not exist")[1], (argv, err)  # no "unknown model" or "model name"
+    assert shown[-1][0] == 2 and shown[-1][1].startswith("error: no run to resume in "), shown[-1]
     assert not imported_torch

@@ -436,16 +436,16 @@ def train_command(
     """Fine-tune, train from scratch or distil, on CPU, one GPU or many (launch with `accelerate launch`)."""
     from dataclasses import replace
 
+    if resume and not (out / "recipe.yaml").exists():  # the two checks that need no import of the train stage
+        raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
+    if not resume and recipe_file is None and (model is None or data is None):
+        raise MvkitError("give MODEL and DATA, a --recipe file that names them, or --resume with the --out of an earlier run")
     from mvkit.train import TrainUI, build_recipe, load_recipe, train
 
     if resume:
-        if not (out / "recipe.yaml").exists():
-            raise MvkitError(f"no run to resume in {out} (recipe.yaml missing)")
         _refuse_changes_on_resume(context, out)
         recipe = replace(load_recipe(out / "recipe.yaml"), out=str(out))  # the folder may have moved
     else:
-        if recipe_file is None and (model is None or data is None):
-            raise MvkitError("give MODEL and DATA, a --recipe file that names them, or --resume with the --out of an earlier run")
         options = dict(
             model=model, data=data, preset=preset, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr,
             stem_lr=stem_lr, head_lr=head_lr, layer_decay=layer_decay, weight_decay=weight_decay,
