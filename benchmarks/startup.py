@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_markdown import cpu_name, replace_section  # noqa: E402
 
-SUFFIX = {"onnx": ".onnx", "openvino": "_openvino", "executorch": ".pte", "safetensors": ".safetensors"}
+SUFFIX = {"onnx": ".onnx", "openvino": "_openvino", "coreml": ".mlpackage", "executorch": ".pte",
+          "safetensors": ".safetensors"}
 
 
 def mvkit(source: Path, *args: str, cwd: Path) -> tuple[float, float]:
@@ -52,7 +53,7 @@ def mvkit(source: Path, *args: str, cwd: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--formats", default="onnx,openvino,executorch,safetensors")
+    parser.add_argument("--formats", default="onnx,openvino,coreml,executorch,safetensors")
     parser.add_argument("--compare-with", help="a git revision whose mvkit runs beside this one")
     parser.add_argument("--photos", type=int, default=200, help="photos in the batch job")
     args = parser.parse_args()
@@ -128,8 +129,9 @@ def main() -> None:
         "Peak resident memory of the same processes (GNU time; medians):", "",
         *memory, "",
         "A Predictor of an ONNX Runtime or OpenVINO file imports neither torch, torchvision nor timm (the Preprocess "
-        "applies timm's eval transform itself, equal to it bit for bit: tests/test_images.py); ExecuTorch's Python "
-        "runtime imports torch itself, and a checkpoint needs it."]))
+        "applies timm's eval transform itself, equal to it bit for bit: tests/test_images.py), nor does a Core ML "
+        "package's (read with coremltools' protobuf classes alone, run by mvkit's numpy interpreter off macOS); "
+        "ExecuTorch's Python runtime imports torch itself, and a checkpoint needs it."]))
 
 
 if __name__ == "__main__":
