@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_runs_without
 from mvkit.cli import run
 from mvkit.errors import INSTALL_APART
 from mvkit.formats import FORMATS, available_formats, exportable, int8_formats
@@ -207,17 +208,6 @@ def test_the_bench_table_and_the_fastest_verified_line_follow_one_rule(passed, q
     assert fastest_verified(rows).artifact == ("a.safetensors" if status == "below threshold" else "a.onnx")
 
 
-def assert_runs_without(command: list[str], modules: tuple[str, ...]) -> None:
-    """`mvkit COMMAND --json` in a fresh process succeeds without importing any of `modules`."""
-    probe = ("import json, sys\n"
-             "from mvkit.cli import run\n"
-             f"code = run({command + ['--json']!r})\n"
-             f"print(json.dumps([code] + [name in sys.modules for name in {modules!r}]))\n")
-    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0] + [False] * len(modules), \
-        (command, shown.stderr[-2000:])
-
-
 def test_a_core_ml_package_is_read_and_run_without_torch_or_mvkit_s_training_side(exported, photos):
     """Reading a package went through mvkit's Core ML exporter for one logging call, and so imported timm and the
     model zoo too; and `import coremltools` imports torch, torchvision and executorch (about 8 s and 1 GB for
@@ -244,7 +234,7 @@ def test_predicting_with_an_exported_file_imports_neither_torch_nor_timm(exporte
             assert_runs_without(command, ("torch", "torchvision", "timm"))
 
 
-def test_formats_are_taken_comma_separated_and_by_the_names_users_know(exported, tmp_path, capsys):
+def test_formats_are_taken_comma_separated_and_by_the_names_users_know(exported, flowers_subset, tmp_path, capsys):
     """`-f coreml,onnx` (as --sizes takes its list) was refused as the unknown format 'coreml,onnx', and `-f tflite`
     (Ultralytics' name, the file's suffix) as unknown."""
     from mvkit.formats import format_names, get_format
@@ -252,6 +242,11 @@ def test_formats_are_taken_comma_separated_and_by_the_names_users_know(exported,
     assert format_names(["coreml,onnx", "tflite", " onnx ", "pte"]) == ["coreml", "onnx", "litert", "executorch"]
     assert format_names(["onnx,all"]) == ["onnx", "all"]
     assert get_format("mlpackage") is FORMATS["coreml"]
+    from mvkit.compress import plan_quantize
+
+    if "executorch" in available_formats():  # the API takes the other names too, and records the row's own
+        assert [plan.fmt for plan in plan_quantize(exported["safetensors"], "ptq", ["pte"], str(flowers_subset))] == \
+            ["executorch"]
     from mvkit.bench.compare import formats_to_time
 
     assert formats_to_time(["tflite,onnx"], int8=True) == ("litert", "onnx")

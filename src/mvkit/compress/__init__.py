@@ -14,7 +14,7 @@ from typing import Any, Callable
 from mvkit.artifact import Artifact
 from mvkit.errors import MvkitError
 from mvkit.files import check_writable
-from mvkit.formats import FORMATS, Int8Method, check_options, int8_formats, int8_method, resolve
+from mvkit.formats import FORMATS, Int8Method, check_options, format_names, int8_formats, int8_method, resolve
 
 METHODS = ("ptq", "qat", "dynamic")
 
@@ -45,7 +45,7 @@ def plan_quantize(source: Path, method: str, formats: list[str], data: str | Non
             raise MvkitError(f"no installed format makes {method} int8 from a {source_format} artifact "
                              f"(formats with {method}: {', '.join(int8_formats(method)) or 'none'})")
     else:
-        chosen = list(dict.fromkeys(formats))
+        chosen = format_names(formats)
     plans = []
     for fmt in chosen:
         entry = int8_method(fmt, method, source_format)

@@ -63,7 +63,7 @@ def export(model_spec: str | Path, fmt: str, out_dir: Path | None = None, pretra
     source_extra = Artifact.load(source_path).inherited_extra() if source_path.is_file() else {}
     with atomic_output(target) as partial:
         extra = resolve(plan.row.exporter)(model, partial, **plan.options)
-        artifact = Artifact(path=target, format=fmt, model_name=architecture_of(model), labels=labels_of(model),
+        artifact = Artifact(path=target, format=plan.row.name, model_name=architecture_of(model), labels=labels_of(model),
                             preprocess=preprocess_of(model), source=str(model_spec),
                             extra={**extra, **source_extra, "params": sum(p.numel() for p in model.parameters()),
                                    "source_pretrained": pretrained,
