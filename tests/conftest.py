@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -167,3 +168,14 @@ def exported(flowers_checkpoint, tmp_path_factory) -> dict[str, Path]:
     formats = available_formats()
     assert [line.split(":")[0] for line in shown.stdout.splitlines() if not line.startswith(" ")] == formats
     return {"safetensors": checkpoint, **{fmt: folder / f"flowers{FORMATS[fmt].suffix}" for fmt in formats}}
+
+
+def assert_runs_without(command: list[str], modules: tuple[str, ...]) -> None:
+    """`mvkit COMMAND --json` in a fresh process succeeds without importing any of `modules`."""
+    probe = ("import json, sys\n"
+             "from mvkit.cli import run\n"
+             f"code = run({command + ['--json']!r})\n"
+             f"print(json.dumps([code] + [name in sys.modules for name in {modules!r}]))\n")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert json.loads(shown.stdout.strip().splitlines()[-1]) == [0] + [False] * len(modules), \
+        (command, shown.stderr[-2000:])

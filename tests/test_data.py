@@ -200,6 +200,17 @@ def test_a_manifest_of_absolute_paths_without_split_is_split_and_saved(flowers_s
     assert again.val.samples == first.val.samples
 
 
+def test_scan_of_a_folder_or_a_manifest_imports_no_torch(flowers_subset, tmp_path):
+    """scan read CSV manifests with the datasets module, which imports torch (2 s of every scan), though it trains
+    nothing."""
+    from conftest import assert_runs_without
+
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,label\n" + "\n".join(f"{p},{p.parent.name}" for p in sorted(flowers_subset.rglob("*.jpg"))[:6]))
+    for data in (flowers_subset, manifest):
+        assert_runs_without(["scan", str(data)], ("torch", "timm"))
+
+
 def test_duplicate_manifest_rows_are_used_once(flowers_subset, tmp_path, caplog):
     rows = [f"{p},{folder.name}" for folder in sorted(flowers_subset.iterdir()) for p in sorted(folder.glob("*.jpg"))]
     manifest = tmp_path / "photos.csv"
@@ -353,7 +364,7 @@ cells = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=1
 @given(rows=st.lists(st.tuples(cells, cells, cells), max_size=8), header=st.sampled_from(
     ["path,label", "path,label,split", "label,path", "file,class", " path , label ,split"]))
 def test_manifest_parser_accepts_or_refuses_clearly(tmp_path_factory, rows, header):
-    from mvkit.data.datasets import SPLIT_NAMES, read_manifest
+    from mvkit.data.manifest import SPLIT_NAMES, read_manifest
 
     folder = tmp_path_factory.mktemp("csv")
     manifest = folder / "m.csv"

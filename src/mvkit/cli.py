@@ -337,7 +337,7 @@ def scan_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Find corrupt, truncated, non-image and oversized files before they break a run."""
-    from mvkit.data.datasets import read_manifest
+    from mvkit.data.manifest import read_manifest
     from mvkit.data.images import SizeSummary, find_copies, is_image_file, list_files, scan_images
 
     unlisted: list = []

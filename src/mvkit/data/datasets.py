@@ -11,7 +11,6 @@ and an optional separate val tree.
 from __future__ import annotations
 
 import copy
-import csv
 import difflib
 import json
 import logging
@@ -24,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mvkit.files import write_atomically
 from mvkit.data.images import (SizeSummary, find_copies, is_skipped_name, list_files, load_photo,
                                scan_images)
+from mvkit.data.manifest import read_manifest
 from mvkit.errors import MvkitError
+from mvkit.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -190,61 +190,6 @@ def _read_tree(root: Path, problems: list[tuple[Path, str]]) -> list[tuple[Path,
         if not files:
             log.warning("class folder %s holds no files: class %r is left out", folder, folder.name)
         rows += [(path, folder.name) for path in files]
-    return rows
-
-
-# split values a manifest may use, case-insensitive
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val"}
-
-
-def read_manifest(csv_path: Path) -> list[tuple[Path, str, str | None]]:
-    """Rows of a path,label[,split] CSV; relative paths are relative to the CSV's folder. Refuses empty labels,
-    unknown split values and a path listed with two labels; drops exact duplicate rows (they would leak one
-    photo into both train and val) with a warning."""
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fields = [name.strip() for name in reader.fieldnames or []]
-            if not {"path", "label"} <= set(fields):
-                raise MvkitError(f"{csv_path}: a manifest needs a header with columns path,label[,split]; "
-                                 f"found {reader.fieldnames}")
-            reader.fieldnames = fields
-            raw = list(reader)
-    except UnicodeDecodeError as exc:
-        raise MvkitError(f"{csv_path} is not a UTF-8 text CSV ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise MvkitError(f"{csv_path} is not a readable CSV: {exc}") from None
-    rows, label_of, duplicates = [], {}, 0
-    for line, row in enumerate(raw, start=2):
-        text, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-        if not text:
-            raise MvkitError(f"{csv_path}, line {line}: empty path")
-        if not label:
-            raise MvkitError(f"{csv_path}, line {line}: {text} has an empty label")
-        split_text = (row.get("split") or "").strip()
-        split = SPLIT_NAMES.get(split_text.lower()) if split_text else None
-        if split_text and split is None:
-            raise MvkitError(f"{csv_path}, line {line}: split {split_text!r} is not train or val (also accepted: "
-                             "training, valid, validation; leave it empty to let mvkit split)")
-        path = Path(text)
-        path = path if path.is_absolute() else csv_path.parent / path
-        try:
-            key = str(path.resolve())
-        except (ValueError, OSError) as exc:  # a NUL byte, a name too long
-            raise MvkitError(f"{csv_path}, line {line}: {text!r} is not a usable path ({exc})") from None
-        if key in label_of:
-            if label_of[key] != (label, split):
-                raise MvkitError(f"{csv_path}, line {line}: {text} is listed twice, as {label_of[key][0]!r} "
-                                 f"({label_of[key][1] or 'no split'}) and {label!r} ({split or 'no split'}); "
-                                 "keep one row per photo")
-            duplicates += 1
-            continue
-        label_of[key] = (label, split)
-        rows.append((path, label, split))
-    if duplicates:
-        log.warning("%s: %d duplicate rows left out (each photo is used once)", csv_path, duplicates)
-    if not rows:
-        raise MvkitError(f"{csv_path} lists no photos")
     return rows
 
 
