@@ -35,7 +35,6 @@ console = Console(soft_wrap=True, markup=False)  # long paths stay on one line w
 error_console = Console(stderr=True, soft_wrap=True, markup=False)
 
 
-
 # A missing file is refused while the command line is parsed: a command's imports (torch, timm) took 4-8 s before
 # "does not exist", and a missing checkpoint was called an unknown model name.
 def _model_files_exist(value):

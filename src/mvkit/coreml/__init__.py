@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -35,6 +36,6 @@ def proto(name: str) -> types.ModuleType:
         if found is None or not found.submodule_search_locations:
             raise MvkitError("reading Core ML packages needs its extra: pip install 'mvkit[coreml]'")
         package = types.ModuleType(_PROTO_PACKAGE)
-        package.__path__ = [f"{found.submodule_search_locations[0]}/proto"]  # the pb2 files import each other relatively
+        package.__path__ = [os.path.join(found.submodule_search_locations[0], "proto")]  # the pb2 files import each other relatively
         sys.modules[_PROTO_PACKAGE] = package
     return importlib.import_module(f"{_PROTO_PACKAGE}.{name}")
