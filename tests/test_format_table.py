@@ -131,6 +131,12 @@ def test_verify_and_bench_take_every_installed_format(exported, flowers_subset, 
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert [row["format"] for row in rows] == ["safetensors", *INSTALLED]
     assert all(row["status"] == "verified" for row in rows), rows
+    # each row says what ran it: a Core ML package's latency off macOS is mvkit's numpy interpreter's, not Core ML's
+    ran_as = {row["format"]: row["runtime"] for row in rows}
+    assert ran_as["safetensors"] == "PyTorch eager" and all(ran_as.values()), ran_as
+    if "coreml" in ran_as and sys.platform != "darwin":
+        assert ran_as["coreml"] == "mvkit numpy MIL interpreter"
+        assert "| mvkit numpy MIL interpreter |" in (tmp_path / "bench.md").read_text()
     fastest = min(rows, key=lambda row: row["latency_p50_ms"])  # every row passed, so the fastest is named
     assert f"fastest verified on this machine: {fastest['artifact']} ({fastest['format']}" in capsys.readouterr().out
 

@@ -174,7 +174,7 @@ def verify(artifact_path: Path | str, data: str | DataSplits, threshold: float =
         count=len(labels), agreement=agreement, max_abs_prob_diff=max_difference,
         mean_abs_prob_diff=mean_difference, artifact_top1=_accuracy(ours, labels, index),
         reference_top1=_accuracy(theirs, labels, index), threshold=threshold,
-        passed=agreement >= threshold and not problems, runtime=getattr(candidate, "runtime", None),
+        passed=agreement >= threshold and not problems, runtime=candidate.runtime,
         structure=structure, problems=problems, interpreter_vs_coreml=cross_check,
         **flipped_leads(ours, theirs))
 

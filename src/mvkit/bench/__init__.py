@@ -44,6 +44,7 @@ class BenchRow:
     peak_rss_mb: float | None = None
     top1: float | None = None
     agreement: float | None = None
+    runtime: str | None = None  # what ran it: a Core ML package off macOS runs in mvkit's numpy interpreter
 
     @property
     def ok(self) -> bool:
@@ -173,7 +174,7 @@ def bench_predictors(predictors: list[Predictor], photos: list[Image.Image], rou
             params_m=_params_m(predictor), threads=predictor.threads,
             latency_p50_ms=float(np.percentile(times, 50)), latency_p90_ms=float(np.percentile(times, 90)),
             batch=batch, throughput_img_s=float(np.median(speeds)),
-            peak_rss_mb=memory[index]))
+            peak_rss_mb=memory[index], runtime=predictor.runtime))
     return rows
 
 
@@ -239,8 +240,8 @@ def fastest_verified(rows: list[BenchRow]) -> BenchRow | None:
 
 
 def markdown_table(rows: list[BenchRow]) -> str:
-    lines = ["| artifact | format | status | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| artifact | format | status | MB | params M | threads | p50 ms | p90 ms | img/s (batch) | peak RSS MB | top-1 | agreement | ran as |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
         status = r.status.replace("|", "/")[:120]
@@ -248,7 +249,8 @@ def markdown_table(rows: list[BenchRow]) -> str:
         lines.append(f"| {Path(r.artifact).name} | {r.format} | {status} | {cell(r.file_mb, '.1f')} | "
                      f"{cell(r.params_m, '.2f')} | {cell(r.threads, 'd')} | {cell(r.latency_p50_ms, '.1f')} | "
                      f"{cell(r.latency_p90_ms, '.1f')} | {throughput} | "
-                     f"{cell(r.peak_rss_mb, '.0f')} | {cell(r.top1, '.1%')} | {cell(r.agreement, '.1%')} |")
+                     f"{cell(r.peak_rss_mb, '.0f')} | {cell(r.top1, '.1%')} | {cell(r.agreement, '.1%')} | "
+                     f"{r.runtime or '-'} |")
     return "\n".join(lines)
 
 

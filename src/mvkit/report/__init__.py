@@ -102,7 +102,7 @@ LIVE_KEYS = ["artifact", "runtime", "size/size", "size/reason", "fps/target", "f
 VERIFY_COLUMNS = ["artifact", "format", "runtime", "reference", "count", "agreement", "max_abs_prob_diff",
                   "mean_abs_prob_diff", "artifact_top1", "reference_top1", "threshold", "passed"]
 BENCH_COLUMNS = ["artifact", "format", "status", "file_mb", "threads", "latency_p50_ms", "latency_p90_ms",
-                 "throughput_img_s", "peak_rss_mb", "top1", "agreement"]
+                 "throughput_img_s", "peak_rss_mb", "top1", "agreement", "runtime"]
 
 
 def read_section(path: Path, data: Any) -> Section | None:

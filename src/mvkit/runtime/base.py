@@ -45,6 +45,15 @@ class Predictor:
         return f"{self.artifact.format} ({Path(self.artifact.path).name})"
 
     @property
+    def runtime(self) -> str:
+        """What runs it, for tables (the format row's runtime); Core ML and OpenVINO say more: the numpy interpreter
+        off macOS, the precision the plugin chose."""
+        from mvkit.formats import FORMATS
+
+        row = FORMATS.get(self.artifact.format)
+        return row.runtime if row else self.artifact.format
+
+    @property
     def threads(self) -> int:
         """Threads the runtime computes with (PyTorch's own setting; other runtimes override it)."""
         import torch

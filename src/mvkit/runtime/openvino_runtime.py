@@ -42,7 +42,11 @@ class OpenVINOPredictor(Predictor):
         int8 = "int8, float ops in " if artifact.extra.get("weights") == "int8" else ""
         leading = len(artifact.extra.get("f32_convs") or [])
         kept = f" ({leading} leading convs in f32)" if leading and self.precision != "f32" else ""
-        self.runtime = f"OpenVINO CPU plugin, {int8}{self.precision} inference{kept}"
+        self._runtime = f"OpenVINO CPU plugin, {int8}{self.precision} inference{kept}"
+
+    @property
+    def runtime(self) -> str:
+        return self._runtime
 
     @property
     def threads(self) -> int:
