@@ -262,3 +262,24 @@ def test_formats_are_taken_comma_separated_and_by_the_names_users_know(exported,
     assert run(["export", str(exported["safetensors"]), "-f", "onnx,torchscript", "--out", str(tmp_path)]) == 0, \
         capsys.readouterr().err
     assert (tmp_path / "flowers.onnx").exists() and (tmp_path / "flowers.torchscript.pt").exists()
+
+
+def test_the_python_api_loads_an_executorch_program_without_printing_its_native_lines(exported, photos):
+    """The CLI sends third-party output to its log; a script using the API got ExecuTorch's cpuinfo lines (C++, on
+    file descriptor 2) and a torch warning on its terminal at every first load. logging at INFO shows them."""
+    if "executorch" not in exported:
+        pytest.skip("the executorch extra is not installed")
+    script = ("import sys\n"
+              "if sys.argv[3] == 'info':\n"
+              "    import logging; logging.basicConfig(level=logging.INFO)\n"
+              "from mvkit.predict import predict_files\n"
+              "predictions, _ = predict_files(sys.argv[1], sys.argv[2], topk=1)\n"
+              "print(predictions[0].top[0][0])\n")
+    for level in ("default", "info"):
+        shown = subprocess.run([sys.executable, "-c", script, str(exported["executorch"]), str(photos["coffee"]), level],
+                               capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0 and shown.stdout.strip(), shown.stderr
+        if level == "default":
+            assert shown.stderr == "", shown.stderr
+        elif "cpuinfo" not in shown.stderr:  # this build printed none: nothing to show when asked
+            pytest.skip("ExecuTorch printed no cpuinfo lines on this machine")

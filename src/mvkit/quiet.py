@@ -41,9 +41,46 @@ def route_logging(console: Console, verbose: bool, library_handler: logging.Hand
     logging.captureWarnings(not verbose)
 
 
+_REDIRECTED = False  # third_party_to_log is in force (a CLI command): its log takes native output already
+
+
+@contextmanager
+def native_output_to_log(what: str) -> Iterator[None]:
+    """For the Python API: what C++ libraries print on file descriptors 1 and 2 during the block goes to the log
+    file of `what` (ExecuTorch's cpuinfo lines when its first program loads). Shown when the "mvkit" logger is
+    enabled for INFO (logging.basicConfig(level=logging.INFO), or the CLI's -v); a CLI command's own redirection
+    already takes it."""
+    if _REDIRECTED or logging.getLogger("mvkit").isEnabledFor(logging.INFO):
+        yield
+        return
+    try:
+        path = log_path(what)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "w", buffering=1)  # the last time's output, as a command's log holds its last run
+    except OSError:  # no writable cache folder: show it rather than fail
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        log.close()
+
+
 @contextmanager
 def third_party_to_log(consoles: list[Console], command: str, verbose: bool) -> Iterator[Path | None]:
     """Yields the log file's path (None with verbose: nothing is redirected)."""
+    global _REDIRECTED
     if verbose:
         yield None
         return
@@ -65,9 +102,11 @@ def third_party_to_log(consoles: list[Console], command: str, verbose: bool) -> 
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
+    _REDIRECTED = True
     try:
         yield path
     finally:
+        _REDIRECTED = False
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         sys.stdout, sys.stderr = previous_streams

@@ -29,10 +29,15 @@ def fit_thread_pool() -> int:
 class ExecutorchPredictor(Predictor):
     def __init__(self, artifact: Artifact):
         super().__init__(artifact)
-        from executorch.runtime import Runtime  # installed: the format table checks it first
-        self._threads = fit_thread_pool()
-        self.program = Runtime.get().load_program(str(artifact.path))
-        self.method = self.program.load_method("forward")
+        from mvkit.quiet import native_output_to_log
+
+        # its import logs a torch warning, and its first program load prints cpuinfo lines from C++
+        with native_output_to_log("executorch"):
+            from executorch.runtime import Runtime  # installed: the format table checks it first
+
+            self._threads = fit_thread_pool()
+            self.program = Runtime.get().load_program(str(artifact.path))
+            self.method = self.program.load_method("forward")
 
     @property
     def threads(self) -> int:
