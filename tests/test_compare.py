@@ -44,6 +44,7 @@ def test_compare_two_families_on_real_photos(flowers_subset, tmp_path, monkeypat
     markdown = (out / "compare.md").read_text()
     assert "published, not measured" in markdown and "from scratch" in markdown
     assert "budget: 1 epoch at 64 px, batch 32;" in markdown
+    assert "Ran as: onnx fp32: ONNX Runtime." in markdown and lite0["onnx fp32 ran as"] == "ONNX Runtime"
     assert f"{lite0['onnx fp32 p50 ms']:.2f}" in markdown
     # the shipped file's top-1 beside its checkpoint's on the same photos (the val column's may be on more)
     scored = json.loads((out / "tf_efficientnet_lite0" / "compare.json").read_text())["artifacts"]

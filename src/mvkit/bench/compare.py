@@ -238,6 +238,7 @@ def table_rows(results: list[dict]) -> list[dict]:
     for result in results:
         timed = [a for a in result["artifacts"] if a["latency_p50_ms"] is not None and a["format"] != "safetensors"]
         latency = {f"{a['format']} {a['precision']} p50 ms": round(a["latency_p50_ms"], 2) for a in timed}
+        ran_as = {f"{a['format']} {a['precision']} ran as": a["runtime"] for a in timed if a.get("runtime")}
         eager = next((a for a in result["artifacts"] if a["format"] == "safetensors"), None)
         shippable = [a for a in timed if passes_verification(a["status"], a["precision"] == "int8", a["top1"],
                                                              eager["top1"] if eager else None)]
@@ -250,6 +251,7 @@ def table_rows(results: list[dict]) -> list[dict]:
             "val_photos": result.get("val_photos"),  # older results lack it
             "eager p50 ms": round(eager["latency_p50_ms"], 2) if eager and eager["latency_p50_ms"] else None,
             **latency,
+            **ran_as,  # a Core ML package off macOS runs in mvkit's numpy interpreter: its column says so
             "fastest": f"{fastest['format']} {fastest['precision']}" if fastest else None,
             "fastest_p50_ms": round(fastest["latency_p50_ms"], 2) if fastest else None,
             "fastest_top1": fastest["top1"] if fastest else None,
@@ -293,7 +295,7 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
              f"{'/'.join(map(str, batches))}; "
              f"latency: batch 1, {budget.bench_rounds} interleaved rounds, median; accuracy of int8 and exported "
              f"files on {'all' if budget.verify_photos is None else f'up to {budget.verify_photos}'} val photos."
-             + _few_photos_note(rows), "",
+             + _few_photos_note(rows) + _ran_as_note(latency_columns, rows), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         published = f"{row['published_imagenet_top1']}% ({row['published_source']})" \
@@ -304,6 +306,17 @@ def markdown(rows: list[dict], data: str, budget: CompareBudget) -> str:
                  published]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ran_as_note(latency_columns: list[str], rows: list[dict]) -> str:
+    """What ran each latency column (results saved before runtimes were recorded have none)."""
+    named = []
+    for column in latency_columns:
+        key = column.replace(" p50 ms", " ran as")
+        runtime = next((row[key] for row in rows if row.get(key)), None)
+        if runtime:
+            named.append(f"{column.removesuffix(' p50 ms')}: {runtime}")
+    return f" Ran as: {'; '.join(named)}." if named else ""
 
 
 def _few_photos_note(rows: list[dict]) -> str:
