@@ -44,22 +44,19 @@ def route_logging(console: Console, verbose: bool, library_handler: logging.Hand
 _REDIRECTED = False  # third_party_to_log is in force (a CLI command): its log takes native output already
 
 
-@contextmanager
-def native_output_to_log(what: str) -> Iterator[None]:
-    """For the Python API: what C++ libraries print on file descriptors 1 and 2 during the block goes to the log
-    file of `what` (ExecuTorch's cpuinfo lines when its first program loads). Shown when the "mvkit" logger is
-    enabled for INFO (logging.basicConfig(level=logging.INFO), or the CLI's -v); a CLI command's own redirection
-    already takes it."""
-    if _REDIRECTED or logging.getLogger("mvkit").isEnabledFor(logging.INFO):
-        yield
-        return
+def _open_log(name: str):
+    """The log file for `name`, emptied (it holds the last run's output); None where no cache folder is writable."""
+    path = log_path(name)
     try:
-        path = log_path(what)
         path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path, "w", buffering=1)  # the last time's output, as a command's log holds its last run
-    except OSError:  # no writable cache folder: show it rather than fail
-        yield
-        return
+        return open(path, "w", buffering=1)
+    except OSError:
+        return None
+
+
+@contextmanager
+def _descriptors_to(log) -> Iterator[None]:
+    """File descriptors 1 and 2 point at `log` for the block: what C++ code and child processes print."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -74,49 +71,46 @@ def native_output_to_log(what: str) -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-        log.close()
+
+
+@contextmanager
+def native_output_to_log(what: str) -> Iterator[None]:
+    """For the Python API: what C++ libraries print on file descriptors 1 and 2 during the block goes to the log
+    file of `what` (ExecuTorch's cpuinfo lines when its first program loads). Shown when the "mvkit" logger is
+    enabled for INFO (logging.basicConfig(level=logging.INFO), or the CLI's -v); a CLI command's own redirection
+    already takes it."""
+    log = None if _REDIRECTED or logging.getLogger("mvkit").isEnabledFor(logging.INFO) else _open_log(what)
+    if log is None:  # shown, or no writable cache folder: shown rather than fail
+        yield
+        return
+    with log, _descriptors_to(log):
+        yield
 
 
 @contextmanager
 def third_party_to_log(consoles: list[Console], command: str, verbose: bool) -> Iterator[Path | None]:
     """Yields the log file's path (None with verbose: nothing is redirected)."""
     global _REDIRECTED
-    if verbose:
+    log = None if verbose else _open_log(command)
+    if log is None:  # verbose, or no writable cache folder: stay as we are rather than fail the command
         yield None
         return
-    path = log_path(command)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path, "w", buffering=1)
-    except OSError:  # no writable cache folder: stay as we are rather than fail the command
-        yield None
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    terminals = [os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8") for fd in (1, 2)]
+    terminals = [os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8") for fd in (1, 2)]  # before the swap
     previous_files = [console.file for console in consoles]
     previous_streams = sys.stdout, sys.stderr
     for console in consoles:
         console.file = terminals[1] if console.stderr else terminals[0]
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
-    _REDIRECTED = True
-    try:
-        yield path
-    finally:
-        _REDIRECTED = False
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        sys.stdout, sys.stderr = previous_streams
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        for console, previous in zip(consoles, previous_files):
-            console.file = previous
-        for terminal in terminals:
-            with contextlib.suppress(BrokenPipeError):  # the reader went away (mvkit ... | head)
-                terminal.close()
-        log.close()
+    with log, _descriptors_to(log):
+        sys.stdout = sys.stderr = log
+        _REDIRECTED = True
+        try:
+            yield Path(log.name)
+        finally:
+            _REDIRECTED = False
+            log.flush()
+            sys.stdout, sys.stderr = previous_streams
+            for console, previous in zip(consoles, previous_files):
+                console.file = previous
+            for terminal in terminals:
+                with contextlib.suppress(BrokenPipeError):  # the reader went away (mvkit ... | head)
+                    terminal.close()
